@@ -1,0 +1,156 @@
+import type { KVBlock, KVShape } from './kv';
+import type { Rope } from './rope';
+
+/**
+ * A preallocated KV cache for a batch of sequences: per layer one Float32Array laid out [batch, kvHeads, capacity,
+ * headDim] — the shape the decoder graph takes as its past, so the whole buffer is handed to onnxruntime as it is
+ * (no copy) and slots that are unused, stale or belong to later chunks are hidden by the attention bias.
+ *
+ * Each slot records the position its key was computed at and whether it is valid. New KV is written into slots by
+ * the engine (only the new tokens are copied); cached blocks are placed with their keys re-rotated on the way in.
+ */
+export class KVCache {
+  readonly keys: Float32Array[];
+  readonly values: Float32Array[];
+  /** [batch * capacity] position of each slot's key. */
+  readonly slotPos: Int32Array;
+  /** [batch * capacity] 1 when the slot holds KV a query may attend to. */
+  readonly slotValid: Uint8Array;
+  /** [batch * capacity] token id in each slot. */
+  readonly slotToken: Int32Array;
+  /** Next free slot per row. */
+  readonly length: Int32Array;
+  /** Floats copied into this cache so far (new KV and placed blocks): the copy accounting tests and benches read. */
+  floatsWritten = 0;
+
+  constructor(
+    readonly shape: KVShape,
+    readonly batch: number,
+    readonly capacity: number,
+  ) {
+    const n = batch * shape.kvHeads * capacity * shape.headDim;
+    this.keys = Array.from({ length: shape.layers }, () => new Float32Array(n));
+    this.values = Array.from({ length: shape.layers }, () => new Float32Array(n));
+    this.slotPos = new Int32Array(batch * capacity);
+    this.slotValid = new Uint8Array(batch * capacity);
+    this.slotToken = new Int32Array(batch * capacity);
+    this.length = new Int32Array(batch);
+  }
+
+  /** Offset of (row, head, slot) in a layer's buffer. */
+  offset(row: number, head: number, slot: number): number {
+    return ((row * this.shape.kvHeads + head) * this.capacity + slot) * this.shape.headDim;
+  }
+
+  /** Slots [from, to) of a row, as validity and positions. */
+  rowSlots(row: number): { pos: Int32Array; valid: Uint8Array; token: Int32Array } {
+    const a = row * this.capacity;
+    const b = a + this.capacity;
+    return { pos: this.slotPos.subarray(a, b), valid: this.slotValid.subarray(a, b), token: this.slotToken.subarray(a, b) };
+  }
+
+  /** Reserve `n` slots at the end of a row; returns the first. */
+  reserve(row: number, n: number): number {
+    const start = this.length[row];
+    if (start + n > this.capacity) {
+      throw new RangeError(`KV cache row ${row} is full: ${start} + ${n} slots > capacity ${this.capacity}`);
+    }
+    this.length[row] = start + n;
+    return start;
+  }
+
+  /**
+   * Place a cached block into a row at the next free slots, its token t at positions[t] (keys re-rotated from the
+   * block's own positions). Returns the first slot used.
+   */
+  place(row: number, block: KVBlock, positions: ArrayLike<number>, rope: Rope): number {
+    const { layers, kvHeads, headDim } = this.shape;
+    if (block.shape.layers !== layers || block.shape.kvHeads !== kvHeads || block.shape.headDim !== headDim) {
+      throw new RangeError('KV block shape does not match the cache');
+    }
+    const start = this.reserve(row, block.length);
+    const cos = new Float64Array(rope.half);
+    const sin = new Float64Array(rope.half);
+    for (let t = 0; t < block.length; t++) {
+      const slot = start + t;
+      const from = block.positions[t];
+      const to = positions[t];
+      const same = from === to;
+      if (!same) rope.delta(from, to, cos, sin);
+      for (let l = 0; l < layers; l++) {
+        for (let h = 0; h < kvHeads; h++) {
+          const src = (h * block.length + t) * headDim;
+          const dst = this.offset(row, h, slot);
+          if (same) this.keys[l].set(block.keys[l].subarray(src, src + headDim), dst);
+          else rope.rotateRow(block.keys[l], src, this.keys[l], dst, cos, sin);
+          this.values[l].set(block.values[l].subarray(src, src + headDim), dst);
+        }
+      }
+      const i = row * this.capacity + slot;
+      this.slotPos[i] = to;
+      this.slotValid[i] = 1;
+      this.slotToken[i] = block.tokens[t];
+    }
+    this.floatsWritten += 2 * layers * kvHeads * headDim * block.length;
+    return start;
+  }
+
+  /**
+   * Write freshly computed KV into slots of `row`: the graph output is [batch, kvHeads, srcLen, headDim] per layer,
+   * and entry (b, srcStart + s) goes to slots[s].
+   */
+  writeNew(
+    row: number,
+    b: number,
+    srcLen: number,
+    srcStart: number,
+    newKeys: Float32Array[],
+    newValues: Float32Array[],
+    slots: ArrayLike<number>,
+    positions: ArrayLike<number>,
+    tokens: ArrayLike<number>,
+  ): void {
+    const { layers, kvHeads, headDim } = this.shape;
+    for (let l = 0; l < layers; l++) {
+      for (let h = 0; h < kvHeads; h++) {
+        for (let s = 0; s < slots.length; s++) {
+          const src = ((b * kvHeads + h) * srcLen + srcStart + s) * headDim;
+          const dst = this.offset(row, h, slots[s]);
+          this.keys[l].set(newKeys[l].subarray(src, src + headDim), dst);
+          this.values[l].set(newValues[l].subarray(src, src + headDim), dst);
+        }
+      }
+    }
+    for (let s = 0; s < slots.length; s++) {
+      const i = row * this.capacity + slots[s];
+      this.slotPos[i] = positions[s];
+      this.slotValid[i] = 1;
+      this.slotToken[i] = tokens[s];
+    }
+    this.floatsWritten += 2 * layers * kvHeads * headDim * slots.length;
+  }
+
+  /** Slots [start, end) of a row as a standalone block (copies). */
+  toBlock(row: number, start: number, end: number): KVBlock {
+    const { layers, kvHeads, headDim } = this.shape;
+    const n = end - start;
+    const keys = Array.from({ length: layers }, () => new Float32Array(kvHeads * n * headDim));
+    const values = Array.from({ length: layers }, () => new Float32Array(kvHeads * n * headDim));
+    for (let l = 0; l < layers; l++) {
+      for (let h = 0; h < kvHeads; h++) {
+        const src = this.offset(row, h, start);
+        keys[l].set(this.keys[l].subarray(src, src + n * headDim), h * n * headDim);
+        values[l].set(this.values[l].subarray(src, src + n * headDim), h * n * headDim);
+      }
+    }
+    const a = row * this.capacity;
+    return {
+      shape: this.shape,
+      length: n,
+      tokens: this.slotToken.slice(a + start, a + end),
+      positions: this.slotPos.slice(a + start, a + end),
+      keys,
+      values,
+    };
+  }
+}

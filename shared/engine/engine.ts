@@ -1,0 +1,425 @@
+import * as ort from 'onnxruntime-node';
+import { KVCache } from './cache';
+import { kvShape, loadModelConfig, type ModelConfig } from './config';
+import { ContextLengthError, EngineInputError, ModelLoadError } from './errors';
+import type { KVBlock, KVShape } from './kv';
+import { Rope } from './rope';
+import { kvOutputNames, openGraph, pastInputNames, type GraphSession, type SessionOptions } from './session';
+import { loadTokenizer, type TextTokenizer } from './tokenizer';
+
+/** Additive bias for keys a query must not see. Finite, so a padding row stays finite. */
+export const NEG_INF = -1e9;
+
+export interface EngineOptions extends SessionOptions {
+  /** Which graph runs the primitive: the model's own primitive graph when it has one (default), or the stock one. */
+  graph?: 'auto' | 'primitive' | 'stock';
+  /** Verify RoPE re-rotation against the model at load (default true). */
+  selfCheck?: boolean;
+}
+
+/** One row of a forward call: tokens to compute at the given positions, written into `slots` (default: appended). */
+export interface RowInput {
+  tokens: ArrayLike<number>;
+  positions: ArrayLike<number>;
+  slots?: ArrayLike<number>;
+}
+
+export interface ForwardResult {
+  /** Per row: [S_row, vocab] logits (`all`) or [vocab] of the row's last token (`last`); empty for empty rows. */
+  logits: Float32Array[];
+  /** Float32 values the graph returned for KV (the new tokens only, with the primitive graph). */
+  kvFloatsOut: number;
+}
+
+export interface GenerateOptions {
+  maxTokens: number;
+  /** Token ids that end a row (default: the model's eos ids). */
+  stopIds?: number[];
+}
+
+export interface GenerateResult {
+  tokens: number[][];
+  /** Why each row stopped. */
+  finish: ('stop' | 'length')[];
+}
+
+export function argmax(v: Float32Array): number {
+  let best = 0;
+  let bv = -Infinity;
+  for (let i = 0; i < v.length; i++) {
+    if (v[i] > bv) {
+      bv = v[i];
+      best = i;
+    }
+  }
+  return best;
+}
+
+/**
+ * The additive attention bias [B, 1, S, P + S] of a primitive call: query s of row b sees a valid cached slot whose
+ * position is at most its own, and the call's tokens at positions at most its own. The common shapes (increasing
+ * positions, a cache wholly before the new tokens) are filled by ranges; anything else is checked key by key.
+ */
+export function buildBias(cache: KVCache, rows: RowInput[], S: number, P: number): Float32Array {
+  const B = cache.batch;
+  const C = cache.capacity;
+  const T = P + S;
+  const bias = new Float32Array(B * S * T).fill(NEG_INF);
+  for (let b = 0; b < B; b++) {
+    const r = rows[b];
+    const n = r.tokens.length;
+    let increasing = true;
+    let first = Infinity;
+    for (let s = 0; s < n; s++) {
+      first = Math.min(first, r.positions[s]);
+      if (s && r.positions[s] <= r.positions[s - 1]) increasing = false;
+    }
+    const valid: number[] = [];
+    let pastBefore = true;
+    if (P === C) {
+      for (let j = 0; j < C; j++) {
+        if (!cache.slotValid[b * C + j]) continue;
+        valid.push(j);
+        if (cache.slotPos[b * C + j] >= first) pastBefore = false;
+      }
+    }
+    const pastRow = new Float32Array(P).fill(NEG_INF);
+    for (const j of valid) pastRow[j] = 0;
+    for (let s = 0; s < S; s++) {
+      const rowOff = (b * S + s) * T;
+      if (s >= n) {
+        bias[rowOff + P + s] = 0; // padding query: sees only itself
+        continue;
+      }
+      const q = r.positions[s];
+      if (pastBefore) bias.set(pastRow, rowOff);
+      else for (const j of valid) if (cache.slotPos[b * C + j] <= q) bias[rowOff + j] = 0;
+      if (increasing) bias.fill(0, rowOff + P, rowOff + P + s + 1);
+      else for (let k = 0; k < n; k++) if (r.positions[k] <= q) bias[rowOff + P + k] = 0;
+    }
+  }
+  return bias;
+}
+
+/**
+ * The engine: a model, its tokenizer and one primitive — compute a set of tokens at given positions over a KV cache,
+ * each token attending causally by position to the valid slots of its row and to the call's earlier tokens.
+ * Everything else (compile a chunk, prefill, link, decode) is built on `forward`.
+ */
+export class Engine {
+  readonly shape: KVShape;
+  readonly rope: Rope;
+  /** Which graph `forward` runs. */
+  readonly graphKind: 'primitive' | 'stock';
+
+  private constructor(
+    readonly config: ModelConfig,
+    readonly tokenizer: TextTokenizer,
+    private readonly graph: GraphSession,
+  ) {
+    this.shape = kvShape(config);
+    this.rope = new Rope(config.headDim, config.ropeTheta);
+    this.graphKind = graph.kind;
+  }
+
+  get id(): string {
+    return this.config.id;
+  }
+
+  get contextLength(): number {
+    return this.config.contextLength;
+  }
+
+  static async load(dir: string, opts: EngineOptions = {}): Promise<Engine> {
+    const config = loadModelConfig(dir);
+    const tokenizer = loadTokenizer(config);
+    const want = opts.graph ?? 'auto';
+    let graph: GraphSession;
+    if (want === 'stock' || (want === 'auto' && !config.graphs.primitive)) {
+      graph = await openGraph(config, 'stock', config.graphs.stock ?? 'model.onnx', opts);
+    } else {
+      if (!config.graphs.primitive) {
+        throw new ModelLoadError(`${dir}/config.json names no primitive graph (epic.graphs.primitive)`, `${dir}/config.json`);
+      }
+      graph = await openGraph(config, 'primitive', config.graphs.primitive, opts);
+    }
+    const engine = new Engine(config, tokenizer, graph);
+    if (opts.selfCheck !== false) await engine.checkRope();
+    return engine;
+  }
+
+  newCache(batch: number, capacity: number): KVCache {
+    if (capacity > this.contextLength) throw new ContextLengthError(capacity, this.contextLength, 'KV cache');
+    return new KVCache(this.shape, batch, capacity);
+  }
+
+  /** Prompt token ids: BOS then the text's tokens. */
+  encodePrompt(text: string): number[] {
+    return [this.config.bosTokenId, ...this.tokenizer.encode(text)];
+  }
+
+  /** The primitive. `rows[i]` is row i of the cache (an empty row computes nothing). */
+  async forward(cache: KVCache, rows: RowInput[], opts: { logits?: 'last' | 'all' } = {}): Promise<ForwardResult> {
+    if (rows.length !== cache.batch) throw new EngineInputError(`forward needs ${cache.batch} rows, got ${rows.length}`);
+    const B = cache.batch;
+    const S = Math.max(1, ...rows.map((r) => r.tokens.length));
+    const slots: number[][] = [];
+    for (let b = 0; b < B; b++) {
+      const r = rows[b];
+      if (r.positions.length !== r.tokens.length) throw new EngineInputError(`row ${b}: ${r.tokens.length} tokens but ${r.positions.length} positions`);
+      for (let s = 0; s < r.tokens.length; s++) {
+        const p = r.positions[s];
+        if (!Number.isInteger(p) || p < 0) throw new EngineInputError(`row ${b}: position ${p} is not a non-negative integer`);
+        if (p >= this.contextLength) throw new ContextLengthError(p + 1, this.contextLength);
+        const t = r.tokens[s];
+        if (!Number.isInteger(t) || t < 0 || t >= this.config.vocabSize) throw new EngineInputError(`row ${b}: token id ${t} outside vocabulary of ${this.config.vocabSize}`);
+      }
+      if (r.slots) {
+        if (r.slots.length !== r.tokens.length) throw new EngineInputError(`row ${b}: ${r.tokens.length} tokens but ${r.slots.length} slots`);
+        slots.push(Array.from(r.slots));
+      } else {
+        const start = cache.reserve(b, r.tokens.length);
+        slots.push(Array.from({ length: r.tokens.length }, (_, i) => start + i));
+      }
+    }
+    const ids = new BigInt64Array(B * S);
+    const pos = new BigInt64Array(B * S);
+    for (let b = 0; b < B; b++) {
+      const r = rows[b];
+      for (let s = 0; s < S; s++) {
+        const real = s < r.tokens.length;
+        ids[b * S + s] = BigInt(real ? r.tokens[s] : this.config.padTokenId);
+        pos[b * S + s] = BigInt(real ? r.positions[s] : 0);
+      }
+    }
+    const { logits, newK, newV, srcLen, srcStart, kvFloatsOut } =
+      this.graph.kind === 'primitive' ? await this.runPrimitive(cache, rows, S, ids, pos) : await this.runStock(cache, rows, S, ids, pos);
+    for (let b = 0; b < B; b++) {
+      const r = rows[b];
+      if (r.tokens.length) cache.writeNew(b, b, srcLen, srcStart, newK, newV, slots[b], r.positions, r.tokens);
+    }
+    const V = this.config.vocabSize;
+    const out: Float32Array[] = [];
+    for (let b = 0; b < B; b++) {
+      const n = rows[b].tokens.length;
+      if (!n) out.push(new Float32Array(0));
+      else if (opts.logits === 'all') out.push(logits.subarray(b * S * V, (b * S + n) * V));
+      else out.push(logits.slice((b * S + n - 1) * V, (b * S + n) * V));
+    }
+    return { logits: out, kvFloatsOut };
+  }
+
+  private kvDims(B: number, P: number): number[] {
+    return [B, this.shape.kvHeads, P, this.shape.headDim];
+  }
+
+  /** Primitive graph: the cache's buffers go in whole (views, no copy); a bias hides what a query must not see. */
+  private async runPrimitive(cache: KVCache, rows: RowInput[], S: number, ids: BigInt64Array, pos: BigInt64Array) {
+    const B = cache.batch;
+    const C = cache.capacity;
+    let anyValid = false;
+    for (let i = 0; i < cache.slotValid.length && !anyValid; i++) anyValid = cache.slotValid[i] === 1;
+    // An empty past is passed as one masked zero slot: some exported graphs (GQA head repetition) reject a
+    // zero-length past.
+    const P = anyValid ? C : 1;
+    const T = P + S;
+    const bias = buildBias(cache, rows, S, P);
+    const feeds: Record<string, ort.Tensor> = {
+      input_ids: new ort.Tensor('int64', ids, [B, S]),
+      position_ids: new ort.Tensor('int64', pos, [B, S]),
+      attn_bias: new ort.Tensor('float32', bias, [B, 1, S, T]),
+    };
+    const names = pastInputNames(this.shape.layers);
+    const dummy = anyValid ? null : new Float32Array(B * this.shape.kvHeads * this.shape.headDim);
+    for (let l = 0; l < this.shape.layers; l++) {
+      feeds[names[2 * l]] = new ort.Tensor('float32', dummy ?? cache.keys[l], this.kvDims(B, P));
+      feeds[names[2 * l + 1]] = new ort.Tensor('float32', dummy ?? cache.values[l], this.kvDims(B, P));
+    }
+    const res = await this.graph.session.run(feeds);
+    return this.collect(res, 'primitive', S, 0);
+  }
+
+  /**
+   * Stock Optimum graph: its past must be dense, so the valid prefix of each row is copied in and the graph returns
+   * the whole cache concatenated. Supports rows whose valid slots precede the new tokens (prefill, extend, decode).
+   */
+  private async runStock(cache: KVCache, rows: RowInput[], S: number, ids: BigInt64Array, pos: BigInt64Array) {
+    const B = cache.batch;
+    const C = cache.capacity;
+    let P = 0;
+    for (let b = 0; b < B; b++) {
+      for (let j = 0; j < C; j++) if (cache.slotValid[b * C + j]) P = Math.max(P, j + 1);
+    }
+    const dense = P; // slots copied from the cache; an empty past becomes one masked zero slot (see runPrimitive)
+    P = Math.max(P, 1);
+    for (let b = 0; b < B; b++) {
+      const r = rows[b];
+      if (!r.tokens.length) continue;
+      let first = Infinity;
+      for (let s = 0; s < r.positions.length; s++) first = Math.min(first, r.positions[s]);
+      for (let j = 0; j < dense; j++) {
+        if (cache.slotValid[b * C + j] && cache.slotPos[b * C + j] >= first) {
+          throw new EngineInputError(
+            'the stock graph attends to every valid cached slot; this call needs position-masked attention, which only the primitive graph (model_epic.onnx) provides',
+          );
+        }
+      }
+    }
+    const T = P + S;
+    const mask = new BigInt64Array(B * T);
+    for (let b = 0; b < B; b++) {
+      for (let j = 0; j < dense; j++) mask[b * T + j] = BigInt(cache.slotValid[b * C + j]);
+      for (let s = 0; s < S; s++) mask[b * T + P + s] = s < rows[b].tokens.length ? 1n : 0n;
+    }
+    const { kvHeads, headDim } = this.shape;
+    const feeds: Record<string, ort.Tensor> = {
+      input_ids: new ort.Tensor('int64', ids, [B, S]),
+      attention_mask: new ort.Tensor('int64', mask, [B, T]),
+      position_ids: new ort.Tensor('int64', pos, [B, S]),
+    };
+    const names = pastInputNames(this.shape.layers);
+    for (let l = 0; l < this.shape.layers; l++) {
+      const k = new Float32Array(B * kvHeads * P * headDim);
+      const v = new Float32Array(B * kvHeads * P * headDim);
+      for (let b = 0; b < B; b++) {
+        for (let h = 0; h < kvHeads; h++) {
+          const src = cache.offset(b, h, 0);
+          const dst = (b * kvHeads + h) * P * headDim;
+          k.set(cache.keys[l].subarray(src, src + dense * headDim), dst);
+          v.set(cache.values[l].subarray(src, src + dense * headDim), dst);
+        }
+      }
+      feeds[names[2 * l]] = new ort.Tensor('float32', k, this.kvDims(B, P));
+      feeds[names[2 * l + 1]] = new ort.Tensor('float32', v, this.kvDims(B, P));
+    }
+    const res = await this.graph.session.run(feeds);
+    return this.collect(res, 'stock', T, P);
+  }
+
+  private collect(res: ort.InferenceSession.OnnxValueMapType, kind: 'primitive' | 'stock', srcLen: number, srcStart: number) {
+    const outNames = kvOutputNames(kind, this.shape.layers);
+    const newK: Float32Array[] = [];
+    const newV: Float32Array[] = [];
+    let kvFloatsOut = 0;
+    for (let l = 0; l < this.shape.layers; l++) {
+      const k = res[outNames[2 * l]].data as Float32Array;
+      const v = res[outNames[2 * l + 1]].data as Float32Array;
+      newK.push(k);
+      newV.push(v);
+      kvFloatsOut += k.length + v.length;
+    }
+    return { logits: res.logits.data as Float32Array, newK, newV, srcLen, srcStart, kvFloatsOut };
+  }
+
+  /** KV of `tokens` computed alone (no context) at positions start..start+L-1: a chunk's compiled form. */
+  async compile(tokens: ArrayLike<number>, start = 0): Promise<KVBlock> {
+    if (!tokens.length) throw new EngineInputError('cannot compile an empty chunk');
+    if (start + tokens.length > this.contextLength) throw new ContextLengthError(start + tokens.length, this.contextLength, 'chunk');
+    const cache = new KVCache(this.shape, 1, tokens.length);
+    await this.forward(cache, [{ tokens, positions: Array.from({ length: tokens.length }, (_, i) => start + i) }]);
+    return cache.toBlock(0, 0, tokens.length);
+  }
+
+  /**
+   * Prefill a batch of prompts from position 0 into a fresh cache with room for `maxNewTokens` more per row.
+   * Returns the cache and each row's last-token logits.
+   */
+  async prefill(prompts: number[][], maxNewTokens = 0): Promise<{ cache: KVCache; logits: Float32Array[] }> {
+    if (!prompts.length) throw new EngineInputError('no prompts');
+    for (const p of prompts) {
+      if (!p.length) throw new EngineInputError('empty prompt');
+      if (p.length + maxNewTokens > this.contextLength) throw new ContextLengthError(p.length + maxNewTokens, this.contextLength);
+    }
+    const capacity = Math.max(...prompts.map((p) => p.length)) + maxNewTokens;
+    const cache = this.newCache(prompts.length, capacity);
+    const { logits } = await this.forward(
+      cache,
+      prompts.map((p) => ({ tokens: p, positions: p.map((_, i) => i) })),
+    );
+    return { cache, logits };
+  }
+
+  /**
+   * Greedy decoding from each row's last logits. Each new token sits at the row's next position (one past its highest
+   * cached position) in the next free slot. Stops a row at a stop id (not included) or after maxTokens.
+   */
+  async generate(cache: KVCache, lastLogits: Float32Array[], opts: GenerateOptions): Promise<GenerateResult> {
+    const B = cache.batch;
+    if (lastLogits.length !== B) throw new EngineInputError(`generate needs ${B} logits rows, got ${lastLogits.length}`);
+    if (!Number.isInteger(opts.maxTokens) || opts.maxTokens < 0) throw new EngineInputError(`maxTokens must be a non-negative integer, got ${opts.maxTokens}`);
+    const stop = new Set(opts.stopIds ?? this.config.eosTokenIds);
+    const nextPos = new Int32Array(B);
+    for (let b = 0; b < B; b++) {
+      let m = -1;
+      const { pos, valid } = cache.rowSlots(b);
+      for (let j = 0; j < cache.capacity; j++) if (valid[j] && pos[j] > m) m = pos[j];
+      nextPos[b] = m + 1;
+    }
+    const tokens: number[][] = Array.from({ length: B }, () => []);
+    const finish: ('stop' | 'length')[] = Array(B).fill('length');
+    const done = new Array<boolean>(B).fill(opts.maxTokens === 0);
+    let logits = lastLogits;
+    for (let step = 0; step < opts.maxTokens; step++) {
+      const rows: RowInput[] = [];
+      for (let b = 0; b < B; b++) {
+        if (done[b]) {
+          rows.push({ tokens: [], positions: [] });
+          continue;
+        }
+        const t = argmax(logits[b]);
+        if (stop.has(t)) {
+          done[b] = true;
+          finish[b] = 'stop';
+          rows.push({ tokens: [], positions: [] });
+          continue;
+        }
+        tokens[b].push(t);
+        if (tokens[b].length >= opts.maxTokens) {
+          done[b] = true;
+          rows.push({ tokens: [], positions: [] });
+          continue;
+        }
+        if (nextPos[b] >= this.contextLength) throw new ContextLengthError(nextPos[b] + 1, this.contextLength);
+        rows.push({ tokens: [t], positions: [nextPos[b]++] });
+      }
+      if (done.every(Boolean)) break;
+      logits = (await this.forward(cache, rows)).logits;
+    }
+    return { tokens, finish };
+  }
+
+  /**
+   * Self-check: a random chunk compiled at 0 and re-rotated to P must equal the chunk compiled at P. Refuses a model
+   * whose rotary convention (interleaved pairs, scaling, partial rotary) the re-rotation does not reproduce.
+   */
+  async checkRope(tol = 1e-3): Promise<void> {
+    const n = 8;
+    const P = Math.min(1000, this.contextLength - n);
+    let seed = 12345;
+    const tokens = Array.from({ length: n }, () => {
+      seed = (seed * 1103515245 + 12345) % 2147483648;
+      return 5 + (seed % Math.max(1, this.config.vocabSize - 5));
+    });
+    const at0 = await this.compile(tokens, 0);
+    const atP = await this.compile(tokens, P);
+    const moved = this.rope.shiftBlock(at0, P);
+    let worst = 0;
+    for (let l = 0; l < this.shape.layers; l++) {
+      const a = moved.keys[l];
+      const b = atP.keys[l];
+      for (let i = 0; i < a.length; i++) worst = Math.max(worst, Math.abs(a[i] - b[i]));
+    }
+    if (!(worst <= tol)) {
+      throw new ModelLoadError(
+        `RoPE self-check failed for ${this.config.dir}: keys computed at position 0 and re-rotated to ${P} differ from keys ` +
+          `computed at ${P} by ${worst.toExponential(2)} (> ${tol}). The model's rotary embedding is not the rotate_half ` +
+          `convention with rope_theta ${this.config.ropeTheta} over the full head_dim, so cached chunks cannot be moved.`,
+        `${this.config.dir}/config.json`,
+      );
+    }
+  }
+}
+
+export async function loadEngine(dir: string, opts: EngineOptions = {}): Promise<Engine> {
+  return Engine.load(dir, opts);
+}

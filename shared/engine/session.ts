@@ -1,0 +1,76 @@
+import { existsSync, statSync } from 'node:fs';
+import * as ort from 'onnxruntime-node';
+import { ModelLoadError } from './errors';
+import type { ModelConfig } from './config';
+
+export type ExecutionProvider = 'cpu' | 'cuda';
+
+export interface SessionOptions {
+  executionProvider?: ExecutionProvider;
+  intraOpThreads?: number;
+}
+
+/** Which of the two graph contracts a session implements (see tools/model/export.py). */
+export type GraphKind = 'primitive' | 'stock';
+
+export interface GraphSession {
+  kind: GraphKind;
+  file: string;
+  session: ort.InferenceSession;
+}
+
+const EXPECTED: Record<GraphKind, { inputs: string[]; past: string; out: string }> = {
+  primitive: { inputs: ['input_ids', 'position_ids', 'attn_bias'], past: 'past_key_values', out: 'new_key_values' },
+  stock: { inputs: ['input_ids', 'attention_mask', 'position_ids'], past: 'past_key_values', out: 'present' },
+};
+
+export function pastInputNames(layers: number): string[] {
+  const names: string[] = [];
+  for (let i = 0; i < layers; i++) names.push(`past_key_values.${i}.key`, `past_key_values.${i}.value`);
+  return names;
+}
+
+export function kvOutputNames(kind: GraphKind, layers: number): string[] {
+  const p = EXPECTED[kind].out;
+  const names: string[] = [];
+  for (let i = 0; i < layers; i++) names.push(`${p}.${i}.key`, `${p}.${i}.value`);
+  return names;
+}
+
+/** Open one graph of a model, checking the file and its I/O names against the config. */
+export async function openGraph(
+  config: ModelConfig,
+  kind: GraphKind,
+  fileName: string,
+  opts: SessionOptions = {},
+): Promise<GraphSession> {
+  const file = `${config.dir}/${fileName}`;
+  if (!existsSync(file)) throw new ModelLoadError(`model graph not found: ${file}`, file);
+  if (statSync(file).size === 0) throw new ModelLoadError(`model graph is empty: ${file}`, file);
+  const ep = opts.executionProvider ?? 'cpu';
+  let session: ort.InferenceSession;
+  try {
+    session = await ort.InferenceSession.create(file, {
+      executionProviders: [ep],
+      graphOptimizationLevel: 'all',
+      intraOpNumThreads: opts.intraOpThreads ?? 0,
+      logSeverityLevel: 3,
+    });
+  } catch (e) {
+    const msg = (e as Error).message.split('\n')[0];
+    throw new ModelLoadError(`model graph ${file} could not be loaded by onnxruntime (${ep}): ${msg}`, file);
+  }
+  const want = [...EXPECTED[kind].inputs, ...pastInputNames(config.layers)];
+  const missing = want.filter((n) => !session.inputNames.includes(n));
+  const outs = ['logits', ...kvOutputNames(kind, config.layers)];
+  const missingOut = outs.filter((n) => !session.outputNames.includes(n));
+  if (missing.length || missingOut.length) {
+    const pastIn = session.inputNames.filter((n) => n.startsWith('past_key_values.')).length / 2;
+    throw new ModelLoadError(
+      `model graph ${file} does not match config.json (${config.layers} layers) as a ${kind} graph: ` +
+        `missing inputs [${missing.join(', ')}], missing outputs [${missingOut.join(', ')}]; the graph has ${pastIn} layers of past`,
+      file,
+    );
+  }
+  return { kind, file, session };
+}

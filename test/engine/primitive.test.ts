@@ -1,0 +1,124 @@
+import { Engine, type KVBlock } from '../../shared/engine';
+import { TINY, maxAbsDiff, randomTokens, range } from '../helpers/model';
+
+function expectBlocksClose(a: KVBlock, b: KVBlock, tol: number) {
+  expect(a.length).toBe(b.length);
+  for (let l = 0; l < a.shape.layers; l++) {
+    expect(maxAbsDiff(a.keys[l], b.keys[l])).toBeLessThan(tol);
+    expect(maxAbsDiff(a.values[l], b.values[l])).toBeLessThan(tol);
+  }
+}
+
+describe.each(['primitive', 'stock'] as const)('engine primitive (%s graph)', (graph) => {
+  let engine: Engine;
+  beforeAll(async () => {
+    engine = await Engine.load(TINY, { graph });
+  });
+  const V = () => engine.config.vocabSize;
+
+  test('prefill of A;B equals A then B over A past (logits and KV)', async () => {
+    const A = [engine.config.bosTokenId, ...randomTokens(40, 1, 5, V())];
+    const Bt = randomTokens(25, 2, 5, V());
+    const n = A.length + Bt.length;
+
+    const whole = engine.newCache(1, n);
+    const all = await engine.forward(whole, [{ tokens: [...A, ...Bt], positions: range(0, n) }], { logits: 'all' });
+
+    const split = engine.newCache(1, n);
+    await engine.forward(split, [{ tokens: A, positions: range(0, A.length) }]);
+    const tail = await engine.forward(split, [{ tokens: Bt, positions: range(A.length, Bt.length) }], { logits: 'all' });
+
+    const vocab = V();
+    expect(maxAbsDiff(tail.logits[0], all.logits[0].subarray(A.length * vocab))).toBeLessThan(1e-4);
+    expectBlocksClose(split.toBlock(0, 0, n), whole.toBlock(0, 0, n), 1e-4);
+  });
+
+  test('a chunk compiled alone at 0 and rotated to P equals it compiled alone at P (every layer)', async () => {
+    const chunk = randomTokens(32, 3, 5, V());
+    const at0 = await engine.compile(chunk, 0);
+    for (const P of [1, 37, 512, 2000]) {
+      const atP = await engine.compile(chunk, P);
+      const moved = engine.rope.shiftBlock(at0, P);
+      expect(Array.from(moved.positions)).toEqual(range(P, chunk.length));
+      expectBlocksClose(moved, atP, 1e-4);
+    }
+  });
+
+  test('a placed chunk (rotated on the way into the cache) gives the same next-token logits as computing it there', async () => {
+    const prefix = [engine.config.bosTokenId, ...randomTokens(10, 4, 5, V())];
+    const chunk = randomTokens(12, 5, 5, V());
+    const q = randomTokens(3, 6, 5, V());
+    // Reference: prefix computed, then the chunk computed alone at its offset (no view of the prefix), then q.
+    const P = prefix.length;
+    const alone = await engine.compile(chunk, P);
+    const c1 = engine.newCache(1, P + chunk.length + q.length);
+    await engine.forward(c1, [{ tokens: prefix, positions: range(0, P) }]);
+    c1.place(0, alone, range(P, chunk.length), engine.rope);
+    const r1 = await engine.forward(c1, [{ tokens: q, positions: range(P + chunk.length, q.length) }]);
+    // Same, but the chunk compiled at 0 and placed at P by re-rotation.
+    const at0 = await engine.compile(chunk, 0);
+    const c2 = engine.newCache(1, P + chunk.length + q.length);
+    await engine.forward(c2, [{ tokens: prefix, positions: range(0, P) }]);
+    c2.place(0, at0, range(P, chunk.length), engine.rope);
+    const r2 = await engine.forward(c2, [{ tokens: q, positions: range(P + chunk.length, q.length) }]);
+    expect(maxAbsDiff(r1.logits[0], r2.logits[0])).toBeLessThan(1e-4);
+  });
+
+  test('a padded batch equals the same prompts run one by one', async () => {
+    const prompts = [
+      [engine.config.bosTokenId, ...randomTokens(30, 7, 5, V())],
+      [engine.config.bosTokenId, ...randomTokens(11, 8, 5, V())],
+      [engine.config.bosTokenId, ...randomTokens(19, 9, 5, V())],
+    ];
+    const batch = await engine.prefill(prompts, 6);
+    const gen = await engine.generate(batch.cache, batch.logits, { maxTokens: 6, stopIds: [] });
+    for (let i = 0; i < prompts.length; i++) {
+      const one = await engine.prefill([prompts[i]], 6);
+      expect(maxAbsDiff(one.logits[0], batch.logits[i])).toBeLessThan(1e-4);
+      const g1 = await engine.generate(one.cache, one.logits, { maxTokens: 6, stopIds: [] });
+      expect(g1.tokens[0]).toEqual(gen.tokens[i]);
+    }
+  });
+
+  test('greedy decode over the cache equals re-running the whole sequence each step', async () => {
+    const prompt = [engine.config.bosTokenId, ...randomTokens(20, 10, 5, V())];
+    const { cache, logits } = await engine.prefill([prompt], 8);
+    const out = await engine.generate(cache, logits, { maxTokens: 8, stopIds: [] });
+    expect(out.tokens[0]).toHaveLength(8);
+    const seq = [...prompt];
+    for (let i = 0; i < 8; i++) {
+      const full = await engine.prefill([seq]);
+      let best = 0;
+      for (let v = 1; v < full.logits[0].length; v++) if (full.logits[0][v] > full.logits[0][best]) best = v;
+      expect(best).toBe(out.tokens[0][i]);
+      seq.push(best);
+    }
+  });
+});
+
+describe('decode over a preallocated cache', () => {
+  test('each step returns and writes only the new token KV (the cache is never copied)', async () => {
+    const engine = await Engine.load(TINY, { graph: 'primitive' });
+    const { layers, kvHeads, headDim } = engine.shape;
+    const prompt = [engine.config.bosTokenId, ...randomTokens(500, 11, 5, engine.config.vocabSize)];
+    const { cache } = await engine.prefill([prompt], 16);
+    const perToken = 2 * layers * kvHeads * headDim;
+    const keysBuffer = cache.keys[0];
+    let pos = prompt.length;
+    for (let i = 0; i < 10; i++) {
+      const before = cache.floatsWritten;
+      const r = await engine.forward(cache, [{ tokens: [7], positions: [pos++] }]);
+      // What the graph hands back is the one new token's KV, not the cache concatenated with it …
+      expect(r.kvFloatsOut).toBe(perToken);
+      // … and what the engine writes into the cache is that token alone.
+      expect(cache.floatsWritten - before).toBe(perToken);
+    }
+    // The same buffers serve every step (preallocated, never reallocated).
+    expect(cache.keys[0]).toBe(keysBuffer);
+    // The stock Optimum graph, by contrast, returns the whole cache every step.
+    const stock = await Engine.load(TINY, { graph: 'stock', selfCheck: false });
+    const s = await stock.prefill([prompt], 1);
+    const r = await stock.forward(s.cache, [{ tokens: [7], positions: [prompt.length] }]);
+    expect(r.kvFloatsOut).toBe(perToken * (prompt.length + 1));
+  });
+});

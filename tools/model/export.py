@@ -1,0 +1,183 @@
+"""Export a Llama checkpoint (or a seeded random model) to the project's model layout.
+
+    /usr/bin/python3 tools/model/export.py --out models/tiny-random --random --seed 7
+    /usr/bin/python3 tools/model/export.py --out models/epic-qa --checkpoint runs/qa/final.pt
+
+Writes, in the Hugging Face layout:
+  model.onnx        stock Optimum decoder-with-past: input_ids, attention_mask, position_ids,
+                    past_key_values.{i}.key|value -> logits, present.{i}.key|value (keys post-RoPE)
+  model_epic.onnx   the engine primitive: input_ids, position_ids, attn_bias [B,1,S,P+S],
+                    past_key_values.{i}.key|value -> logits, new_key_values.{i}.key|value (the S new tokens only,
+                    so a caller's preallocated cache is never concatenated or copied by the graph)
+  config.json, tokenizer.json, tokenizer_config.json
+  reference.json + reference_logits.bin   torch fp32 logits for fixed inputs, for the engine's tests
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+import numpy as np
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from llama import Llama, LlamaConfig, causal_bias_from_mask, save_config  # noqa: E402
+from wordpiece import WordPiece  # noqa: E402
+
+OPSET = 17
+GENERIC_WORDS = ("the a an of to in and is was on for with by at from as it that this he she they his her their "
+                 "what where who when which lives works born city company Q A : . , ?").split()
+
+
+class StockGraph(torch.nn.Module):
+    def __init__(self, m: Llama):
+        super().__init__()
+        self.m = m
+
+    def forward(self, input_ids, attention_mask, position_ids, *past_flat):
+        past = [(past_flat[2 * i], past_flat[2 * i + 1]) for i in range(self.m.c.num_hidden_layers)]
+        bias = causal_bias_from_mask(attention_mask, input_ids.shape[1])
+        logits, new = self.m.step(input_ids, position_ids, bias, past)
+        out = [logits]
+        for (pk, pv), (k, v) in zip(past, new):
+            out += [torch.cat([pk, k], dim=2), torch.cat([pv, v], dim=2)]
+        return tuple(out)
+
+
+class PrimitiveGraph(torch.nn.Module):
+    def __init__(self, m: Llama):
+        super().__init__()
+        self.m = m
+
+    def forward(self, input_ids, position_ids, attn_bias, *past_flat):
+        past = [(past_flat[2 * i], past_flat[2 * i + 1]) for i in range(self.m.c.num_hidden_layers)]
+        logits, new = self.m.step(input_ids, position_ids, attn_bias, past)
+        out = [logits]
+        for k, v in new:
+            out += [k, v]
+        return tuple(out)
+
+
+def past_names(c: LlamaConfig, prefix: str):
+    names = []
+    for i in range(c.num_hidden_layers):
+        names += [f"{prefix}.{i}.key", f"{prefix}.{i}.value"]
+    return names
+
+
+def export_graphs(m: Llama, out: str):
+    c = m.c
+    m.eval()
+    b, s, p = 1, 3, 5  # trace with past length != sequence length
+    ids = torch.randint(0, c.vocab_size, (b, s))
+    pos = torch.arange(p, p + s).unsqueeze(0)
+    past = []
+    for _ in range(c.num_hidden_layers):
+        past += [torch.randn(b, c.num_key_value_heads, p, c.head_dim), torch.randn(b, c.num_key_value_heads, p, c.head_dim)]
+    in_past = past_names(c, "past_key_values")
+    dyn_past = {n: {0: "batch", 2: "past_sequence_length"} for n in in_past}
+
+    mask = torch.ones(b, p + s, dtype=torch.int64)
+    present = past_names(c, "present")
+    torch.onnx.export(
+        StockGraph(m), (ids, mask, pos, *past), os.path.join(out, "model.onnx"), opset_version=OPSET,
+        input_names=["input_ids", "attention_mask", "position_ids", *in_past],
+        output_names=["logits", *present],
+        dynamic_axes={"input_ids": {0: "batch", 1: "sequence_length"},
+                      "attention_mask": {0: "batch", 1: "total_sequence_length"},
+                      "position_ids": {0: "batch", 1: "sequence_length"},
+                      "logits": {0: "batch", 1: "sequence_length"},
+                      **dyn_past, **{n: {0: "batch", 2: "total_sequence_length"} for n in present}},
+    )
+    bias = torch.zeros(b, 1, s, p + s)
+    new = past_names(c, "new_key_values")
+    torch.onnx.export(
+        PrimitiveGraph(m), (ids, pos, bias, *past), os.path.join(out, "model_epic.onnx"), opset_version=OPSET,
+        input_names=["input_ids", "position_ids", "attn_bias", *in_past],
+        output_names=["logits", *new],
+        dynamic_axes={"input_ids": {0: "batch", 1: "sequence_length"},
+                      "position_ids": {0: "batch", 1: "sequence_length"},
+                      "attn_bias": {0: "batch", 2: "sequence_length", 3: "total_sequence_length"},
+                      "logits": {0: "batch", 1: "sequence_length"},
+                      **dyn_past, **{n: {0: "batch", 2: "sequence_length"} for n in new}},
+    )
+
+
+@torch.no_grad()
+def write_reference(m: Llama, tok: WordPiece, out: str, seed: int):
+    """Torch fp32 logits and KV for fixed inputs: one prefill from position 0 and the same text's tokenisation."""
+    g = torch.Generator().manual_seed(seed)
+    c = m.c
+    n = 24
+    ids = torch.cat([torch.tensor([c.bos_token_id]), torch.randint(5, c.vocab_size, (n - 1,), generator=g)]).unsqueeze(0)
+    logits = m(ids)  # [1, n, V]
+    _, kv = m.step(ids, torch.arange(n).unsqueeze(0), causal_bias_from_mask(torch.ones(1, n, dtype=torch.int64), n),
+                   m.empty_past(1))
+    blobs = [logits.reshape(-1)]
+    for k, v in kv:
+        blobs += [k.reshape(-1), v.reshape(-1)]
+    np.concatenate([t.numpy().astype("<f4") for t in blobs]).tofile(os.path.join(out, "reference_logits.bin"))
+    text = "Q: where does Mira live? A: she lives in the city of Lisbon, 42 km away."
+    ref = {
+        "framework": f"torch {torch.__version__}",
+        "dtype": "float32",
+        "input_ids": ids[0].tolist(),
+        "logits_shape": list(logits.shape),
+        "kv_shape": [1, c.num_key_value_heads, n, c.head_dim],
+        "layout": "logits, then per layer key then value, little-endian float32",
+        "tokenizer_text": text,
+        "tokenizer_ids": tok.encode(text),
+    }
+    with open(os.path.join(out, "reference.json"), "w") as f:
+        json.dump(ref, f, indent=2)
+        f.write("\n")
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--checkpoint", help="a .pt saved by train.py ({config, state_dict, vocab})")
+    ap.add_argument("--random", action="store_true", help="export a seeded, untrained model (test fixture)")
+    ap.add_argument("--seed", type=int, default=7)
+    ap.add_argument("--hidden", type=int, default=64)
+    ap.add_argument("--layers", type=int, default=2)
+    ap.add_argument("--heads", type=int, default=4)
+    ap.add_argument("--kv-heads", type=int, default=2)
+    ap.add_argument("--name", default=None, help="model id written to config.json (default: the folder name)")
+    a = ap.parse_args()
+    os.makedirs(a.out, exist_ok=True)
+    torch.manual_seed(a.seed)
+    if a.checkpoint:
+        ck = torch.load(a.checkpoint, map_location="cpu")
+        c = LlamaConfig.from_hf(ck["config"])
+        tok = WordPiece.load(os.path.dirname(a.checkpoint)) if "vocab" not in ck else WordPiece([])
+        if "vocab" in ck:
+            tok.vocab = ck["vocab"]
+            tok.inv = sorted(ck["vocab"], key=ck["vocab"].get)
+        m = Llama(c)
+        m.load_state_dict(ck["state_dict"])
+        extra = ck.get("card", {})
+    elif a.random:
+        tok = WordPiece(GENERIC_WORDS)
+        c = LlamaConfig(vocab_size=len(tok), hidden_size=a.hidden, num_hidden_layers=a.layers,
+                        num_attention_heads=a.heads, num_key_value_heads=a.kv_heads, intermediate_size=a.hidden * 3,
+                        max_position_embeddings=4096)
+        m = Llama(c)
+        extra = {}
+    else:
+        ap.error("one of --checkpoint or --random")
+    m.eval()
+    export_graphs(m, a.out)
+    name = a.name or os.path.basename(os.path.normpath(a.out))
+    save_config(c, os.path.join(a.out, "config.json"), _name_or_path=name,
+                epic={"graphs": {"stock": "model.onnx", "primitive": "model_epic.onnx"},
+                      "rope_style": "rotate_half", "sink_token_id": tok.vocab["<sink>"], **extra})
+    tok.save(a.out, c.max_position_embeddings)
+    write_reference(m, tok, a.out, a.seed)
+    print(f"exported {name}: {sum(p.numel() for p in m.parameters())} parameters, vocab {len(tok)} -> {a.out}")
+
+
+if __name__ == "__main__":
+    main()

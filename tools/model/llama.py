@@ -1,0 +1,222 @@
+"""A small Llama-architecture decoder (RMSNorm, RoPE on q and k, SwiGLU, optional GQA) written by hand.
+
+torch 1.13 (Debian's python3-torch) has no scaled_dot_product_attention, so attention is written out; it exports to
+ONNX as MatMul/Softmax.  One attention kernel serves training and both exported graphs, so the graphs compute exactly
+what was trained:
+
+* ``attend(q, k_new, v_new, past_k, past_v, bias)`` scores the new queries against the cached keys and the new keys
+  separately (no concatenation of the cache inside the graph) and applies an additive bias of shape
+  ``[B, 1, S, P + S]``.  The bias is how the caller says which key each query may see: causal by position, holes in
+  the cache, padding.  Keys are stored post-RoPE, so a cached key at position p carries R(p).
+
+RoPE follows Hugging Face's Llama convention (``rotate_half``: dimension i pairs with i + head_dim/2).
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+NEG_INF = -1e9  # finite, so a fully masked row (padding) gives a uniform softmax instead of NaN
+
+
+@dataclass
+class LlamaConfig:
+    vocab_size: int
+    hidden_size: int = 128
+    num_hidden_layers: int = 2
+    num_attention_heads: int = 4
+    num_key_value_heads: int = 4
+    intermediate_size: int = 336
+    rope_theta: float = 10000.0
+    rms_norm_eps: float = 1e-5
+    max_position_embeddings: int = 4096
+    bos_token_id: int = 1
+    eos_token_id: int = 2
+    pad_token_id: int = 0
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden_size // self.num_attention_heads
+
+    def to_hf(self) -> dict:
+        d = asdict(self)
+        extra = d.pop("extra")
+        d.update(
+            architectures=["LlamaForCausalLM"],
+            model_type="llama",
+            head_dim=self.head_dim,
+            hidden_act="silu",
+            tie_word_embeddings=False,
+            rope_scaling=None,
+            torch_dtype="float32",
+        )
+        d.update(extra)
+        return d
+
+    @staticmethod
+    def from_hf(d: dict) -> "LlamaConfig":
+        keys = {f for f in LlamaConfig.__dataclass_fields__ if f != "extra"}
+        return LlamaConfig(**{k: v for k, v in d.items() if k in keys})
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, dim: int, eps: float):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(dim))
+        self.eps = eps
+
+    def forward(self, x):
+        # Casts only when needed: a no-op Cast confuses torch 1.13's ONNX exporter.
+        xf = x if x.dtype == torch.float32 else x.float()
+        y = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)
+        return (y if y.dtype == x.dtype else y.to(x.dtype)) * self.weight
+
+
+def rope_cos_sin(position_ids: torch.Tensor, head_dim: int, theta: float):
+    """position_ids [B, S] (int64) -> cos, sin [B, 1, S, head_dim]."""
+    inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim))
+    freqs = position_ids.to(torch.float32).unsqueeze(-1) * inv_freq  # [B, S, D/2]
+    emb = torch.cat([freqs, freqs], dim=-1)
+    return emb.cos().unsqueeze(1), emb.sin().unsqueeze(1)
+
+
+def rotate_half(x):
+    h = x.shape[-1] // 2
+    return torch.cat([-x[..., h:], x[..., :h]], dim=-1)
+
+
+def apply_rope(x, cos, sin):
+    return x * cos + rotate_half(x) * sin
+
+
+def repeat_kv(x, n_rep: int):
+    if n_rep == 1:
+        return x
+    # flatten() exports with shapes taken at run time (an explicit reshape froze a traced length into the graph)
+    return torch.stack([x] * n_rep, dim=2).flatten(1, 2)
+
+
+def attend(q, k_new, v_new, past_k, past_v, bias, n_rep: int):
+    """q [B,H,S,D]; k_new/v_new [B,Hkv,S,D]; past_k/v [B,Hkv,P,D]; bias [B,1,S,P+S] additive.
+
+    Past and new keys are scored separately and the two probability blocks applied to their own values, so the
+    cache is read in place and never copied into a concatenation."""
+    scale = 1.0 / math.sqrt(q.shape[-1])
+    pk, pv = repeat_kv(past_k, n_rep), repeat_kv(past_v, n_rep)
+    nk, nv = repeat_kv(k_new, n_rep), repeat_kv(v_new, n_rep)
+    p = pk.shape[2]
+    s_past = torch.matmul(q, pk.transpose(-1, -2)) * scale
+    s_new = torch.matmul(q, nk.transpose(-1, -2)) * scale
+    scores = torch.cat([s_past, s_new], dim=-1) + bias
+    probs = torch.softmax(scores if scores.dtype == torch.float32 else scores.float(), dim=-1)
+    probs = probs if probs.dtype == q.dtype else probs.to(q.dtype)
+    return torch.matmul(probs[..., :p], pv) + torch.matmul(probs[..., p:], nv)
+
+
+class Attention(nn.Module):
+    def __init__(self, c: LlamaConfig):
+        super().__init__()
+        self.c = c
+        hd = c.head_dim
+        self.q_proj = nn.Linear(c.hidden_size, c.num_attention_heads * hd, bias=False)
+        self.k_proj = nn.Linear(c.hidden_size, c.num_key_value_heads * hd, bias=False)
+        self.v_proj = nn.Linear(c.hidden_size, c.num_key_value_heads * hd, bias=False)
+        self.o_proj = nn.Linear(c.num_attention_heads * hd, c.hidden_size, bias=False)
+
+    def forward(self, x, cos, sin, past_k, past_v, bias):
+        b, s, _ = x.shape
+        hd = self.c.head_dim
+        q = self.q_proj(x).view(b, s, self.c.num_attention_heads, hd).transpose(1, 2)
+        k = self.k_proj(x).view(b, s, self.c.num_key_value_heads, hd).transpose(1, 2)
+        v = self.v_proj(x).view(b, s, self.c.num_key_value_heads, hd).transpose(1, 2)
+        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        n_rep = self.c.num_attention_heads // self.c.num_key_value_heads
+        out = attend(q, k, v, past_k, past_v, bias, n_rep)
+        out = out.transpose(1, 2).reshape(b, s, -1)
+        return self.o_proj(out), k, v
+
+
+class MLP(nn.Module):
+    def __init__(self, c: LlamaConfig):
+        super().__init__()
+        self.gate_proj = nn.Linear(c.hidden_size, c.intermediate_size, bias=False)
+        self.up_proj = nn.Linear(c.hidden_size, c.intermediate_size, bias=False)
+        self.down_proj = nn.Linear(c.intermediate_size, c.hidden_size, bias=False)
+
+    def forward(self, x):
+        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+
+
+class Block(nn.Module):
+    def __init__(self, c: LlamaConfig):
+        super().__init__()
+        self.input_layernorm = RMSNorm(c.hidden_size, c.rms_norm_eps)
+        self.self_attn = Attention(c)
+        self.post_attention_layernorm = RMSNorm(c.hidden_size, c.rms_norm_eps)
+        self.mlp = MLP(c)
+
+    def forward(self, x, cos, sin, past_k, past_v, bias):
+        a, k, v = self.self_attn(self.input_layernorm(x), cos, sin, past_k, past_v, bias)
+        x = x + a
+        x = x + self.mlp(self.post_attention_layernorm(x))
+        return x, k, v
+
+
+class Llama(nn.Module):
+    def __init__(self, c: LlamaConfig):
+        super().__init__()
+        self.c = c
+        self.embed_tokens = nn.Embedding(c.vocab_size, c.hidden_size)
+        self.layers = nn.ModuleList([Block(c) for _ in range(c.num_hidden_layers)])
+        self.norm = RMSNorm(c.hidden_size, c.rms_norm_eps)
+        self.lm_head = nn.Linear(c.hidden_size, c.vocab_size, bias=False)
+
+    def step(self, input_ids, position_ids, bias, past):
+        """The engine primitive: compute tokens at given positions over cached KV.
+
+        past: list of (k, v) per layer, each [B, Hkv, P, D].  Returns logits [B,S,V] and the new tokens' (k, v)."""
+        cos, sin = rope_cos_sin(position_ids, self.c.head_dim, self.c.rope_theta)
+        x = self.embed_tokens(input_ids)
+        new = []
+        for layer, (pk, pv) in zip(self.layers, past):
+            x, k, v = layer(x, cos, sin, pk, pv, bias)
+            new.append((k, v))
+        return self.lm_head(self.norm(x)), new
+
+    def empty_past(self, batch: int, dtype=torch.float32):
+        c = self.c
+        z = torch.zeros(batch, c.num_key_value_heads, 0, c.head_dim, dtype=dtype)
+        return [(z, z) for _ in range(c.num_hidden_layers)]
+
+    def forward(self, input_ids):
+        """Plain causal LM over [B, S] from position 0 (training)."""
+        b, s = input_ids.shape
+        pos = torch.arange(s).unsqueeze(0).expand(b, s)
+        causal = torch.full((s, s), NEG_INF).triu(1).view(1, 1, s, s).expand(b, 1, s, s)
+        logits, _ = self.step(input_ids, pos, causal, self.empty_past(b, self.embed_tokens.weight.dtype))
+        return logits
+
+
+def causal_bias_from_mask(attention_mask: torch.Tensor, seq_len: int) -> torch.Tensor:
+    """Optimum semantics: attention_mask [B, P+S] (1 = real); the S new tokens are the last S; query s sees key j
+    when j <= P + s and mask[j] == 1.  Returns the additive bias [B, 1, S, P+S]."""
+    total = attention_mask.shape[1]
+    past_len = total - seq_len
+    j = torch.arange(total).view(1, 1, 1, total)
+    s = torch.arange(seq_len).view(1, 1, seq_len, 1) + past_len
+    visible = (j <= s) & (attention_mask.view(attention_mask.shape[0], 1, 1, total) > 0)
+    return torch.where(visible, torch.zeros(()), torch.full((), NEG_INF))
+
+
+def save_config(c: LlamaConfig, path: str, **extra):
+    d = c.to_hf()
+    d.update(extra)
+    with open(path, "w") as f:
+        json.dump(d, f, indent=2)
+        f.write("\n")
