@@ -1,0 +1,41 @@
+import { Worker } from 'bullmq';
+import { loadServiceConfig } from '../../shared/config';
+import { Engine } from '../../shared/engine';
+import { createLogger } from '../../shared/logging';
+import { createRegistry, serveMetrics } from '../../shared/metrics/server';
+import { QUEUES } from '../../shared/queue/contracts';
+import { workerConnection } from '../../shared/queue/connection';
+import { PrecomputeJob, precomputeChunk } from '../../shared/serving/precompute';
+import { openStore } from '../../shared/serving/store';
+
+/** The precompute worker: compiles chunks of new documents into the KV store ahead of the requests that use them. */
+async function main() {
+  const cfg = loadServiceConfig();
+  const log = createLogger('precompute', cfg.LOG_LEVEL);
+  const engine = await Engine.load(cfg.MODEL_DIR, { executionProvider: cfg.EXECUTION_PROVIDER, intraOpThreads: cfg.ORT_THREADS });
+  const store = await openStore(cfg, engine);
+  const registry = createRegistry('precompute');
+  const metrics = await serveMetrics(registry, cfg.PRECOMPUTE_METRICS_PORT);
+  const worker = new Worker(
+    QUEUES.precompute,
+    async (job) => precomputeChunk(engine, store, PrecomputeJob.parse(job.data)),
+    { connection: workerConnection(cfg.REDIS_URL), prefix: cfg.QUEUE_PREFIX, concurrency: 1 },
+  );
+  worker.on('failed', (job, err) => log.warn({ job: job?.id, err: err.message }, 'precompute failed'));
+  worker.on('error', (err) => log.error({ err: err.message }, 'worker error'));
+  log.info({ model: engine.id, queue: QUEUES.precompute, metricsPort: cfg.PRECOMPUTE_METRICS_PORT }, 'precompute ready');
+  const shutdown = async (signal: string) => {
+    log.info({ signal }, 'precompute shutting down');
+    await worker.close();
+    await store.close();
+    metrics.close();
+    process.exit(0);
+  };
+  process.once('SIGTERM', () => void shutdown('SIGTERM'));
+  process.once('SIGINT', () => void shutdown('SIGINT'));
+}
+
+main().catch((e) => {
+  console.error(`precompute: ${e instanceof Error ? e.message : String(e)}`);
+  process.exit(1);
+});

@@ -1,0 +1,126 @@
+/**
+ * npm start — the whole system on local defaults: Redis (started here when none answers and a `redis-server` binary
+ * exists), the API, an inference worker and a precompute worker. Ctrl-C stops everything it started.
+ */
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { join } from 'node:path';
+import IORedis from 'ioredis';
+import { loadServiceConfig } from '../shared/config';
+
+const SERVICES = ['api', 'worker', 'precompute'] as const;
+const children: { name: string; proc: ChildProcess }[] = [];
+let stopping = false;
+
+function prefixLines(name: string, stream: NodeJS.ReadableStream, out: NodeJS.WritableStream) {
+  let buf = '';
+  stream.on('data', (d: Buffer) => {
+    buf += d.toString();
+    let i: number;
+    while ((i = buf.indexOf('\n')) >= 0) {
+      out.write(`[${name}] ${buf.slice(0, i)}\n`);
+      buf = buf.slice(i + 1);
+    }
+  });
+}
+
+async function redisAnswers(url: string): Promise<boolean> {
+  const r = new IORedis(url, { lazyConnect: true, maxRetriesPerRequest: 0, enableOfflineQueue: false, retryStrategy: () => null, connectTimeout: 1000 });
+  r.on('error', () => {});
+  try {
+    await r.connect();
+    await r.ping();
+    return true;
+  } catch {
+    return false;
+  } finally {
+    r.disconnect();
+  }
+}
+
+function hasBinary(name: string): boolean {
+  return spawnSync('sh', ['-c', `command -v ${name}`], { stdio: 'ignore' }).status === 0;
+}
+
+async function ensureRedis(url: string): Promise<void> {
+  if (await redisAnswers(url)) {
+    console.log(`[start] Redis answers at ${url}`);
+    return;
+  }
+  const u = new URL(url);
+  const local = ['127.0.0.1', 'localhost', '::1', '[::1]'].includes(u.hostname);
+  if (!local || !hasBinary('redis-server')) {
+    console.error(
+      `[start] Redis does not answer at ${url}` +
+        (local ? ' and no redis-server binary is on PATH. Install it (Debian/Ubuntu: apt-get install redis-server) or set REDIS_URL to a running Redis.' : '. Start it, or point REDIS_URL at a running Redis.'),
+    );
+    process.exit(1);
+  }
+  const port = u.port || '6379';
+  console.log(`[start] starting redis-server on port ${port}`);
+  const proc = spawn('redis-server', ['--port', port, '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], { stdio: ['ignore', 'pipe', 'pipe'] });
+  children.push({ name: 'redis', proc });
+  prefixLines('redis', proc.stdout!, process.stdout);
+  prefixLines('redis', proc.stderr!, process.stderr);
+  for (let i = 0; i < 50; i++) {
+    if (await redisAnswers(url)) return;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  console.error(`[start] redis-server did not come up on port ${port}`);
+  await stopAll(1);
+}
+
+async function stopAll(code: number): Promise<never> {
+  stopping = true;
+  // Services first, Redis last, so workers can close their connections cleanly.
+  const order = [...children].sort((a, b) => Number(a.name === 'redis') - Number(b.name === 'redis'));
+  for (const c of order) {
+    if (c.proc.exitCode !== null || c.proc.signalCode !== null) continue;
+    c.proc.kill('SIGTERM');
+    await new Promise<void>((resolve) => {
+      const t = setTimeout(() => {
+        c.proc.kill('SIGKILL');
+        resolve();
+      }, 10_000);
+      c.proc.once('exit', () => {
+        clearTimeout(t);
+        resolve();
+      });
+    });
+  }
+  process.exit(code);
+}
+
+async function main() {
+  const cfg = loadServiceConfig();
+  await ensureRedis(cfg.REDIS_URL);
+  if (cfg.KV_REDIS_URL !== cfg.REDIS_URL) await ensureRedis(cfg.KV_REDIS_URL);
+  const tsx = require.resolve('tsx/cli');
+  for (const name of SERVICES) {
+    const proc = spawn(process.execPath, [tsx, join(__dirname, name, 'main.ts')], { stdio: ['ignore', 'pipe', 'pipe'], env: process.env });
+    children.push({ name, proc });
+    prefixLines(name, proc.stdout!, process.stdout);
+    prefixLines(name, proc.stderr!, process.stderr);
+    proc.once('exit', (code, signal) => {
+      if (stopping) return;
+      console.error(`[start] ${name} exited (${signal ?? code}); stopping everything`);
+      void stopAll(1);
+    });
+  }
+  const url = `http://${cfg.API_HOST}:${cfg.API_PORT}`;
+  const probes = [`${url}/readyz`, `http://127.0.0.1:${cfg.WORKER_METRICS_PORT}/healthz`, `http://127.0.0.1:${cfg.PRECOMPUTE_METRICS_PORT}/healthz`];
+  for (let i = 0; i < 600 && !stopping; i++) {
+    const ok = await Promise.all(probes.map((p) => fetch(p).then((r) => r.ok, () => false)));
+    if (ok.every(Boolean)) {
+      console.log(`[start] epic-serve is up: API ${url} (try: curl ${url}/v1/models). Ctrl-C stops it.`);
+      break;
+    }
+    await new Promise((r) => setTimeout(r, 200));
+  }
+  process.once('SIGINT', () => void stopAll(0));
+  process.once('SIGTERM', () => void stopAll(0));
+}
+
+main().catch((e) => {
+  console.error(`[start] ${e instanceof Error ? e.message : String(e)}`);
+  void stopAll(1);
+});

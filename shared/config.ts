@@ -1,0 +1,49 @@
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+import { z } from 'zod';
+
+/**
+ * Service configuration from the environment, validated once. Every variable has a local default, so
+ * `npm start` works on a fresh machine with Redis on 127.0.0.1:6379.
+ */
+const MODELS = join(__dirname, '..', 'models');
+
+/** The project's trained model when present; the random test model otherwise (answers are then meaningless). */
+export function defaultModelDir(): string {
+  const trained = join(MODELS, 'epic-qa');
+  return existsSync(join(trained, 'config.json')) ? trained : join(MODELS, 'tiny-random');
+}
+
+const Env = z.object({
+  REDIS_URL: z.string().url().default('redis://127.0.0.1:6379'),
+  /** The KV store's Redis; separate from the queue's in production (allkeys-lru vs noeviction). */
+  KV_REDIS_URL: z.string().url().optional(),
+  QUEUE_PREFIX: z.string().min(1).default('{epic}'),
+  MODEL_DIR: z.string().min(1).default(defaultModelDir),
+  API_HOST: z.string().default('127.0.0.1'),
+  API_PORT: z.coerce.number().int().min(0).max(65535).default(8080),
+  WORKER_METRICS_PORT: z.coerce.number().int().min(0).max(65535).default(9101),
+  PRECOMPUTE_METRICS_PORT: z.coerce.number().int().min(0).max(65535).default(9102),
+  /** KV store tiers: process memory budget, local disk folder and budget, Redis key prefix. */
+  KV_MEMORY_BYTES: z.coerce.number().int().min(0).default(512 * 1024 * 1024),
+  KV_DISK_DIR: z.string().default(join(__dirname, '..', '.cache', 'kv')),
+  KV_DISK_BYTES: z.coerce.number().int().min(0).default(4 * 1024 * 1024 * 1024),
+  KV_REDIS_PREFIX: z.string().min(1).default('epic:{kv}'),
+  EXECUTION_PROVIDER: z.enum(['cpu', 'cuda']).default('cpu'),
+  ORT_THREADS: z.coerce.number().int().min(0).default(0),
+  WORKER_CONCURRENCY: z.coerce.number().int().min(1).default(1),
+  JOB_ATTEMPTS: z.coerce.number().int().min(1).default(3),
+  REQUEST_TIMEOUT_MS: z.coerce.number().int().positive().default(120_000),
+  LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+});
+
+export type ServiceConfig = z.infer<typeof Env> & { KV_REDIS_URL: string };
+
+export function loadServiceConfig(env: NodeJS.ProcessEnv = process.env): ServiceConfig {
+  const parsed = Env.safeParse(env);
+  if (!parsed.success) {
+    const issues = parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ');
+    throw new Error(`invalid configuration: ${issues}`);
+  }
+  return { ...parsed.data, KV_REDIS_URL: parsed.data.KV_REDIS_URL ?? parsed.data.REDIS_URL };
+}

@@ -1,0 +1,30 @@
+import { z } from 'zod';
+import type { Engine } from '../engine';
+import { chunkKey, type KVStore } from '../kvstore';
+
+/** A precompute job: one chunk's tokens to compile alone from position 0 into the store. */
+export const PrecomputeJob = z.object({
+  tokens: z.array(z.number().int().nonnegative()).min(1),
+  tenantSalt: z.string().default(''),
+  variant: z.string().default(''),
+});
+export type PrecomputeJob = z.infer<typeof PrecomputeJob>;
+
+export interface PrecomputeResult {
+  key: string;
+  tokens: number;
+  /** Where the chunk came from: already in a tier, or compiled now. */
+  source: string;
+  ms: number;
+}
+
+/** Warm the store with one chunk (compiled once across processes by the store's single flight). */
+export async function precomputeChunk(engine: Engine, store: KVStore, job: PrecomputeJob): Promise<PrecomputeResult> {
+  if (job.variant !== '') throw new Error(`unknown compile variant '${job.variant}'`);
+  const t0 = performance.now();
+  const key = chunkKey({ modelId: engine.id, tokens: job.tokens, tenantSalt: job.tenantSalt, variant: job.variant });
+  const before = store.stats().computes;
+  await store.getOrCompute(key, () => engine.compile(job.tokens, 0));
+  const source = store.stats().computes > before ? 'compiled' : 'cached';
+  return { key, tokens: job.tokens.length, source, ms: performance.now() - t0 };
+}
