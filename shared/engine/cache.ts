@@ -130,6 +130,33 @@ export class KVCache {
     this.floatsWritten += 2 * layers * kvHeads * headDim * slots.length;
   }
 
+  /**
+   * Write one layer's fresh KV ([1, kvHeads, srcLen, headDim], entry s → slots[s]) into row 0 (per-layer modes).
+   * Slot metadata is left to the caller, since other layers of those slots may still hold cached KV.
+   */
+  writeLayer(layer: number, key: Float32Array, value: Float32Array, srcLen: number, slots: ArrayLike<number>): void {
+    const { kvHeads, headDim } = this.shape;
+    for (let h = 0; h < kvHeads; h++) {
+      for (let s = 0; s < slots.length; s++) {
+        const src = (h * srcLen + s) * headDim;
+        const dst = this.offset(0, h, slots[s]);
+        this.keys[layer].set(key.subarray(src, src + headDim), dst);
+        this.values[layer].set(value.subarray(src, src + headDim), dst);
+      }
+    }
+    this.floatsWritten += 2 * kvHeads * headDim * slots.length;
+  }
+
+  /** Mark slots of a row valid, holding `tokens` at `positions` (after their KV was written in every layer). */
+  markValid(row: number, slots: ArrayLike<number>, positions: ArrayLike<number>, tokens: ArrayLike<number>): void {
+    for (let s = 0; s < slots.length; s++) {
+      const i = row * this.capacity + slots[s];
+      this.slotPos[i] = positions[s];
+      this.slotToken[i] = tokens[s];
+      this.slotValid[i] = 1;
+    }
+  }
+
   /** Slots [start, end) of a row as a standalone block (copies). */
   toBlock(row: number, start: number, end: number): KVBlock {
     const { layers, kvHeads, headDim } = this.shape;

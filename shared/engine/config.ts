@@ -22,7 +22,15 @@ const ConfigSchema = z.object({
   pad_token_id: z.number().int().nonnegative().nullable().optional(),
   epic: z
     .object({
-      graphs: z.object({ stock: z.string().optional(), primitive: z.string().optional() }).partial().optional(),
+      graphs: z
+        .object({
+          stock: z.string(),
+          primitive: z.string(),
+          /** Per-layer graphs; `{i}` in layer and kv stands for the layer index. */
+          layers: z.object({ embed: z.string(), layer: z.string(), kv: z.string(), head: z.string() }),
+        })
+        .partial()
+        .optional(),
       rope_style: z.enum(['rotate_half']).optional(),
       sink_token_id: z.number().int().nonnegative().optional(),
     })
@@ -46,7 +54,7 @@ export interface ModelConfig {
   padTokenId: number;
   sinkTokenId?: number;
   /** File names of the graphs, relative to dir. */
-  graphs: { stock?: string; primitive?: string };
+  graphs: { stock?: string; primitive?: string; layers?: { embed: string; layer: string; kv: string; head: string } };
   raw: Record<string, unknown>;
 }
 

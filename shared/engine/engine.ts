@@ -60,7 +60,13 @@ export function argmax(v: Float32Array): number {
  * position is at most its own, and the call's tokens at positions at most its own. The common shapes (increasing
  * positions, a cache wholly before the new tokens) are filled by ranges; anything else is checked key by key.
  */
-export function buildBias(cache: KVCache, rows: RowInput[], S: number, P: number): Float32Array {
+export function buildBias(
+  cache: KVCache,
+  rows: RowInput[],
+  S: number,
+  P: number,
+  slotValid: Uint8Array = cache.slotValid,
+): Float32Array {
   const B = cache.batch;
   const C = cache.capacity;
   const T = P + S;
@@ -78,7 +84,7 @@ export function buildBias(cache: KVCache, rows: RowInput[], S: number, P: number
     let pastBefore = true;
     if (P === C) {
       for (let j = 0; j < C; j++) {
-        if (!cache.slotValid[b * C + j]) continue;
+        if (!slotValid[b * C + j]) continue;
         valid.push(j);
         if (cache.slotPos[b * C + j] >= first) pastBefore = false;
       }

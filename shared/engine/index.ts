@@ -6,3 +6,4 @@ export * from './rope';
 export * from './cache';
 export * from './session';
 export * from './engine';
+export * from './layered';

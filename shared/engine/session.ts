@@ -37,20 +37,13 @@ export function kvOutputNames(kind: GraphKind, layers: number): string[] {
   return names;
 }
 
-/** Open one graph of a model, checking the file and its I/O names against the config. */
-export async function openGraph(
-  config: ModelConfig,
-  kind: GraphKind,
-  fileName: string,
-  opts: SessionOptions = {},
-): Promise<GraphSession> {
-  const file = `${config.dir}/${fileName}`;
+/** Open an ONNX file with the engine's session options; errors name the file. */
+export async function openSession(file: string, opts: SessionOptions = {}): Promise<ort.InferenceSession> {
   if (!existsSync(file)) throw new ModelLoadError(`model graph not found: ${file}`, file);
   if (statSync(file).size === 0) throw new ModelLoadError(`model graph is empty: ${file}`, file);
   const ep = opts.executionProvider ?? 'cpu';
-  let session: ort.InferenceSession;
   try {
-    session = await ort.InferenceSession.create(file, {
+    return await ort.InferenceSession.create(file, {
       executionProviders: [ep],
       graphOptimizationLevel: 'all',
       intraOpNumThreads: opts.intraOpThreads ?? 0,
@@ -60,6 +53,17 @@ export async function openGraph(
     const msg = (e as Error).message.split('\n')[0];
     throw new ModelLoadError(`model graph ${file} could not be loaded by onnxruntime (${ep}): ${msg}`, file);
   }
+}
+
+/** Open one graph of a model, checking the file and its I/O names against the config. */
+export async function openGraph(
+  config: ModelConfig,
+  kind: GraphKind,
+  fileName: string,
+  opts: SessionOptions = {},
+): Promise<GraphSession> {
+  const file = `${config.dir}/${fileName}`;
+  const session = await openSession(file, opts);
   const want = [...EXPECTED[kind].inputs, ...pastInputNames(config.layers)];
   const missing = want.filter((n) => !session.inputNames.includes(n));
   const outs = ['logits', ...kvOutputNames(kind, config.layers)];

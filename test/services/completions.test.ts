@@ -63,7 +63,7 @@ describe('POST /v1/completions through real Redis and BullMQ', () => {
     const prompt = 'Q : where does Mira live ? A :';
     const res = await post('/v1/completions', { prompt, max_tokens: 6 });
     expect(res.status).toBe(200);
-    const body = await res.json();
+    const body = (await res.json()) as any;
     const direct = await generateCompletion(engine, { prompt, maxTokens: 6 });
     expect(body.choices[0].text).toBe(direct.text);
     expect(body.usage).toEqual({ prompt_tokens: direct.promptTokens, completion_tokens: direct.completionTokens, total_tokens: direct.promptTokens + direct.completionTokens });
@@ -71,7 +71,7 @@ describe('POST /v1/completions through real Redis and BullMQ', () => {
   });
 
   test('/v1/models, /healthz, /readyz, /metrics', async () => {
-    expect((await (await fetch(`${base}/v1/models`)).json()).data[0].id).toBe(engine.id);
+    expect(((await (await fetch(`${base}/v1/models`)).json()) as any).data[0].id).toBe(engine.id);
     expect((await fetch(`${base}/healthz`)).status).toBe(200);
     expect((await fetch(`${base}/readyz`)).status).toBe(200);
     expect((await fetch(`${base}/metrics`)).status).toBe(200);
@@ -89,7 +89,7 @@ describe('POST /v1/completions through real Redis and BullMQ', () => {
     for (const [body, status, msg] of cases) {
       const res = await post('/v1/completions', body);
       expect(res.status).toBe(status);
-      const j = await res.json();
+      const j = (await res.json()) as any;
       expect(j.error.message).toMatch(msg);
     }
     const big = await post('/v1/completions', JSON.stringify({ prompt: 'a'.repeat(5 * 1024 * 1024) }));

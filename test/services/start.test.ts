@@ -28,7 +28,7 @@ test('npm start brings up api, worker and precompute, serves a completion, and s
       body: JSON.stringify({ prompt: 'hello', max_tokens: 3 }),
     });
     expect(res.status).toBe(200);
-    expect((await res.json()).usage.completion_tokens).toBeGreaterThan(0);
+    expect(((await res.json()) as any).usage.completion_tokens).toBeGreaterThan(0);
     for (const port of [wm, pm]) expect((await fetch(`http://127.0.0.1:${port}/metrics`)).status).toBe(200);
   } finally {
     proc.kill('SIGTERM');

@@ -10,6 +10,10 @@ Writes, in the Hugging Face layout:
                     past_key_values.{i}.key|value -> logits, new_key_values.{i}.key|value (the S new tokens only,
                     so a caller's preallocated cache is never concatenated or copied by the graph)
   config.json, tokenizer.json, tokenizer_config.json
+  layers/            per-layer graphs for modes that need control between layers (CacheBlend):
+                    embed.onnx (input_ids -> hidden), layer_{i}.onnx (hidden, position_ids, attn_bias, past_key,
+                    past_value -> hidden, new_key, new_value), kv_{i}.onnx (hidden, position_ids -> key, value: the
+                    layer's input norm, k/v projections and RoPE only), head.onnx (hidden -> logits)
   reference.json + reference_logits.bin   torch fp32 logits for fixed inputs, for the engine's tests
 """
 from __future__ import annotations
@@ -23,7 +27,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from llama import Llama, LlamaConfig, causal_bias_from_mask, save_config  # noqa: E402
+from llama import Llama, LlamaConfig, apply_rope, causal_bias_from_mask, rope_cos_sin, save_config  # noqa: E402
 from wordpiece import WordPiece  # noqa: E402
 
 OPSET = 17
@@ -58,6 +62,83 @@ class PrimitiveGraph(torch.nn.Module):
         for k, v in new:
             out += [k, v]
         return tuple(out)
+
+
+class EmbedGraph(torch.nn.Module):
+    def __init__(self, m: Llama):
+        super().__init__()
+        self.m = m
+
+    def forward(self, input_ids):
+        return self.m.embed_tokens(input_ids)
+
+
+class LayerGraph(torch.nn.Module):
+    def __init__(self, m: Llama, i: int):
+        super().__init__()
+        self.m, self.layer = m, m.layers[i]
+
+    def forward(self, hidden, position_ids, attn_bias, past_key, past_value):
+        cos, sin = rope_cos_sin(position_ids, self.m.c.head_dim, self.m.c.rope_theta)
+        return self.layer(hidden, cos, sin, past_key, past_value, attn_bias)
+
+
+class KVGraph(torch.nn.Module):
+    def __init__(self, m: Llama, i: int):
+        super().__init__()
+        self.m, self.layer = m, m.layers[i]
+
+    def forward(self, hidden, position_ids):
+        c = self.m.c
+        b, s, _ = hidden.shape
+        cos, sin = rope_cos_sin(position_ids, c.head_dim, c.rope_theta)
+        x = self.layer.input_layernorm(hidden)
+        a = self.layer.self_attn
+        k = a.k_proj(x).view(b, s, c.num_key_value_heads, c.head_dim).transpose(1, 2)
+        v = a.v_proj(x).view(b, s, c.num_key_value_heads, c.head_dim).transpose(1, 2)
+        return apply_rope(k, cos, sin), v
+
+
+class HeadGraph(torch.nn.Module):
+    def __init__(self, m: Llama):
+        super().__init__()
+        self.m = m
+
+    def forward(self, hidden):
+        return self.m.lm_head(self.m.norm(hidden))
+
+
+def export_layer_graphs(m: Llama, out: str):
+    c = m.c
+    d = os.path.join(out, "layers")
+    os.makedirs(d, exist_ok=True)
+    b, s, p = 1, 3, 5
+    ids = torch.randint(0, c.vocab_size, (b, s))
+    hidden = torch.randn(b, s, c.hidden_size)
+    pos = torch.arange(p, p + s).unsqueeze(0)
+    bias = torch.zeros(b, 1, s, p + s)
+    pk = torch.randn(b, c.num_key_value_heads, p, c.head_dim)
+    pv = torch.randn(b, c.num_key_value_heads, p, c.head_dim)
+    bs = {0: "batch", 1: "sequence_length"}
+    torch.onnx.export(EmbedGraph(m), (ids,), os.path.join(d, "embed.onnx"), opset_version=OPSET,
+                      input_names=["input_ids"], output_names=["hidden"], dynamic_axes={"input_ids": bs, "hidden": bs})
+    torch.onnx.export(HeadGraph(m), (hidden,), os.path.join(d, "head.onnx"), opset_version=OPSET,
+                      input_names=["hidden"], output_names=["logits"], dynamic_axes={"hidden": bs, "logits": bs})
+    kv = {0: "batch", 2: "sequence_length"}
+    for i in range(c.num_hidden_layers):
+        torch.onnx.export(
+            LayerGraph(m, i), (hidden, pos, bias, pk, pv), os.path.join(d, f"layer_{i}.onnx"), opset_version=OPSET,
+            input_names=["hidden", "position_ids", "attn_bias", "past_key", "past_value"],
+            output_names=["hidden_out", "new_key", "new_value"],
+            dynamic_axes={"hidden": bs, "position_ids": bs, "hidden_out": bs,
+                          "attn_bias": {0: "batch", 2: "sequence_length", 3: "total_sequence_length"},
+                          "past_key": {0: "batch", 2: "past_sequence_length"},
+                          "past_value": {0: "batch", 2: "past_sequence_length"},
+                          "new_key": kv, "new_value": kv})
+        torch.onnx.export(
+            KVGraph(m, i), (hidden, pos), os.path.join(d, f"kv_{i}.onnx"), opset_version=OPSET,
+            input_names=["hidden", "position_ids"], output_names=["key", "value"],
+            dynamic_axes={"hidden": bs, "position_ids": bs, "key": kv, "value": kv})
 
 
 def past_names(c: LlamaConfig, prefix: str):
@@ -170,9 +251,12 @@ def main():
         ap.error("one of --checkpoint or --random")
     m.eval()
     export_graphs(m, a.out)
+    export_layer_graphs(m, a.out)
     name = a.name or os.path.basename(os.path.normpath(a.out))
     save_config(c, os.path.join(a.out, "config.json"), _name_or_path=name,
-                epic={"graphs": {"stock": "model.onnx", "primitive": "model_epic.onnx"},
+                epic={"graphs": {"stock": "model.onnx", "primitive": "model_epic.onnx",
+                                 "layers": {"embed": "layers/embed.onnx", "layer": "layers/layer_{i}.onnx",
+                                            "kv": "layers/kv_{i}.onnx", "head": "layers/head.onnx"}},
                       "rope_style": "rotate_half", "sink_token_id": tok.vocab["<sink>"], **extra})
     tok.save(a.out, c.max_position_embeddings)
     write_reference(m, tok, a.out, a.seed)

@@ -1,0 +1,91 @@
+import * as ort from 'onnxruntime-node';
+import type { ModelConfig } from './config';
+import { ModelLoadError, UnsupportedModeError } from './errors';
+import { openSession, type SessionOptions } from './session';
+
+/**
+ * The model one layer at a time, for modes that act between layers (CacheBlend's check layer). Graphs (see
+ * tools/model/export.py): embed (input_ids → hidden), layer_i (hidden, position_ids, attn_bias, past_key, past_value →
+ * hidden_out, new_key, new_value), kv_i (hidden, position_ids → key, value: the layer's K/V projection with RoPE only)
+ * and head (hidden → logits). Batch 1.
+ */
+export class LayeredModel {
+  private constructor(
+    readonly config: ModelConfig,
+    private readonly embedS: ort.InferenceSession,
+    private readonly layerS: ort.InferenceSession[],
+    private readonly kvS: ort.InferenceSession[],
+    private readonly headS: ort.InferenceSession,
+  ) {}
+
+  static async load(config: ModelConfig, opts: SessionOptions = {}): Promise<LayeredModel> {
+    const g = config.graphs.layers;
+    if (!g) {
+      throw new UnsupportedModeError(
+        `model ${config.id} ships no per-layer graphs (config.json epic.graphs.layers); CacheBlend needs them — export with tools/model/export.py`,
+      );
+    }
+    const open = (f: string) => openSession(`${config.dir}/${f}`, opts);
+    const per = (pattern: string) => Promise.all(Array.from({ length: config.layers }, (_, i) => open(pattern.replace('{i}', String(i)))));
+    const [embed, layers, kvs, head] = await Promise.all([open(g.embed), per(g.layer), per(g.kv), open(g.head)]);
+    for (const [s, want] of [
+      [embed, ['input_ids']],
+      [head, ['hidden']],
+      ...layers.map((l) => [l, ['hidden', 'position_ids', 'attn_bias', 'past_key', 'past_value']] as const),
+      ...kvs.map((k) => [k, ['hidden', 'position_ids']] as const),
+    ] as [ort.InferenceSession, readonly string[]][]) {
+      const missing = want.filter((n) => !s.inputNames.includes(n));
+      if (missing.length) throw new ModelLoadError(`a per-layer graph of ${config.dir} lacks inputs [${missing.join(', ')}]`, config.dir);
+    }
+    return new LayeredModel(config, embed, layers, kvs, head);
+  }
+
+  private int64(v: ArrayLike<number>): ort.Tensor {
+    return new ort.Tensor('int64', BigInt64Array.from(Array.from(v), (x) => BigInt(x)), [1, v.length]);
+  }
+
+  /** [S, hidden] */
+  async embed(ids: ArrayLike<number>): Promise<Float32Array> {
+    const r = await this.embedS.run({ input_ids: this.int64(ids) });
+    return r.hidden.data as Float32Array;
+  }
+
+  /** One decoder layer over `S` tokens with a past of `P` slots ([1, kvHeads, P, headDim] buffers, used in place). */
+  async layer(
+    i: number,
+    hidden: Float32Array,
+    positions: ArrayLike<number>,
+    bias: Float32Array,
+    pastKey: Float32Array,
+    pastValue: Float32Array,
+    P: number,
+  ): Promise<{ hidden: Float32Array; key: Float32Array; value: Float32Array }> {
+    const S = positions.length;
+    const c = this.config;
+    const dims = [1, c.kvHeads, P, c.headDim];
+    const r = await this.layerS[i].run({
+      hidden: new ort.Tensor('float32', hidden, [1, S, hidden.length / S]),
+      position_ids: this.int64(positions),
+      attn_bias: new ort.Tensor('float32', bias, [1, 1, S, P + S]),
+      past_key: new ort.Tensor('float32', pastKey, dims),
+      past_value: new ort.Tensor('float32', pastValue, dims),
+    });
+    return { hidden: r.hidden_out.data as Float32Array, key: r.new_key.data as Float32Array, value: r.new_value.data as Float32Array };
+  }
+
+  /** Layer i's keys (post-RoPE) and values for hidden states at positions, without attention. */
+  async kv(i: number, hidden: Float32Array, positions: ArrayLike<number>): Promise<{ key: Float32Array; value: Float32Array }> {
+    const S = positions.length;
+    const r = await this.kvS[i].run({
+      hidden: new ort.Tensor('float32', hidden, [1, S, hidden.length / S]),
+      position_ids: this.int64(positions),
+    });
+    return { key: r.key.data as Float32Array, value: r.value.data as Float32Array };
+  }
+
+  /** [S, vocab] */
+  async head(hidden: Float32Array, S: number): Promise<Float32Array> {
+    const r = await this.headS.run({ hidden: new ort.Tensor('float32', hidden, [1, S, hidden.length / S]) });
+    return r.logits.data as Float32Array;
+  }
+}

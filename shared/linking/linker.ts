@@ -1,0 +1,118 @@
+import { ContextLengthError, LayeredModel, type Engine, type KVCache } from '../engine';
+import { linkCacheBlend } from './cacheblend';
+import { LinkInputError } from './errors';
+import { layout, range } from './layout';
+import { linkPic } from './pic';
+import { linkPrefix } from './prefix';
+import { LINK_DEFAULTS, LINK_MODES, type BlockStore, type ChunkSource, type LinkInput, type LinkOptions, type LinkStats } from './types';
+
+export interface LinkContext {
+  engine: Engine;
+  /** Compiled chunks (naive, attnlink, attnlink0, cacheblend). */
+  source: ChunkSource;
+  /** Hashed prefix blocks (prefix mode). */
+  prefixStore?: BlockStore;
+  /** Per-layer graphs (cacheblend); loaded on first use when absent. */
+  layered?: LayeredModel;
+  tenantSalt?: string;
+}
+
+export interface Linked {
+  cache: KVCache;
+  /** The last prompt token's logits: the first generated token is their argmax. */
+  logits: Float32Array;
+  stats: LinkStats;
+  /** Work to do after the first token (prefix mode stores its new blocks). */
+  after: () => Promise<void>;
+}
+
+/** A readable label for a mode and its option: `attnlink-16`, `cacheblend-15`, `full`. */
+export function modeLabel(o: LinkOptions): string {
+  if (o.mode === 'attnlink') return `attnlink-${o.k ?? LINK_DEFAULTS.k}`;
+  if (o.mode === 'cacheblend') return `cacheblend-${Math.round((o.r ?? LINK_DEFAULTS.r) * 100)}`;
+  return o.mode;
+}
+
+export function validateLink(engine: Engine, input: LinkInput, o: LinkOptions, maxNewTokens: number): void {
+  if (!(LINK_MODES as readonly string[]).includes(o.mode)) {
+    throw new LinkInputError(`unknown mode '${o.mode}'; one of ${LINK_MODES.join(', ')}`);
+  }
+  if (o.k !== undefined && (!Number.isInteger(o.k) || o.k < 0)) throw new LinkInputError(`k must be an integer >= 0, got ${o.k}`);
+  if (o.r !== undefined && !(o.r > 0 && o.r <= 1)) throw new LinkInputError(`r must be in (0, 1], got ${o.r}`);
+  if (o.sinkTokens !== undefined && (!Number.isInteger(o.sinkTokens) || o.sinkTokens < 1)) throw new LinkInputError(`sinkTokens must be an integer >= 1, got ${o.sinkTokens}`);
+  if (o.checkLayer !== undefined && (!Number.isInteger(o.checkLayer) || o.checkLayer < 0 || o.checkLayer >= engine.shape.layers)) {
+    throw new LinkInputError(`checkLayer must be an integer in [0, ${engine.shape.layers - 1}], got ${o.checkLayer}`);
+  }
+  if (!input.chunks.length) throw new LinkInputError('a request needs at least one chunk');
+  input.chunks.forEach((c, i) => {
+    if (!c.length) throw new LinkInputError(`chunk ${i} is empty`);
+  });
+  if (!input.question.length) throw new LinkInputError('the question is empty');
+  const total = input.prefix.length + input.chunks.reduce((s, c) => s + c.length, 0) + input.question.length;
+  if (total + maxNewTokens > engine.contextLength) {
+    let end = input.prefix.length;
+    const past = input.chunks.findIndex((c) => (end += c.length) > engine.contextLength);
+    throw new ContextLengthError(total + maxNewTokens, engine.contextLength, past >= 0 ? `chunk ${past} ends past the context; the request` : 'the request');
+  }
+}
+
+/** Build a request's KV cache in the given mode and return its first-token logits. */
+export async function link(ctx: LinkContext, input: LinkInput, o: LinkOptions, maxNewTokens = 0): Promise<Linked> {
+  const { engine } = ctx;
+  validateLink(engine, input, o, maxNewTokens);
+  const t0 = performance.now();
+  const lay = layout(input);
+  const cache = engine.newCache(1, lay.total + maxNewTokens);
+  const path = o.path ?? (engine.graphKind === 'primitive' ? 'one-pass' : 'sequential');
+  let logits: Float32Array;
+  let computed: number;
+  let fetchMs = 0;
+  let after = async () => {};
+  switch (o.mode) {
+    case 'full': {
+      const r = await engine.forward(cache, [{ tokens: lay.tokens, positions: range(0, lay.total) }]);
+      logits = r.logits[0];
+      computed = lay.total;
+      break;
+    }
+    case 'prefix': {
+      if (!ctx.prefixStore) throw new LinkInputError('prefix mode needs a prefix block store');
+      const r = await linkPrefix(engine, ctx.prefixStore, lay, cache, { blockSize: LINK_DEFAULTS.blockSize, salt: ctx.tenantSalt });
+      ({ logits, computed, fetchMs } = r);
+      after = r.commit;
+      break;
+    }
+    case 'naive':
+    case 'attnlink':
+    case 'attnlink0': {
+      const k = o.mode === 'attnlink' ? (o.k ?? LINK_DEFAULTS.k) : 0;
+      const variant = o.mode === 'attnlink0' ? { kind: 'sink' as const, sinkTokens: o.sinkTokens ?? LINK_DEFAULTS.sinkTokens } : { kind: 'plain' as const };
+      ({ logits, computed, fetchMs } = await linkPic(engine, ctx.source, input, lay, cache, { variant, k, path }));
+      break;
+    }
+    case 'cacheblend': {
+      ctx.layered ??= await LayeredModel.load(engine.config);
+      const r = await linkCacheBlend(engine, ctx.layered, ctx.source, input, lay, cache, {
+        r: o.r ?? LINK_DEFAULTS.r,
+        checkLayer: o.checkLayer ?? LINK_DEFAULTS.checkLayer,
+      });
+      ({ logits, computed, fetchMs } = r);
+      break;
+    }
+  }
+  const ttftMs = performance.now() - t0;
+  return {
+    cache,
+    logits,
+    after,
+    stats: {
+      mode: modeLabel(o),
+      promptTokens: lay.total,
+      computedTokens: computed,
+      reusedTokens: lay.total - computed,
+      computedFraction: computed / lay.total,
+      ttftMs,
+      fetchMs,
+    },
+  };
+}

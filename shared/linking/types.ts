@@ -1,0 +1,69 @@
+import type { KVBlock } from '../engine';
+
+/** How a request's context is turned into KV (see ../shared/DESIGN.md §1 of the design notes). */
+export const LINK_MODES = ['full', 'prefix', 'naive', 'attnlink', 'attnlink0', 'cacheblend'] as const;
+export type LinkMode = (typeof LINK_MODES)[number];
+
+export const LINK_DEFAULTS = {
+  /** AttnLink: tokens recomputed at the start of each chunk (the paper's headline k). */
+  k: 16,
+  /** CacheBlend: fraction of chunk tokens recomputed after the check layer (LMCache's default 15%). */
+  r: 0.15,
+  /** CacheBlend: the check layer (LMCache checks layer 1). */
+  checkLayer: 1,
+  /** LegoLink-0: dummy sink tokens compiled before each chunk and dropped at link time. */
+  sinkTokens: 4,
+  /** Prefix mode: tokens per hashed block (vLLM's default block size). */
+  blockSize: 16,
+};
+
+export interface LinkOptions {
+  mode: LinkMode;
+  k?: number;
+  r?: number;
+  checkLayer?: number;
+  sinkTokens?: number;
+  /**
+   * `one-pass` (default on the primitive graph): every recomputed token in one forward call, stale slots masked.
+   * `sequential`: chunk by chunk in position order — what a stock Optimum graph can do.
+   */
+  path?: 'one-pass' | 'sequential';
+}
+
+/** A request's prompt as token segments: a prefix computed as-is at 0 (BOS, system prompt), chunks, the question. */
+export interface LinkInput {
+  prefix: number[];
+  chunks: number[][];
+  question: number[];
+}
+
+/** How a chunk was compiled. */
+export type CompileVariant = { kind: 'plain' } | { kind: 'sink'; sinkTokens: number };
+
+export function variantId(v: CompileVariant): string {
+  return v.kind === 'plain' ? '' : `legolink0:sink=${v.sinkTokens}`;
+}
+
+/** Where compiled chunks come from (the KV store, or a fresh compile). */
+export interface ChunkSource {
+  chunk(tokens: number[], variant: CompileVariant): Promise<KVBlock>;
+}
+
+/** Key-value block storage for prefix mode's hashed blocks (the KV store satisfies it). */
+export interface BlockStore {
+  get(key: string): Promise<KVBlock | undefined>;
+  put(key: string, block: KVBlock): Promise<void>;
+}
+
+export interface LinkStats {
+  mode: string;
+  promptTokens: number;
+  /** Tokens run through the model (CacheBlend: token-layers ÷ layers). */
+  computedTokens: number;
+  /** Prompt tokens whose KV came from a cache unchanged or re-rotated. */
+  reusedTokens: number;
+  computedFraction: number;
+  /** Milliseconds from the call to the first token's logits: chunk fetch, placement and compute. */
+  ttftMs: number;
+  fetchMs: number;
+}
