@@ -1,0 +1,194 @@
+/**
+ * npm run bench:accuracy [-- --limit N --model DIR --eval FILE]
+ *
+ * Every link mode over the held-out QA set, side by side in one run (modes interleaved per question, so load on the
+ * machine falls on all of them alike): exact-match accuracy (overall and per question type), mean KL divergence of
+ * the first answer token's distribution from `full`, fraction of prompt tokens computed, TTFT p50/p90 with chunks hot
+ * in memory and compile excluded (as in the paper), and the TTFT ratio full ÷ mode. Sweeps AttnLink k and CacheBlend
+ * r; compares KVSplit chunks with fixed 256-token windows. Prefix mode is warmed with the same documents in another
+ * order — the RAG case where prefix caches miss.
+ *
+ * Writes bench/results/accuracy.json, accuracy.md and accuracy.svg, and prints the table.
+ */
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { parseArgs } from 'node:util';
+import { SingleBar, Presets } from 'cli-progress';
+import { Engine, LayeredModel } from '../shared/engine';
+import { answer, itemInput, klDivergence, loadEvalSet, type Chunking } from '../shared/evaluation';
+import { KVStore } from '../shared/kvstore';
+import { link, LINK_DEFAULTS, modeLabel, storeSource, type LinkInput, type LinkOptions } from '../shared/linking';
+import { ROOT, machine, modelDirFromArgs, quantile, table, writeResult } from './common';
+import { scatterSvg } from './chart';
+
+interface Variant {
+  label: string;
+  mode: LinkOptions;
+  chunking: Chunking;
+}
+
+const KVSPLIT: Chunking = { kind: 'kvsplit' };
+const FIXED: Chunking = { kind: 'fixed', chunkTokens: 256 };
+
+function variants(): Variant[] {
+  const v = (mode: LinkOptions, chunking = KVSPLIT): Variant => ({
+    label: modeLabel(mode) + (chunking.kind === 'fixed' ? `@fixed${chunking.chunkTokens}` : ''),
+    mode,
+    chunking,
+  });
+  return [
+    v({ mode: 'full' }),
+    v({ mode: 'prefix' }),
+    v({ mode: 'naive' }),
+    v({ mode: 'attnlink0' }),
+    ...[1, 2, 4, 8, 16, 32].map((k) => v({ mode: 'attnlink', k })),
+    ...[0.05, 0.15, 0.3].map((r) => v({ mode: 'cacheblend', r })),
+    v({ mode: 'naive' }, FIXED),
+    v({ mode: 'attnlink', k: 16 }, FIXED),
+  ];
+}
+
+interface Acc {
+  n: number;
+  ok: number;
+  byType: Map<string, { n: number; ok: number }>;
+  kl: number[];
+  computed: number[];
+  ttft: number[];
+}
+
+function shuffled<T>(xs: T[], seed: number): T[] {
+  const a = [...xs];
+  let s = seed >>> 0;
+  for (let i = a.length - 1; i > 0; i--) {
+    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
+    const j = s % (i + 1);
+    [a[i], a[j]] = [a[j], a[i]];
+  }
+  return a;
+}
+
+async function main() {
+  const { values } = parseArgs({
+    options: { limit: { type: 'string' }, model: { type: 'string' }, eval: { type: 'string' } },
+  });
+  const dir = values.model ?? modelDirFromArgs([]);
+  const evalFile = values.eval ?? join(ROOT, 'data', 'eval', 'qa-heldout.jsonl');
+  const engine = await Engine.load(dir);
+  const layered = await LayeredModel.load(engine.config);
+  const items = loadEvalSet(evalFile, values.limit ? Number(values.limit) : undefined);
+  const mem = () => KVStore.open({ modelId: engine.id, shape: engine.shape, memory: { budgetBytes: 2 ** 31 }, disk: false, redis: false });
+  const chunkStore = await mem();
+  const prefixStore = await mem();
+  const ctx = { engine, layered, source: storeSource(engine, chunkStore), prefixStore };
+  const vs = variants();
+  const acc = new Map<string, Acc>(vs.map((v) => [v.label, { n: 0, ok: 0, byType: new Map(), kl: [], computed: [], ttft: [] }]));
+  const types = new Set<string>();
+  const bar = new SingleBar({ format: 'bench:accuracy {bar} {value}/{total} questions | {eta_formatted} left', stream: process.stderr }, Presets.shades_classic);
+  bar.start(items.length, 0);
+  const t0 = Date.now();
+  for (let q = 0; q < items.length; q++) {
+    const item = items[q];
+    types.add(item.type);
+    const inputs = new Map<string, LinkInput>([
+      ['kvsplit', itemInput(engine, item, KVSPLIT)],
+      ['fixed', itemInput(engine, item, FIXED)],
+    ]);
+    // Warm: every chunk compiled (both variants) and the prefix store holding this question's documents in another
+    // order — all outside the timed path.
+    for (const input of inputs.values()) {
+      for (const c of input.chunks) {
+        await ctx.source.chunk(c, { kind: 'plain' });
+        await ctx.source.chunk(c, { kind: 'sink', sinkTokens: LINK_DEFAULTS.sinkTokens });
+      }
+    }
+    const base = inputs.get('kvsplit')!;
+    const warm = await link(ctx, { ...base, chunks: shuffled(base.chunks, q + 1) }, { mode: 'prefix' });
+    await warm.after();
+    // full first (the KL reference), then the rest in a rotating order.
+    const rest = vs.slice(1);
+    const order = [vs[0], ...rest.slice(q % rest.length), ...rest.slice(0, q % rest.length)];
+    let fullLogits: Float32Array | undefined;
+    for (const v of order) {
+      const a = await answer(ctx, inputs.get(v.chunking.kind)!, item.answer, v.mode);
+      if (v.label === 'full') fullLogits = a.firstLogits;
+      const r = acc.get(v.label)!;
+      r.n++;
+      r.ok += Number(a.correct);
+      const t = r.byType.get(item.type) ?? { n: 0, ok: 0 };
+      t.n++;
+      t.ok += Number(a.correct);
+      r.byType.set(item.type, t);
+      r.kl.push(klDivergence(fullLogits!, a.firstLogits));
+      r.computed.push(a.stats.computedFraction);
+      r.ttft.push(a.stats.ttftMs);
+    }
+    bar.increment();
+  }
+  bar.stop();
+  const fullP50 = quantile(acc.get('full')!.ttft, 0.5);
+  const typeList = [...types].sort();
+  const rows = vs.map((v) => {
+    const r = acc.get(v.label)!;
+    const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / xs.length;
+    const p50 = quantile(r.ttft, 0.5);
+    return {
+      mode: v.label,
+      chunking: v.chunking.kind === 'fixed' ? `fixed${v.chunking.chunkTokens}` : 'kvsplit',
+      n: r.n,
+      accuracy: r.ok / r.n,
+      accuracy_by_type: Object.fromEntries(typeList.map((t) => [t, r.byType.get(t) ? r.byType.get(t)!.ok / r.byType.get(t)!.n : null])),
+      kl: mean(r.kl),
+      computed_fraction: mean(r.computed),
+      ttft_ms_p50: p50,
+      ttft_ms_p90: quantile(r.ttft, 0.9),
+      ttft_ratio_vs_full: fullP50 / p50,
+    };
+  });
+  const get = (m: string) => rows.find((r) => r.mode === m)!;
+  const summary = {
+    attnlink16_minus_full_accuracy: get('attnlink-16').accuracy - get('full').accuracy,
+    naive_minus_full_accuracy: get('naive').accuracy - get('full').accuracy,
+    ttft_full_over_attnlink16: get('full').ttft_ms_p50 / get('attnlink-16').ttft_ms_p50,
+    ttft_cacheblend15_over_attnlink16: get('cacheblend-15').ttft_ms_p50 / get('attnlink-16').ttft_ms_p50,
+    kvsplit_minus_fixed_attnlink16_accuracy: get('attnlink-16').accuracy - get('attnlink-16@fixed256').accuracy,
+    kvsplit_minus_fixed_naive_accuracy: get('naive').accuracy - get('naive@fixed256').accuracy,
+  };
+  const printable = rows.map((r) => ({
+    mode: r.mode,
+    accuracy: r.accuracy.toFixed(4),
+    ...Object.fromEntries(typeList.map((t) => [t, r.accuracy_by_type[t] === null ? '-' : (r.accuracy_by_type[t] as number).toFixed(3)])),
+    kl: r.kl.toExponential(2),
+    computed: r.computed_fraction.toFixed(3),
+    'ttft p50 ms': r.ttft_ms_p50.toFixed(2),
+    'ttft p90 ms': r.ttft_ms_p90.toFixed(2),
+    'full÷mode': r.ttft_ratio_vs_full.toFixed(2),
+  }));
+  const md = table(printable);
+  const elapsed = (Date.now() - t0) / 1000;
+  const head = `model ${engine.id} (${dir}), ${items.length} questions from ${evalFile}, ${elapsed.toFixed(0)} s`;
+  console.log(head);
+  console.log(md);
+  console.log(
+    `attnlink-16 vs full: accuracy ${(summary.attnlink16_minus_full_accuracy * 100).toFixed(2)} points, TTFT full÷attnlink-16 ${summary.ttft_full_over_attnlink16.toFixed(2)}x; ` +
+      `cacheblend-15÷attnlink-16 ${summary.ttft_cacheblend15_over_attnlink16.toFixed(2)}x; naive vs full ${(summary.naive_minus_full_accuracy * 100).toFixed(2)} points; ` +
+      `kvsplit vs fixed256 (attnlink-16) ${(summary.kvsplit_minus_fixed_attnlink16_accuracy * 100).toFixed(2)} points`,
+  );
+  const file = writeResult('accuracy', { model: dir, eval: evalFile, questions: items.length, seconds: elapsed, machine: machine(), rows, summary });
+  writeFileSync(join(ROOT, 'bench', 'results', 'accuracy.md'), `# bench:accuracy\n\n${head}\n\n${md}\n`);
+  writeFileSync(
+    join(ROOT, 'bench', 'results', 'accuracy.svg'),
+    scatterSvg(
+      rows.map((r) => ({ label: r.mode, x: r.ttft_ratio_vs_full, y: r.accuracy })),
+      { title: `Accuracy vs TTFT speedup (${engine.id}, ${items.length} questions)`, xLabel: 'TTFT full ÷ mode (log)', yLabel: 'exact match', logX: true },
+    ),
+  );
+  console.log(`wrote ${file}, accuracy.md, accuracy.svg`);
+  await chunkStore.close();
+  await prefixStore.close();
+}
+
+main().catch((e) => {
+  console.error(`bench:accuracy: ${e instanceof Error ? e.stack : String(e)}`);
+  process.exit(1);
+});
