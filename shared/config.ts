@@ -31,7 +31,13 @@ const Env = z.object({
   KV_REDIS_PREFIX: z.string().min(1).default('epic:{kv}'),
   EXECUTION_PROVIDER: z.enum(['cpu', 'cuda']).default('cpu'),
   ORT_THREADS: z.coerce.number().int().min(0).default(0),
-  WORKER_CONCURRENCY: z.coerce.number().int().min(1).default(1),
+  WORKER_CONCURRENCY: z.coerce.number().int().min(1).default(32),
+  /** API keys as key:tenant pairs, comma separated; unset = no auth, every request is tenant 'default'. */
+  API_KEYS: z.string().optional(),
+  /** Share cached chunks across tenants (off: each tenant's chunks are salted apart). */
+  KV_SHARE_ACROSS_TENANTS: z.enum(['true', 'false']).default('false').transform((v) => v === 'true'),
+  /** Most requests waiting in the inference queue before the API answers 429. */
+  MAX_QUEUE_DEPTH: z.coerce.number().int().min(1).default(100_000),
   JOB_ATTEMPTS: z.coerce.number().int().min(1).default(3),
   REQUEST_TIMEOUT_MS: z.coerce.number().int().positive().default(120_000),
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),

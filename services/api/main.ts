@@ -1,46 +1,64 @@
 import { Queue, QueueEvents } from 'bullmq';
 import type { Server } from 'node:http';
+import { BatchStore, CatalogKeys, DocumentStore, FileStore } from '../../shared/catalog';
 import { loadServiceConfig } from '../../shared/config';
 import { loadModelConfig, loadTokenizer } from '../../shared/engine';
+import { KVStore } from '../../shared/kvstore';
 import { createLogger } from '../../shared/logging';
 import { createRegistry } from '../../shared/metrics/server';
 import { QUEUES } from '../../shared/queue/contracts';
 import { producerConnection, workerConnection } from '../../shared/queue/connection';
 import { defaultJobOptions } from '../../shared/queue/options';
 import { createApp } from './app';
+import { parseApiKeys } from './auth';
 
 async function main() {
   const cfg = loadServiceConfig();
   const log = createLogger('api', cfg.LOG_LEVEL);
   const model = loadModelConfig(cfg.MODEL_DIR);
   const tokenizer = loadTokenizer(model);
-  const conn = producerConnection(cfg.REDIS_URL);
-  conn.on('error', (e) => log.warn({ err: e.message }, 'queue redis error'));
-  const inference = new Queue(QUEUES.inference, {
-    connection: conn,
-    prefix: cfg.QUEUE_PREFIX,
-    defaultJobOptions: defaultJobOptions(cfg.JOB_ATTEMPTS),
-  });
+  const redis = producerConnection(cfg.REDIS_URL);
+  redis.on('error', (e) => log.warn({ err: e.message }, 'queue redis error'));
+  const subscriber = workerConnection(cfg.REDIS_URL);
+  subscriber.on('error', (e) => log.warn({ err: e.message }, 'subscriber redis error'));
+  const opts = { connection: redis, prefix: cfg.QUEUE_PREFIX, defaultJobOptions: defaultJobOptions(cfg.JOB_ATTEMPTS) };
+  const inference = new Queue(QUEUES.inference, opts);
+  const precompute = new Queue(QUEUES.precompute, opts);
   const inferenceEvents = new QueueEvents(QUEUES.inference, { connection: workerConnection(cfg.REDIS_URL), prefix: cfg.QUEUE_PREFIX });
-  const registry = createRegistry('api');
+  inference.on('error', (e) => log.warn({ err: e.message }, 'queue error'));
+  precompute.on('error', (e) => log.warn({ err: e.message }, 'queue error'));
+  inferenceEvents.on('error', (e) => log.warn({ err: e.message }, 'queue events error'));
+  const kv = await KVStore.open({ modelId: model.id, memory: false, disk: false, redis: { url: cfg.KV_REDIS_URL, prefix: cfg.KV_REDIS_PREFIX }, lease: false });
+  const keys = new CatalogKeys();
   const app = createApp({
     model,
     tokenizer,
     inference,
+    precompute,
     inferenceEvents,
-    registry,
-    ping: () => conn.ping(),
+    redis,
+    subscriber,
+    keys,
+    documents: new DocumentStore(redis, keys),
+    batches: new BatchStore(redis, keys),
+    files: new FileStore(redis, keys),
+    kv,
+    registry: createRegistry('api'),
+    apiKeys: parseApiKeys(cfg.API_KEYS),
+    shareAcrossTenants: cfg.KV_SHARE_ACROSS_TENANTS,
     requestTimeoutMs: cfg.REQUEST_TIMEOUT_MS,
+    maxQueueDepth: cfg.MAX_QUEUE_DEPTH,
   });
   const server: Server = await new Promise((resolve, reject) => {
     const s = app.listen(cfg.API_PORT, cfg.API_HOST, (err?: Error) => (err ? reject(err) : resolve(s)));
   });
-  log.info({ url: `http://${cfg.API_HOST}:${cfg.API_PORT}`, model: model.id }, 'api listening');
+  log.info({ url: `http://${cfg.API_HOST}:${cfg.API_PORT}`, model: model.id, auth: cfg.API_KEYS ? 'api keys' : 'off' }, 'api listening');
   const shutdown = async (signal: string) => {
     log.info({ signal }, 'api shutting down');
     server.close();
-    await Promise.allSettled([inferenceEvents.close(), inference.close()]);
-    conn.disconnect();
+    await Promise.allSettled([inferenceEvents.close(), inference.close(), precompute.close(), kv.close()]);
+    redis.disconnect();
+    subscriber.disconnect();
     process.exit(0);
   };
   process.once('SIGTERM', () => void shutdown('SIGTERM'));

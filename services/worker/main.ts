@@ -1,34 +1,48 @@
 import { Worker } from 'bullmq';
+import { BatchStore, CatalogKeys } from '../../shared/catalog';
 import { loadServiceConfig } from '../../shared/config';
 import { Engine } from '../../shared/engine';
 import { createLogger } from '../../shared/logging';
 import { createRegistry, serveMetrics } from '../../shared/metrics/server';
-import { GenerateJob, QUEUES } from '../../shared/queue/contracts';
+import { QUEUES } from '../../shared/queue/contracts';
 import { workerConnection } from '../../shared/queue/connection';
-import { generateCompletion } from '../../shared/serving/generate';
+import { linkContextFactory } from '../../shared/serving/context';
+import { inferenceProcessor, recordFailure } from '../../shared/serving/inference';
+import { Scheduler } from '../../shared/serving/scheduler';
+import { openStore } from '../../shared/serving/store';
 
-/** The inference worker: consumes inference jobs and runs them on the engine. */
+/** The inference worker: BullMQ consumer; requests waiting together are grouped by shared context and linked once. */
 async function main() {
   const cfg = loadServiceConfig();
   const log = createLogger('worker', cfg.LOG_LEVEL);
   const engine = await Engine.load(cfg.MODEL_DIR, { executionProvider: cfg.EXECUTION_PROVIDER, intraOpThreads: cfg.ORT_THREADS });
+  const store = await openStore(cfg, engine);
   log.info({ model: engine.id, graph: engine.graphKind, provider: cfg.EXECUTION_PROVIDER }, 'engine loaded');
   const registry = createRegistry('worker');
   const metrics = await serveMetrics(registry, cfg.WORKER_METRICS_PORT);
+  const redis = workerConnection(cfg.REDIS_URL);
+  const batches = new BatchStore(redis);
+  const scheduler = new Scheduler(linkContextFactory(engine, store), {
+    onGroup: (size, ms) => log.debug({ size, ms: Math.round(ms) }, 'group served'),
+  });
   const worker = new Worker(
     QUEUES.inference,
-    async (job) => {
-      const data = GenerateJob.parse(job.data);
-      return generateCompletion(engine, data);
-    },
+    inferenceProcessor({ scheduler, batches, keys: new CatalogKeys(), publisher: redis, tokenizer: engine.tokenizer }),
+    // Concurrency lets the worker hold several jobs at once, so the scheduler can group them; model work itself runs
+    // one group at a time.
     { connection: workerConnection(cfg.REDIS_URL), prefix: cfg.QUEUE_PREFIX, concurrency: cfg.WORKER_CONCURRENCY },
   );
-  worker.on('failed', (job, err) => log.warn({ job: job?.id, err: err.message }, 'job failed'));
+  worker.on('failed', (job, err) => {
+    log.warn({ job: job?.id, attempts: job?.attemptsMade, err: err.message }, 'job failed');
+    void recordFailure(batches, job, err).catch((e) => log.error({ err: (e as Error).message }, 'recording failure'));
+  });
   worker.on('error', (err) => log.error({ err: err.message }, 'worker error'));
-  log.info({ queue: QUEUES.inference, metricsPort: cfg.WORKER_METRICS_PORT }, 'worker ready');
+  log.info({ queue: QUEUES.inference, concurrency: cfg.WORKER_CONCURRENCY, metricsPort: cfg.WORKER_METRICS_PORT }, 'worker ready');
   const shutdown = async (signal: string) => {
     log.info({ signal }, 'worker shutting down');
     await worker.close();
+    await store.close();
+    redis.disconnect();
     metrics.close();
     process.exit(0);
   };

@@ -157,6 +157,27 @@ export class KVCache {
     }
   }
 
+  /** Copy slots [0, n) of `src`'s row `srcRow` (every layer and the slot metadata) into this cache's row `dstRow`. */
+  copyRow(src: KVCache, srcRow: number, dstRow: number, n = src.length[srcRow]): void {
+    const { layers, kvHeads, headDim } = this.shape;
+    if (n > this.capacity) throw new RangeError(`KV cache row needs ${n} slots, capacity ${this.capacity}`);
+    for (let l = 0; l < layers; l++) {
+      for (let h = 0; h < kvHeads; h++) {
+        const a = src.offset(srcRow, h, 0);
+        const b = this.offset(dstRow, h, 0);
+        this.keys[l].set(src.keys[l].subarray(a, a + n * headDim), b);
+        this.values[l].set(src.values[l].subarray(a, a + n * headDim), b);
+      }
+    }
+    const s0 = srcRow * src.capacity;
+    const d0 = dstRow * this.capacity;
+    this.slotPos.set(src.slotPos.subarray(s0, s0 + n), d0);
+    this.slotValid.set(src.slotValid.subarray(s0, s0 + n), d0);
+    this.slotToken.set(src.slotToken.subarray(s0, s0 + n), d0);
+    this.length[dstRow] = n;
+    this.floatsWritten += 2 * layers * kvHeads * headDim * n;
+  }
+
   /** Slots [start, end) of a row as a standalone block (copies). */
   toBlock(row: number, start: number, end: number): KVBlock {
     const { layers, kvHeads, headDim } = this.shape;

@@ -32,9 +32,12 @@ export interface ForwardResult {
 }
 
 export interface GenerateOptions {
-  maxTokens: number;
+  /** Most tokens to generate: one number for every row, or one per row. */
+  maxTokens: number | number[];
   /** Token ids that end a row (default: the model's eos ids). */
   stopIds?: number[];
+  /** Called with (row, token) as each token is chosen, for streaming. */
+  onToken?: (row: number, token: number) => void;
 }
 
 export interface GenerateResult {
@@ -352,7 +355,11 @@ export class Engine {
   async generate(cache: KVCache, lastLogits: Float32Array[], opts: GenerateOptions): Promise<GenerateResult> {
     const B = cache.batch;
     if (lastLogits.length !== B) throw new EngineInputError(`generate needs ${B} logits rows, got ${lastLogits.length}`);
-    if (!Number.isInteger(opts.maxTokens) || opts.maxTokens < 0) throw new EngineInputError(`maxTokens must be a non-negative integer, got ${opts.maxTokens}`);
+    const maxOf = Array.isArray(opts.maxTokens) ? opts.maxTokens : Array<number>(B).fill(opts.maxTokens);
+    if (maxOf.length !== B || maxOf.some((m) => !Number.isInteger(m) || m < 0)) {
+      throw new EngineInputError(`maxTokens must be a non-negative integer (or one per row), got ${JSON.stringify(opts.maxTokens)}`);
+    }
+    const steps = Math.max(0, ...maxOf);
     const stop = new Set(opts.stopIds ?? this.config.eosTokenIds);
     const nextPos = new Int32Array(B);
     for (let b = 0; b < B; b++) {
@@ -363,9 +370,9 @@ export class Engine {
     }
     const tokens: number[][] = Array.from({ length: B }, () => []);
     const finish: ('stop' | 'length')[] = Array(B).fill('length');
-    const done = new Array<boolean>(B).fill(opts.maxTokens === 0);
+    const done = maxOf.map((m) => m === 0);
     let logits = lastLogits;
-    for (let step = 0; step < opts.maxTokens; step++) {
+    for (let step = 0; step < steps; step++) {
       const rows: RowInput[] = [];
       for (let b = 0; b < B; b++) {
         if (done[b]) {
@@ -380,7 +387,8 @@ export class Engine {
           continue;
         }
         tokens[b].push(t);
-        if (tokens[b].length >= opts.maxTokens) {
+        opts.onToken?.(b, t);
+        if (tokens[b].length >= maxOf[b]) {
           done[b] = true;
           rows.push({ tokens: [], positions: [] });
           continue;

@@ -12,8 +12,9 @@ export interface LinkContext {
   source: ChunkSource;
   /** Hashed prefix blocks (prefix mode). */
   prefixStore?: BlockStore;
-  /** Per-layer graphs (cacheblend); loaded on first use when absent. */
+  /** Per-layer graphs (cacheblend); loaded on first use when absent, through `loadLayered` when given. */
   layered?: LayeredModel;
+  loadLayered?: () => Promise<LayeredModel>;
   tenantSalt?: string;
 }
 
@@ -33,7 +34,7 @@ export function modeLabel(o: LinkOptions): string {
   return o.mode;
 }
 
-export function validateLink(engine: Engine, input: LinkInput, o: LinkOptions, maxNewTokens: number): void {
+export function validateLink(engine: Engine, input: LinkInput, o: LinkOptions, maxNewTokens: number, contextOnly = false): void {
   if (!(LINK_MODES as readonly string[]).includes(o.mode)) {
     throw new LinkInputError(`unknown mode '${o.mode}'; one of ${LINK_MODES.join(', ')}`);
   }
@@ -47,7 +48,7 @@ export function validateLink(engine: Engine, input: LinkInput, o: LinkOptions, m
   input.chunks.forEach((c, i) => {
     if (!c.length) throw new LinkInputError(`chunk ${i} is empty`);
   });
-  if (!input.question.length) throw new LinkInputError('the question is empty');
+  if (!contextOnly && !input.question.length) throw new LinkInputError('the question is empty');
   const total = input.prefix.length + input.chunks.reduce((s, c) => s + c.length, 0) + input.question.length;
   if (total + maxNewTokens > engine.contextLength) {
     let end = input.prefix.length;
@@ -56,10 +57,13 @@ export function validateLink(engine: Engine, input: LinkInput, o: LinkOptions, m
   }
 }
 
-/** Build a request's KV cache in the given mode and return its first-token logits. */
-export async function link(ctx: LinkContext, input: LinkInput, o: LinkOptions, maxNewTokens = 0): Promise<Linked> {
+/**
+ * Build a request's KV cache in the given mode and return its last prompt token's logits. With `contextOnly` the
+ * question may be empty: the cache then holds the linked context, ready for several questions (see serving/).
+ */
+export async function link(ctx: LinkContext, input: LinkInput, o: LinkOptions, maxNewTokens = 0, contextOnly = false): Promise<Linked> {
   const { engine } = ctx;
-  validateLink(engine, input, o, maxNewTokens);
+  validateLink(engine, input, o, maxNewTokens, contextOnly);
   const t0 = performance.now();
   const lay = layout(input);
   const cache = engine.newCache(1, lay.total + maxNewTokens);
@@ -91,7 +95,7 @@ export async function link(ctx: LinkContext, input: LinkInput, o: LinkOptions, m
       break;
     }
     case 'cacheblend': {
-      ctx.layered ??= await LayeredModel.load(engine.config);
+      ctx.layered ??= await (ctx.loadLayered ? ctx.loadLayered() : LayeredModel.load(engine.config));
       const r = await linkCacheBlend(engine, ctx.layered, ctx.source, input, lay, cache, {
         r: o.r ?? LINK_DEFAULTS.r,
         checkLayer: o.checkLayer ?? LINK_DEFAULTS.checkLayer,

@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { ServeRequest } from '../serving/request';
 
 /** Queue names and job payloads: the plain data that crosses from the API to the workers. */
 export const QUEUES = {
@@ -6,20 +7,17 @@ export const QUEUES = {
   precompute: 'precompute',
 } as const;
 
-export const GenerateJob = z.object({
-  /** Prompt text; the worker adds BOS. */
-  prompt: z.string(),
-  maxTokens: z.number().int().min(0),
-  stop: z.array(z.string()).optional(),
+/** One request to serve. `batchId`/`index` tie it to a batch; `stream` asks for tokens as they are generated. */
+export const InferenceJob = z.object({
+  tenant: z.string(),
+  request: ServeRequest,
+  batchId: z.string().optional(),
+  index: z.number().int().nonnegative().optional(),
+  stream: z.boolean().default(false),
 });
-export type GenerateJob = z.infer<typeof GenerateJob>;
+export type InferenceJob = z.input<typeof InferenceJob>;
 
-export interface GenerateResult {
-  text: string;
-  promptTokens: number;
-  completionTokens: number;
-  finishReason: 'stop' | 'length';
-  /** Milliseconds from the worker taking the job to the first token. */
-  ttftMs: number;
-  totalMs: number;
+/** Job id of a batch's request: idempotent, so a re-submitted request is not run twice. */
+export function batchJobId(batchId: string, index: number): string {
+  return `${batchId}-${index}`;
 }

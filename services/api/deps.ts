@@ -1,0 +1,32 @@
+import type { Queue, QueueEvents } from 'bullmq';
+import type IORedis from 'ioredis';
+import type { Registry } from 'prom-client';
+import type { BatchStore, CatalogKeys, DocumentStore, FileStore } from '../../shared/catalog';
+import type { ModelConfig, TextTokenizer } from '../../shared/engine';
+import type { KVStore } from '../../shared/kvstore';
+
+/** Everything the API's routes use, built once in main.ts (or by a test). */
+export interface ApiDeps {
+  model: ModelConfig;
+  tokenizer: TextTokenizer;
+  inference: Queue;
+  precompute: Queue;
+  inferenceEvents: QueueEvents;
+  /** Commands (fail fast when Redis is down). */
+  redis: IORedis;
+  /** A subscriber connection for streamed tokens. */
+  subscriber: IORedis;
+  keys: CatalogKeys;
+  documents: DocumentStore;
+  batches: BatchStore;
+  files: FileStore;
+  /** The KV store's Redis tier, for warm-chunk counts. */
+  kv: KVStore;
+  registry: Registry;
+  /** key → tenant; empty = no auth (tenant `default`). */
+  apiKeys: Map<string, string>;
+  shareAcrossTenants: boolean;
+  requestTimeoutMs: number;
+  maxQueueDepth: number;
+  bodyLimit?: string;
+}

@@ -1,0 +1,76 @@
+import { Router } from 'express';
+import { z } from 'zod';
+import type { DocumentRecord } from '../../../shared/catalog';
+import { chunkText } from '../../../shared/serving/resolve';
+import { tenantSalt } from '../../../shared/serving/tenancy';
+import type { ApiDeps } from '../deps';
+import { ApiError } from '../errors';
+import { checkId, parseBody } from '../validate';
+import { newId } from '../submit';
+
+const DocumentBody = z
+  .object({
+    text: z.string().min(1),
+    id: z.string().regex(/^[A-Za-z0-9_-]{1,128}$/, 'ids are 1-128 letters, digits, _ or -').optional(),
+    metadata: z.record(z.string(), z.union([z.string(), z.number(), z.boolean(), z.null()])).optional(),
+  })
+  .strict();
+
+function view(doc: DocumentRecord, warm?: number) {
+  return {
+    id: doc.id,
+    object: 'document',
+    chars: doc.chars,
+    chunks: doc.chunks.length,
+    tokens: doc.chunks.reduce((s, c) => s + c.tokens.length, 0),
+    warm_chunks: warm,
+    metadata: doc.metadata,
+    created_at: doc.createdAt,
+  };
+}
+
+/** Documents: POST chunks a text with KVSplit and enqueues its chunks for precompute (deduplicated by chunk id). */
+export function documentsRouter(d: ApiDeps): Router {
+  const r = Router();
+
+  r.post('/v1/documents', async (req, res) => {
+    const body = parseBody(DocumentBody, req.body);
+    const salt = tenantSalt(req.tenant, d.shareAcrossTenants);
+    const chunks = chunkText(d, body.text, salt);
+    if (!chunks.length) throw new ApiError(400, 'text: the document has no content', 'invalid_request_error', 'text');
+    const doc: DocumentRecord = {
+      id: body.id ?? newId('doc_'),
+      tenant: req.tenant,
+      chars: body.text.length,
+      chunks,
+      metadata: body.metadata ?? {},
+      createdAt: Math.floor(Date.now() / 1000),
+    };
+    await d.documents.put(doc);
+    const unique = [...new Map(chunks.map((c) => [c.key, c])).values()];
+    await d.precompute.addBulk(
+      unique.map((c) => ({ name: 'chunk', data: { tokens: c.tokens, tenantSalt: salt, variant: '' }, opts: { jobId: `pc-${c.key}` } })),
+    );
+    res.status(201).json(view(doc, undefined));
+  });
+
+  r.get('/v1/documents', async (req, res) => {
+    const ids = await d.documents.list(req.tenant);
+    res.json({ object: 'list', data: ids });
+  });
+
+  r.get('/v1/documents/:id', async (req, res) => {
+    const doc = await d.documents.get(req.tenant, checkId(req.params.id, 'document'));
+    if (!doc) throw new ApiError(404, `document ${req.params.id} not found`, 'invalid_request_error', 'id', 'not_found');
+    const warm = (await Promise.all(doc.chunks.map((c) => d.kv.has(c.key)))).filter(Boolean).length;
+    res.json(view(doc, warm));
+  });
+
+  r.delete('/v1/documents/:id', async (req, res) => {
+    const id = checkId(req.params.id, 'document');
+    if (!(await d.documents.delete(req.tenant, id))) throw new ApiError(404, `document ${id} not found`, 'invalid_request_error', 'id', 'not_found');
+    res.json({ id, object: 'document', deleted: true });
+  });
+
+  return r;
+}

@@ -1,0 +1,363 @@
+import { Router, type Request, type Response } from 'express';
+import multer from 'multer';
+import { z } from 'zod';
+import type { BatchRecord, FileRecord } from '../../../shared/catalog';
+import { MAX_TOKENS_CAP } from '../../../shared/serving/limits';
+import type { ServeResult } from '../../../shared/serving/request';
+import { ModeSpec } from '../../../shared/serving/request';
+import type { ApiDeps } from '../deps';
+import { ApiError } from '../errors';
+import { enqueueBatch, checkCapacity, newId, removeWaiting, runOne, runStreaming } from '../submit';
+import { checkId, parseBody } from '../validate';
+import { resolveAll } from './jobs';
+
+/**
+ * OpenAI-compatible endpoints. Documents go in the extension field `documents` (ids of POSTed documents, or
+ * `{text}` inline); `mode`, `k` and `r` pick the link mode. Reuse is reported in usage.prompt_tokens_details.cached_tokens.
+ */
+const Extensions = {
+  documents: z.array(z.union([z.string().min(1).max(128), z.object({ text: z.string().min(1) }).strict()])).max(64).optional(),
+  mode: ModeSpec.shape.mode.optional(),
+  k: ModeSpec.shape.k,
+  r: ModeSpec.shape.r,
+};
+const Common = {
+  model: z.string().optional(),
+  max_tokens: z.number().int().min(0).max(MAX_TOKENS_CAP).nullable().optional(),
+  max_completion_tokens: z.number().int().min(0).max(MAX_TOKENS_CAP).nullable().optional(),
+  stop: z.union([z.string(), z.array(z.string()).max(4)]).nullable().optional(),
+  stream: z.boolean().nullable().optional(),
+  stream_options: z.object({ include_usage: z.boolean().optional() }).nullable().optional(),
+  n: z.literal(1).nullable().optional(),
+  temperature: z.number().min(0).max(2).nullable().optional(),
+  top_p: z.number().min(0).max(1).nullable().optional(),
+  seed: z.number().int().nullable().optional(),
+  user: z.string().max(256).optional(),
+  ...Extensions,
+};
+const CompletionBody = z.object({ ...Common, prompt: z.union([z.string(), z.array(z.string()).length(1)]) });
+const ChatMessage = z.object({
+  role: z.enum(['system', 'user', 'assistant', 'developer', 'tool']),
+  content: z.union([z.string(), z.array(z.object({ type: z.literal('text'), text: z.string() }))]).nullable(),
+  name: z.string().optional(),
+});
+const ChatBody = z.object({ ...Common, messages: z.array(ChatMessage).min(1) });
+type CompletionBody = z.infer<typeof CompletionBody>;
+type ChatBody = z.infer<typeof ChatBody>;
+
+function chatText(messages: ChatBody['messages']): string {
+  return messages
+    .map((m) => (typeof m.content === 'string' ? m.content : (m.content ?? []).map((p) => p.text).join('')))
+    .filter(Boolean)
+    .join('\n');
+}
+
+function toSpec(body: CompletionBody | ChatBody, text: string) {
+  return {
+    documents: body.documents ?? [],
+    question: text,
+    max_tokens: body.max_completion_tokens ?? body.max_tokens ?? 16,
+    mode: body.mode,
+    k: body.k,
+    r: body.r,
+    stop: body.stop ?? undefined,
+  };
+}
+
+function usage(r: ServeResult) {
+  return {
+    prompt_tokens: r.promptTokens,
+    completion_tokens: r.tokens.length,
+    total_tokens: r.promptTokens + r.tokens.length,
+    prompt_tokens_details: { cached_tokens: r.cachedTokens },
+  };
+}
+
+export function completionObject(id: string, model: string, r: ServeResult) {
+  return {
+    id,
+    object: 'text_completion',
+    created: Math.floor(Date.now() / 1000),
+    model,
+    choices: [{ index: 0, text: r.text, finish_reason: r.finishReason, logprobs: null }],
+    usage: usage(r),
+  };
+}
+
+export function chatObject(id: string, model: string, r: ServeResult) {
+  return {
+    id,
+    object: 'chat.completion',
+    created: Math.floor(Date.now() / 1000),
+    model,
+    choices: [{ index: 0, message: { role: 'assistant', content: r.text, refusal: null }, finish_reason: r.finishReason, logprobs: null }],
+    usage: usage(r),
+  };
+}
+
+async function serve(d: ApiDeps, req: Request, res: Response, kind: 'completion' | 'chat') {
+  const body: CompletionBody | ChatBody = kind === 'completion' ? parseBody(CompletionBody, req.body) : parseBody(ChatBody, req.body);
+  if (body.model && body.model !== d.model.id) {
+    throw new ApiError(404, `model '${body.model}' does not exist; this server serves '${d.model.id}'`, 'invalid_request_error', 'model', 'model_not_found');
+  }
+  const text = 'prompt' in body ? [body.prompt].flat()[0] : chatText(body.messages);
+  const id = newId(kind === 'completion' ? 'cmpl-' : 'chatcmpl-');
+  const [request] = await resolveAll(d, req.tenant, [toSpec(body, text)], () => id, () => 'body');
+  if (!body.stream) {
+    const r = await runOne(d, req.tenant, request);
+    return void res.json(kind === 'completion' ? completionObject(id, d.model.id, r) : chatObject(id, d.model.id, r));
+  }
+  const created = Math.floor(Date.now() / 1000);
+  const chunk = (delta: string | null, finish: string | null, extra: object = {}) =>
+    kind === 'completion'
+      ? { id, object: 'text_completion', created, model: d.model.id, choices: [{ index: 0, text: delta ?? '', finish_reason: finish, logprobs: null }], ...extra }
+      : {
+          id,
+          object: 'chat.completion.chunk',
+          created,
+          model: d.model.id,
+          choices: [{ index: 0, delta: delta === null ? {} : { content: delta }, finish_reason: finish, logprobs: null }],
+          ...extra,
+        };
+  const send = (o: object | string) => res.write(`data: ${typeof o === 'string' ? o : JSON.stringify(o)}\n\n`);
+  let stop: (() => Promise<void>) | undefined;
+  const finished = new Promise<void>((resolve) => {
+    void runStreaming(d, req.tenant, request, (e) => {
+      if (!res.headersSent) startStream();
+      if (e.delta) send(chunk(e.delta, null));
+      if (e.done) {
+        if (e.error) send({ error: { message: e.error, type: 'server_error', param: null, code: null } });
+        else if (e.result) {
+          send(chunk(kind === 'chat' ? null : '', e.result.finishReason));
+          if (body.stream_options?.include_usage) send({ ...chunk(null, null), choices: [], usage: usage(e.result) });
+        }
+        send('[DONE]');
+        resolve();
+      }
+    }).then(
+      (s) => {
+        stop = s;
+        startStream();
+      },
+      (err) => {
+        // Enqueue failed (queue full, Redis down): answer with the error instead of a stream.
+        stop = async () => {};
+        failed = err;
+        resolve();
+      },
+    );
+  });
+  let failed: unknown;
+  function startStream() {
+    if (res.headersSent) return;
+    res.writeHead(200, { 'Content-Type': 'text/event-stream', 'Cache-Control': 'no-cache', Connection: 'keep-alive' });
+    if (kind === 'chat') send({ id, object: 'chat.completion.chunk', created, model: d.model.id, choices: [{ index: 0, delta: { role: 'assistant', content: '' }, finish_reason: null, logprobs: null }] });
+  }
+  const timeout = setTimeout(() => {
+    if (!res.writableEnded) {
+      send({ error: { message: 'timed out', type: 'server_error', param: null, code: 'timeout' } });
+      res.end();
+    }
+  }, d.requestTimeoutMs);
+  req.on('close', () => void stop?.());
+  await finished;
+  clearTimeout(timeout);
+  await stop?.();
+  if (failed) throw failed;
+  res.end();
+}
+
+const BatchBody = z
+  .object({
+    input_file_id: z.string().min(1).max(128),
+    endpoint: z.enum(['/v1/completions', '/v1/chat/completions']),
+    completion_window: z.literal('24h'),
+    metadata: z.record(z.string(), z.string()).nullable().optional(),
+  })
+  .strict();
+
+const BatchLine = z
+  .object({
+    custom_id: z.string().min(1).max(512),
+    method: z.literal('POST'),
+    url: z.string(),
+    body: z.record(z.string(), z.unknown()),
+  })
+  .strict();
+
+function fileObject(f: FileRecord) {
+  return { id: f.id, object: 'file', bytes: f.bytes, created_at: f.createdAt, filename: f.filename, purpose: f.purpose, status: 'processed', status_details: null };
+}
+
+function batchObject(b: BatchRecord) {
+  const status = b.status;
+  return {
+    id: b.id,
+    object: 'batch',
+    endpoint: b.kind,
+    errors: null,
+    input_file_id: b.inputFileId,
+    completion_window: '24h',
+    status,
+    output_file_id: b.outputFileId ?? null,
+    error_file_id: b.errorFileId ?? null,
+    created_at: b.createdAt,
+    in_progress_at: b.createdAt,
+    expires_at: b.createdAt + 24 * 3600,
+    finalizing_at: b.completedAt ?? null,
+    completed_at: status === 'completed' ? (b.completedAt ?? null) : null,
+    failed_at: null,
+    expired_at: null,
+    cancelling_at: b.cancelledAt ?? null,
+    cancelled_at: status === 'cancelled' ? (b.cancelledAt ?? null) : null,
+    request_counts: { total: b.total, completed: b.completed, failed: b.failed },
+    metadata: b.metadata,
+  };
+}
+
+/** A completed batch's output and error files, written once (ids derived from the batch id). */
+async function finalize(d: ApiDeps, b: BatchRecord): Promise<BatchRecord> {
+  if (b.status !== 'completed' || b.outputFileId) return b;
+  const results = await d.batches.results(b.tenant, b.id);
+  const out: string[] = [];
+  const err: string[] = [];
+  for (const x of results) {
+    const custom_id = b.customIds?.[x.index] ?? String(x.index);
+    const reqId = `req_${b.id}_${x.index}`;
+    if (x.ok) {
+      const r = x.body as ServeResult;
+      const body = b.kind === '/v1/chat/completions' ? chatObject(r.id, d.model.id, r) : completionObject(r.id, d.model.id, r);
+      out.push(JSON.stringify({ id: `batch_req_${b.id}_${x.index}`, custom_id, response: { status_code: 200, request_id: reqId, body }, error: null }));
+    } else {
+      err.push(JSON.stringify({ id: `batch_req_${b.id}_${x.index}`, custom_id, response: null, error: { code: 'server_error', message: (x.body as { error?: string }).error ?? 'failed' } }));
+    }
+  }
+  const now = Math.floor(Date.now() / 1000);
+  const write = async (suffix: string, lines: string[]) => {
+    const content = Buffer.from(lines.map((l) => l + '\n').join(''));
+    const rec: FileRecord = { id: `file-${b.id}-${suffix}`, tenant: b.tenant, filename: `${b.id}_${suffix}.jsonl`, purpose: 'batch_output', bytes: content.length, createdAt: now };
+    await d.files.put(rec, content);
+    return rec.id;
+  };
+  const outputFileId = await write('output', out);
+  const errorFileId = err.length ? await write('errors', err) : undefined;
+  return (await d.batches.update(b.tenant, b.id, { outputFileId, errorFileId })) ?? b;
+}
+
+export function openaiRouter(d: ApiDeps): Router {
+  const r = Router();
+  const upload = multer({ storage: multer.memoryStorage(), limits: { fileSize: 64 * 1024 * 1024, files: 1 } });
+
+  r.get('/v1/models', (_req, res) => {
+    res.json({ object: 'list', data: [{ id: d.model.id, object: 'model', created: 0, owned_by: 'epic-serve' }] });
+  });
+  r.get('/v1/models/:id', (req, res) => {
+    if (req.params.id !== d.model.id) throw new ApiError(404, `model '${req.params.id}' does not exist`, 'invalid_request_error', 'model', 'model_not_found');
+    res.json({ id: d.model.id, object: 'model', created: 0, owned_by: 'epic-serve' });
+  });
+  r.post('/v1/completions', (req, res) => serve(d, req, res, 'completion'));
+  r.post('/v1/chat/completions', (req, res) => serve(d, req, res, 'chat'));
+
+  r.post('/v1/files', upload.single('file'), async (req, res) => {
+    const purpose = typeof req.body?.purpose === 'string' ? req.body.purpose : undefined;
+    if (purpose !== 'batch') throw new ApiError(400, `purpose must be 'batch'`, 'invalid_request_error', 'purpose');
+    if (!req.file) throw new ApiError(400, 'a file is required (multipart field "file")', 'invalid_request_error', 'file');
+    const rec: FileRecord = {
+      id: newId('file-'),
+      tenant: req.tenant,
+      filename: req.file.originalname.replace(/[^\w.-]/g, '_').slice(0, 255) || 'upload.jsonl',
+      purpose,
+      bytes: req.file.size,
+      createdAt: Math.floor(Date.now() / 1000),
+    };
+    await d.files.put(rec, req.file.buffer);
+    res.json(fileObject(rec));
+  });
+  r.get('/v1/files', async (req, res) => {
+    res.json({ object: 'list', data: (await d.files.list(req.tenant)).map(fileObject), has_more: false });
+  });
+  r.get('/v1/files/:id', async (req, res) => {
+    const f = await d.files.get(req.tenant, checkId(req.params.id, 'file'));
+    if (!f) throw new ApiError(404, `file ${req.params.id} not found`, 'invalid_request_error', 'id', 'not_found');
+    res.json(fileObject(f));
+  });
+  r.get('/v1/files/:id/content', async (req, res) => {
+    const c = await d.files.content(req.tenant, checkId(req.params.id, 'file'));
+    if (!c) throw new ApiError(404, `file ${req.params.id} not found`, 'invalid_request_error', 'id', 'not_found');
+    res.type('application/jsonl').send(c);
+  });
+  r.delete('/v1/files/:id', async (req, res) => {
+    const id = checkId(req.params.id, 'file');
+    if (!(await d.files.delete(req.tenant, id))) throw new ApiError(404, `file ${id} not found`, 'invalid_request_error', 'id', 'not_found');
+    res.json({ id, object: 'file', deleted: true });
+  });
+
+  r.post('/v1/batches', async (req, res) => {
+    const body = parseBody(BatchBody, req.body);
+    const fileId = checkId(body.input_file_id, 'file');
+    const content = await d.files.content(req.tenant, fileId);
+    if (!content) throw new ApiError(404, `file ${fileId} not found`, 'invalid_request_error', 'input_file_id', 'not_found');
+    const lines = content.toString('utf8').split('\n').filter((l) => l.trim());
+    if (!lines.length) throw new ApiError(400, `file ${fileId} has no requests`, 'invalid_request_error', 'input_file_id');
+    const id = newId('batch_');
+    const customIds: string[] = [];
+    const specs: unknown[] = [];
+    lines.forEach((l, i) => {
+      let parsed: unknown;
+      try {
+        parsed = JSON.parse(l);
+      } catch {
+        throw new ApiError(400, `line ${i + 1} of ${fileId} is not JSON`, 'invalid_request_error', 'input_file_id');
+      }
+      const line = parseBody(BatchLine, parsed, `line ${i + 1}`);
+      if (line.url !== body.endpoint) throw new ApiError(400, `line ${i + 1}: url ${line.url} differs from the batch endpoint ${body.endpoint}`, 'invalid_request_error', 'input_file_id');
+      if (customIds.includes(line.custom_id)) throw new ApiError(400, `line ${i + 1}: duplicate custom_id ${line.custom_id}`, 'invalid_request_error', 'input_file_id');
+      customIds.push(line.custom_id);
+      if (body.endpoint === '/v1/completions') {
+        const b = parseBody(CompletionBody, line.body, `line ${i + 1}.body`);
+        specs.push(toSpec(b, [b.prompt].flat()[0]));
+      } else {
+        const b = parseBody(ChatBody, line.body, `line ${i + 1}.body`);
+        specs.push(toSpec(b, chatText(b.messages)));
+      }
+    });
+    const requests = await resolveAll(d, req.tenant, specs, (i) => `${id}-r${i}`, (i) => `line ${i + 1}`);
+    await checkCapacity(d, requests.length);
+    const rec: BatchRecord = {
+      id,
+      tenant: req.tenant,
+      kind: body.endpoint,
+      status: 'in_progress',
+      total: requests.length,
+      completed: 0,
+      failed: 0,
+      createdAt: Math.floor(Date.now() / 1000),
+      inputFileId: fileId,
+      customIds,
+      metadata: body.metadata ?? {},
+    };
+    await d.batches.create(rec);
+    await enqueueBatch(d, req.tenant, id, requests);
+    res.json(batchObject(rec));
+  });
+  r.get('/v1/batches', async (req, res) => {
+    const all = (await d.batches.list(req.tenant)).filter((b) => b.kind !== 'jobs');
+    const data = await Promise.all(all.map((b) => finalize(d, b)));
+    res.json({ object: 'list', data: data.map(batchObject), first_id: data[0]?.id ?? null, last_id: data.at(-1)?.id ?? null, has_more: false });
+  });
+  r.get('/v1/batches/:id', async (req, res) => {
+    const b = await d.batches.get(req.tenant, checkId(req.params.id, 'batch'));
+    if (!b || b.kind === 'jobs') throw new ApiError(404, `batch ${req.params.id} not found`, 'invalid_request_error', 'id', 'not_found');
+    res.json(batchObject(await finalize(d, b)));
+  });
+  r.post('/v1/batches/:id/cancel', async (req, res) => {
+    const b = await d.batches.get(req.tenant, checkId(req.params.id, 'batch'));
+    if (!b || b.kind === 'jobs') throw new ApiError(404, `batch ${req.params.id} not found`, 'invalid_request_error', 'id', 'not_found');
+    if (b.status !== 'in_progress') return void res.json(batchObject(b));
+    await d.batches.update(req.tenant, b.id, { status: 'cancelling', cancelledAt: Math.floor(Date.now() / 1000) }, ['in_progress']);
+    await removeWaiting(d, b.id, b.total);
+    const done = await d.batches.update(req.tenant, b.id, { status: 'cancelled' }, ['cancelling']);
+    res.json(batchObject(done ?? b));
+  });
+  return r;
+}

@@ -1,0 +1,78 @@
+import { randomUUID } from 'node:crypto';
+import type { Job } from 'bullmq';
+import { batchJobId, type InferenceJob } from '../../shared/queue/contracts';
+import type { StreamEvent } from '../../shared/serving/inference';
+import type { ServeRequest, ServeResult } from '../../shared/serving/request';
+import type { ApiDeps } from './deps';
+import { ApiError } from './errors';
+
+export function newId(prefix: string): string {
+  return `${prefix}${randomUUID().replace(/-/g, '')}`;
+}
+
+/** Refuse new work past the queue's cap: 429 with Retry-After, nothing enqueued. */
+export async function checkCapacity(d: ApiDeps, adding: number): Promise<void> {
+  const waiting = await d.inference.getJobCountByTypes('waiting', 'delayed', 'prioritized');
+  if (waiting + adding > d.maxQueueDepth) {
+    throw new ApiError(429, `the queue is full (${waiting} requests waiting, cap ${d.maxQueueDepth}); retry later`, 'rate_limit_error', null, 'queue_full', 2);
+  }
+}
+
+/** Enqueue one request and wait for its result. */
+export async function runOne(d: ApiDeps, tenant: string, request: ServeRequest): Promise<ServeResult> {
+  await checkCapacity(d, 1);
+  const job: Job = await d.inference.add('request', { tenant, request, stream: false } satisfies InferenceJob, { jobId: request.id });
+  const r = (await job.waitUntilFinished(d.inferenceEvents, d.requestTimeoutMs)) as ServeResult;
+  return r;
+}
+
+/**
+ * Enqueue one request with streaming: tokens arrive on the request's Redis channel as the worker chooses them.
+ * Subscribes before enqueueing so no token is missed.
+ */
+export async function runStreaming(d: ApiDeps, tenant: string, request: ServeRequest, onEvent: (e: StreamEvent) => void): Promise<() => Promise<void>> {
+  await checkCapacity(d, 1);
+  const channel = d.keys.stream(request.id);
+  const handler = (ch: string, msg: string) => {
+    if (ch === channel) onEvent(JSON.parse(msg) as StreamEvent);
+  };
+  d.subscriber.on('message', handler);
+  await d.subscriber.subscribe(channel);
+  const stop = async () => {
+    d.subscriber.off('message', handler);
+    await d.subscriber.unsubscribe(channel).catch(() => undefined);
+  };
+  try {
+    await d.inference.add('request', { tenant, request, stream: true } satisfies InferenceJob, { jobId: request.id });
+  } catch (e) {
+    await stop();
+    throw e;
+  }
+  return stop;
+}
+
+/** Enqueue a batch's requests, one job each with an idempotent id. */
+export async function enqueueBatch(d: ApiDeps, tenant: string, batchId: string, requests: ServeRequest[]): Promise<void> {
+  await d.inference.addBulk(
+    requests.map((request, index) => ({
+      name: 'request',
+      data: { tenant, request, batchId, index, stream: false } satisfies InferenceJob,
+      opts: { jobId: batchJobId(batchId, index) },
+    })),
+  );
+}
+
+/** Remove a batch's jobs that have not started. */
+export async function removeWaiting(d: ApiDeps, batchId: string, total: number): Promise<number> {
+  let removed = 0;
+  for (let i = 0; i < total; i++) {
+    const job = await d.inference.getJob(batchJobId(batchId, i));
+    if (job && (await job.getState()) === 'waiting') {
+      await job.remove().then(
+        () => removed++,
+        () => undefined,
+      );
+    }
+  }
+  return removed;
+}

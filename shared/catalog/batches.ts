@@ -1,0 +1,118 @@
+import { CatalogKeys, type Redis } from './redis';
+
+export type BatchStatus = 'validating' | 'in_progress' | 'finalizing' | 'completed' | 'failed' | 'expired' | 'cancelling' | 'cancelled';
+
+export interface BatchRecord {
+  id: string;
+  tenant: string;
+  /** `jobs` (native API) or the OpenAI endpoint the batch's lines call. */
+  kind: 'jobs' | '/v1/completions' | '/v1/chat/completions';
+  status: BatchStatus;
+  total: number;
+  completed: number;
+  failed: number;
+  createdAt: number;
+  completedAt?: number;
+  cancelledAt?: number;
+  inputFileId?: string;
+  outputFileId?: string;
+  errorFileId?: string;
+  /** custom_id of each request, in order (OpenAI batches). */
+  customIds?: string[];
+  metadata: Record<string, unknown>;
+}
+
+export interface StoredResult {
+  index: number;
+  ok: boolean;
+  body: unknown;
+}
+
+/**
+ * Record a request's result once (HSETNX) and count it only then: a job re-run after a worker died neither
+ * duplicates nor double-counts its result. The batch turns `completed` when the last result lands.
+ */
+const RECORD = `
+local added = redis.call('HSETNX', KEYS[2], ARGV[1], ARGV[2])
+if added == 0 then return 0 end
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+local field = ARGV[3]
+local b = cjson.decode(redis.call('GET', KEYS[1]))
+b[field] = b[field] + 1
+if b.completed + b.failed >= b.total and (b.status == 'in_progress' or b.status == 'validating' or b.status == 'finalizing') then
+  b.status = 'completed'
+  b.completedAt = tonumber(ARGV[4])
+end
+redis.call('SET', KEYS[1], cjson.encode(b))
+return 1
+`;
+
+export class BatchStore {
+  constructor(
+    private readonly redis: Redis,
+    private readonly keys = new CatalogKeys(),
+  ) {}
+
+  async create(b: BatchRecord): Promise<void> {
+    await this.redis.multi().set(this.keys.batch(b.tenant, b.id), JSON.stringify(b)).zadd(this.keys.batchIndex(b.tenant), b.createdAt, b.id).exec();
+  }
+
+  async get(tenant: string, id: string): Promise<BatchRecord | undefined> {
+    const s = await this.redis.get(this.keys.batch(tenant, id));
+    return s ? (JSON.parse(s) as BatchRecord) : undefined;
+  }
+
+  async list(tenant: string, limit = 100): Promise<BatchRecord[]> {
+    const ids = await this.redis.zrevrange(this.keys.batchIndex(tenant), 0, limit - 1);
+    const out = await Promise.all(ids.map((id) => this.get(tenant, id)));
+    return out.filter((b): b is BatchRecord => !!b);
+  }
+
+  /** Compare-and-set of fields (status transitions); returns the updated record. */
+  async update(tenant: string, id: string, patch: Partial<BatchRecord>, onlyIf?: BatchStatus[]): Promise<BatchRecord | undefined> {
+    const key = this.keys.batch(tenant, id);
+    for (let attempt = 0; attempt < 20; attempt++) {
+      await this.redis.watch(key);
+      const s = await this.redis.get(key);
+      if (!s) {
+        await this.redis.unwatch();
+        return undefined;
+      }
+      const b = JSON.parse(s) as BatchRecord;
+      if (onlyIf && !onlyIf.includes(b.status)) {
+        await this.redis.unwatch();
+        return b;
+      }
+      const next = { ...b, ...patch };
+      const ok = await this.redis.multi().set(key, JSON.stringify(next)).exec();
+      if (ok) return next;
+    }
+    throw new Error(`batch ${id}: too much contention updating it`);
+  }
+
+  /** Store request `index`'s result once; returns false when it was already stored. */
+  async record(tenant: string, id: string, index: number, ok: boolean, body: unknown): Promise<boolean> {
+    const r = await this.redis.eval(
+      RECORD,
+      2,
+      this.keys.batch(tenant, id),
+      this.keys.batchResults(tenant, id),
+      String(index),
+      JSON.stringify({ index, ok, body }),
+      ok ? 'completed' : 'failed',
+      String(Math.floor(Date.now() / 1000)),
+    );
+    return r === 1;
+  }
+
+  async results(tenant: string, id: string): Promise<StoredResult[]> {
+    const all = await this.redis.hgetall(this.keys.batchResults(tenant, id));
+    return Object.values(all)
+      .map((s) => JSON.parse(s) as StoredResult)
+      .sort((a, b) => a.index - b.index);
+  }
+
+  async resultCount(tenant: string, id: string): Promise<number> {
+    return this.redis.hlen(this.keys.batchResults(tenant, id));
+  }
+}

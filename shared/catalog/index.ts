@@ -1,0 +1,4 @@
+export * from './redis';
+export * from './documents';
+export * from './batches';
+export * from './files';

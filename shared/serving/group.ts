@@ -1,0 +1,91 @@
+import type { Engine } from '../engine';
+import { link, type LinkContext } from '../linking';
+import { applyStop } from './stop';
+import { linkOptions, type ServeRequest, type ServeResult } from './request';
+
+/**
+ * Serve requests that share one context: link the context once (in the group's mode), copy it into one row per
+ * request, compute every question in one padded call, and decode the rows together.
+ */
+export async function serveGroup(
+  ctx: LinkContext,
+  reqs: ServeRequest[],
+  onToken?: (index: number, token: number) => void,
+): Promise<ServeResult[]> {
+  const { engine } = ctx;
+  if (!reqs.length) return [];
+  const t0 = performance.now();
+  const bos = engine.config.bosTokenId;
+  const maxNew = reqs.map((r) => r.maxTokens);
+  if (!reqs[0].chunks.length) {
+    // Plain completions: a padded batch, full prefill.
+    const prompts = reqs.map((r) => [bos, ...r.question]);
+    const { cache, logits } = await engine.prefill(prompts, Math.max(...maxNew));
+    const ttft = performance.now() - t0;
+    const gen = await engine.generate(cache, logits, { maxTokens: maxNew, onToken });
+    const decodeMs = performance.now() - t0 - ttft;
+    return reqs.map((r, i) =>
+      finish(engine, r, gen.tokens[i], gen.finish[i], { prompt: prompts[i].length, cached: 0, computed: prompts[i].length, mode: 'full', group: reqs.length, ttft, decodeMs }),
+    );
+  }
+  const mode = linkOptions(reqs[0].mode);
+  const linked = await link(ctx, { prefix: [bos], chunks: reqs[0].chunks, question: [] }, mode, 0, true);
+  const ctxLen = linked.stats.promptTokens;
+  const qMax = Math.max(...reqs.map((r) => r.question.length));
+  const cache = engine.newCache(reqs.length, ctxLen + qMax + Math.max(...maxNew));
+  for (let b = 0; b < reqs.length; b++) cache.copyRow(linked.cache, 0, b, ctxLen);
+  const rows = reqs.map((r) => ({ tokens: r.question, positions: r.question.map((_, i) => ctxLen + i) }));
+  const empty = rows.some((r) => !r.tokens.length);
+  const { logits } = empty
+    ? { logits: rows.map((r) => (r.tokens.length ? undefined : linked.logits)) as Float32Array[] }
+    : await engine.forward(cache, rows);
+  if (empty) {
+    // A request without a question continues straight from the context's last token.
+    const withQ = rows.map((r) => (r.tokens.length ? r : { tokens: [], positions: [] }));
+    const res = await engine.forward(cache, withQ);
+    rows.forEach((r, i) => {
+      if (r.tokens.length) logits[i] = res.logits[i];
+    });
+  }
+  const ttft = performance.now() - t0;
+  await linked.after();
+  const gen = await engine.generate(cache, logits, { maxTokens: maxNew, onToken });
+  const decodeMs = performance.now() - t0 - ttft;
+  return reqs.map((r, i) => {
+    const prompt = ctxLen + r.question.length;
+    const computedCtx = linked.stats.computedTokens;
+    return finish(engine, r, gen.tokens[i], gen.finish[i], {
+      prompt,
+      cached: Math.max(0, Math.round(ctxLen - computedCtx)),
+      computed: computedCtx + r.question.length,
+      mode: linked.stats.mode,
+      group: reqs.length,
+      ttft,
+      decodeMs,
+    });
+  });
+}
+
+function finish(
+  engine: Engine,
+  r: ServeRequest,
+  tokens: number[],
+  why: 'stop' | 'length',
+  m: { prompt: number; cached: number; computed: number; mode: string; group: number; ttft: number; decodeMs: number },
+): ServeResult {
+  const { text, stopped } = applyStop(engine.tokenizer.decode(tokens), r.stop);
+  return {
+    id: r.id,
+    text,
+    tokens,
+    finishReason: stopped || why === 'stop' ? 'stop' : 'length',
+    promptTokens: m.prompt,
+    cachedTokens: m.cached,
+    computedTokens: m.computed,
+    mode: m.mode,
+    groupSize: m.group,
+    ttftMs: m.ttft,
+    prefillMs: m.ttft,
+    decodeMs: m.decodeMs,
+  };
+}

@@ -1,0 +1,63 @@
+import { createHash } from 'node:crypto';
+import { z } from 'zod';
+import { LINK_MODES, modeLabel, type LinkOptions } from '../linking';
+
+/**
+ * A request as the worker serves it: plain data, already tokenised by the API (so the worker never sees document
+ * text). With chunks, the prompt is BOS + chunks + question; without, BOS + question (plain completion, full prefill).
+ */
+export const ModeSpec = z.object({
+  mode: z.enum(LINK_MODES).default('attnlink'),
+  k: z.number().int().min(0).optional(),
+  r: z.number().gt(0).max(1).optional(),
+});
+export type ModeSpec = z.infer<typeof ModeSpec>;
+
+export const ServeRequest = z.object({
+  /** Stable id (idempotency, results). */
+  id: z.string().min(1),
+  tenantSalt: z.string().default(''),
+  chunks: z.array(z.array(z.number().int().nonnegative()).min(1)),
+  question: z.array(z.number().int().nonnegative()),
+  maxTokens: z.number().int().min(0),
+  mode: ModeSpec,
+  stop: z.array(z.string()).optional(),
+});
+export type ServeRequest = z.infer<typeof ServeRequest>;
+
+export interface ServeResult {
+  id: string;
+  text: string;
+  tokens: number[];
+  finishReason: 'stop' | 'length';
+  promptTokens: number;
+  /** Prompt tokens whose KV came from a cache (OpenAI's usage.prompt_tokens_details.cached_tokens). */
+  cachedTokens: number;
+  /** Prompt tokens run through the model. */
+  computedTokens: number;
+  mode: string;
+  /** Requests that shared this request's linked context. */
+  groupSize: number;
+  ttftMs: number;
+  prefillMs: number;
+  decodeMs: number;
+}
+
+export function linkOptions(m: ModeSpec): LinkOptions {
+  return { mode: m.mode, k: m.k, r: m.r };
+}
+
+/**
+ * Requests that can share one linked context: same mode and options, same tenant salt, same chunk sequence.
+ * Plain requests (no chunks) group with each other and run as one padded batch.
+ */
+export function groupKey(r: ServeRequest): string {
+  if (!r.chunks.length) return 'plain';
+  const h = createHash('sha256');
+  h.update(`${modeLabel(linkOptions(r.mode))}\0${r.tenantSalt}\0`);
+  for (const c of r.chunks) {
+    h.update(Buffer.from(Int32Array.from(c).buffer));
+    h.update('\0');
+  }
+  return h.digest('hex');
+}

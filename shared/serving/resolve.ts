@@ -1,0 +1,82 @@
+import { z } from 'zod';
+import { splitDocument, type Chunk } from '../chunking';
+import type { DocumentStore } from '../catalog';
+import { ContextLengthError, type Engine, type ModelConfig, type TextTokenizer } from '../engine';
+import { chunkKey } from '../kvstore';
+import { MAX_TOKENS_CAP } from './limits';
+import { ModeSpec, type ServeRequest } from './request';
+
+/** A request as clients send it: documents by id or inline, a question (after the documents) or a bare prompt. */
+export const RequestSpec = z
+  .object({
+    documents: z.array(z.union([z.string().min(1).max(128), z.object({ text: z.string().min(1) }).strict()])).max(64).default([]),
+    question: z.string().optional(),
+    prompt: z.string().optional(),
+    max_tokens: z.number().int().min(0).max(MAX_TOKENS_CAP).default(16),
+    mode: ModeSpec.shape.mode.optional(),
+    k: ModeSpec.shape.k,
+    r: ModeSpec.shape.r,
+    stop: z.union([z.string(), z.array(z.string()).max(4)]).optional(),
+  })
+  .strict()
+  .refine((r) => (r.question ?? r.prompt) !== undefined, { message: 'a request needs a question or a prompt' });
+export type RequestSpec = z.infer<typeof RequestSpec>;
+
+export class ResolveError extends Error {
+  constructor(
+    message: string,
+    readonly status = 400,
+    readonly param: string | null = null,
+    readonly code: string | null = null,
+  ) {
+    super(message);
+  }
+}
+
+export interface Resolver {
+  model: ModelConfig;
+  tokenizer: TextTokenizer;
+  documents: DocumentStore;
+}
+
+/** Chunk a text with KVSplit and key each chunk for a tenant. */
+export function chunkText(r: Pick<Resolver, 'model' | 'tokenizer'>, text: string, salt: string): { key: string; tokens: number[] }[] {
+  return splitDocument(text, r.tokenizer).map((c: Chunk) => ({
+    key: chunkKey({ modelId: r.model.id, tokens: c.tokens, tenantSalt: salt }),
+    tokens: c.tokens,
+  }));
+}
+
+/** Turn a client request into the worker's plain data: documents resolved to chunk tokens, everything checked. */
+export async function resolveRequest(r: Resolver, spec: RequestSpec, id: string, tenant: string, salt: string): Promise<ServeRequest> {
+  const ids = spec.documents.filter((d): d is string => typeof d === 'string');
+  const recs = await r.documents.getMany(tenant, ids);
+  const missing = ids.filter((_, i) => !recs[i]);
+  if (missing.length) throw new ResolveError(`unknown document id ${JSON.stringify(missing[0])}`, 404, 'documents', 'document_not_found');
+  const byId = new Map(ids.map((d, i) => [d, recs[i]!]));
+  const chunks: number[][] = [];
+  for (const d of spec.documents) {
+    if (typeof d === 'string') for (const c of byId.get(d)!.chunks) chunks.push(c.tokens);
+    else for (const c of chunkText(r, d.text, salt)) chunks.push(c.tokens);
+  }
+  const text = spec.question ?? spec.prompt ?? '';
+  const question = r.tokenizer.encode(text);
+  const promptTokens = 1 + chunks.reduce((s, c) => s + c.length, 0) + question.length;
+  if (promptTokens + spec.max_tokens > r.model.contextLength) {
+    const e = new ContextLengthError(promptTokens + spec.max_tokens, r.model.contextLength, `prompt (${promptTokens} tokens) plus max_tokens (${spec.max_tokens})`);
+    throw new ResolveError(e.message, 400, 'max_tokens', 'context_length_exceeded');
+  }
+  if (!chunks.length && !question.length) throw new ResolveError('the prompt is empty', 400, 'prompt');
+  const mode = spec.mode ?? (chunks.length ? 'attnlink' : 'full');
+  return {
+    id,
+    tenantSalt: salt,
+    chunks,
+    question,
+    maxTokens: spec.max_tokens,
+    mode: { mode, k: spec.k, r: spec.r },
+    stop: spec.stop === undefined ? undefined : Array.isArray(spec.stop) ? spec.stop : [spec.stop],
+  };
+}
+
+export type { Engine };

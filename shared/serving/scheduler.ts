@@ -1,0 +1,97 @@
+import type { LinkContext } from '../linking';
+import { serveGroup } from './group';
+import { groupKey, type ServeRequest, type ServeResult } from './request';
+
+interface Pending {
+  req: ServeRequest;
+  onToken?: (token: number) => void;
+  resolve: (r: ServeResult) => void;
+  reject: (e: unknown) => void;
+}
+
+export interface SchedulerStats {
+  groups: number;
+  requests: number;
+  /** Requests waiting for the next round. */
+  waiting: number;
+  /** Requests in the group being served. */
+  running: number;
+}
+
+/**
+ * Continuous micro-batching: requests that arrive while a group is being served wait; the next round takes every
+ * waiting request, groups them by shared context (same chunks, mode and tenant), and serves each group with one link
+ * and one batched decode. Model work runs one group at a time (onnxruntime uses every core for one call).
+ */
+export class Scheduler {
+  private queue: Pending[] = [];
+  private busy = false;
+  private readonly s = { groups: 0, requests: 0, running: 0 };
+
+  constructor(
+    private readonly ctxFor: (tenantSalt: string) => LinkContext,
+    private readonly opts: { maxGroup?: number; onGroup?: (size: number, ms: number) => void } = {},
+  ) {}
+
+  /** Queue a request; `onToken` sees each generated token as it is chosen (streaming). */
+  submit(req: ServeRequest, onToken?: (token: number) => void): Promise<ServeResult> {
+    return new Promise((resolve, reject) => {
+      this.queue.push({ req, onToken, resolve, reject });
+      if (!this.busy) void this.drain();
+    });
+  }
+
+  stats(): SchedulerStats {
+    return { ...this.s, waiting: this.queue.length };
+  }
+
+  private async drain(): Promise<void> {
+    this.busy = true;
+    try {
+      // Let requests fetched in the same tick join the round.
+      await new Promise((r) => setImmediate(r));
+      while (this.queue.length) {
+        const round = this.queue;
+        this.queue = [];
+        const groups = new Map<string, Pending[]>();
+        for (const p of round) {
+          const k = groupKey(p.req);
+          const g = groups.get(k) ?? [];
+          g.push(p);
+          groups.set(k, g);
+        }
+        for (const g of groups.values()) {
+          const max = this.opts.maxGroup ?? 64;
+          for (let i = 0; i < g.length; i += max) await this.run(g.slice(i, i + max));
+        }
+      }
+    } finally {
+      this.busy = false;
+    }
+  }
+
+  private async run(group: Pending[]): Promise<void> {
+    const t0 = performance.now();
+    this.s.running = group.length;
+    try {
+      const results = await serveGroup(
+        this.ctxFor(group[0].req.tenantSalt),
+        group.map((p) => p.req),
+        (i, t) => group[i].onToken?.(t),
+      );
+      group.forEach((p, i) => p.resolve(results[i]));
+    } catch (e) {
+      if (group.length === 1) group[0].reject(e);
+      else {
+        // One bad request must not fail its neighbours: retry them one by one.
+        for (const p of group) await this.run([p]);
+        return;
+      }
+    } finally {
+      this.s.running = 0;
+    }
+    this.s.groups++;
+    this.s.requests += group.length;
+    this.opts.onGroup?.(group.length, performance.now() - t0);
+  }
+}

@@ -1,0 +1,140 @@
+import { mkdtempSync, rmSync } from 'node:fs';
+import type { Server } from 'node:http';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Queue, QueueEvents, Worker } from 'bullmq';
+import IORedis from 'ioredis';
+import { Registry } from 'prom-client';
+import { BatchStore, CatalogKeys, DocumentStore, FileStore } from '../../shared/catalog';
+import { Engine } from '../../shared/engine';
+import { KVStore } from '../../shared/kvstore';
+import { QUEUES } from '../../shared/queue/contracts';
+import { defaultJobOptions } from '../../shared/queue/options';
+import { linkContextFactory } from '../../shared/serving/context';
+import { inferenceProcessor, recordFailure } from '../../shared/serving/inference';
+import { PrecomputeJob, precomputeChunk } from '../../shared/serving/precompute';
+import { Scheduler } from '../../shared/serving/scheduler';
+import { createApp } from '../../services/api/app';
+import type { ApiDeps } from '../../services/api/deps';
+
+export const REDIS = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
+
+export interface Stack {
+  base: string;
+  engine: Engine;
+  deps: ApiDeps;
+  kv: KVStore;
+  scheduler: Scheduler;
+  close: () => Promise<void>;
+}
+
+/**
+ * The whole pipeline in one process against the real Redis: the API app on a free port, an inference worker and a
+ * precompute worker (real BullMQ), a KV store with memory, disk and Redis tiers. Every key is under a unique prefix.
+ */
+export async function startStack(modelDir: string, opts: { apiKeys?: Map<string, string>; maxQueueDepth?: number; workerConcurrency?: number } = {}): Promise<Stack> {
+  const tag = `${process.pid}-${Date.now().toString(36)}-${Math.random().toString(36).slice(2, 6)}`;
+  const prefix = `{epic-test-${tag}}`;
+  const keys = new CatalogKeys(`epic-test:{api-${tag}}`);
+  const conns: IORedis[] = [];
+  const conn = (o: object = {}) => {
+    const c = new IORedis(REDIS, { maxRetriesPerRequest: null, ...o });
+    conns.push(c);
+    return c;
+  };
+  const engine = await Engine.load(modelDir);
+  const diskDir = mkdtempSync(join(tmpdir(), 'epic-kv-'));
+  const kvPrefix = `epic-test:kv-${tag}`;
+  const kv = await KVStore.open({
+    modelId: engine.id,
+    shape: engine.shape,
+    memory: { budgetBytes: 2 ** 30 },
+    disk: { dir: diskDir, budgetBytes: 2 ** 30 },
+    redis: { url: REDIS, prefix: kvPrefix },
+  });
+  const apiKv = await KVStore.open({ modelId: engine.id, memory: false, disk: false, redis: { url: REDIS, prefix: kvPrefix }, lease: false });
+  const redis = conn();
+  const qopts = { connection: conn(), prefix, defaultJobOptions: defaultJobOptions(3) };
+  const inference = new Queue(QUEUES.inference, qopts);
+  const precompute = new Queue(QUEUES.precompute, qopts);
+  const inferenceEvents = new QueueEvents(QUEUES.inference, { connection: conn(), prefix });
+  await inferenceEvents.waitUntilReady();
+  const batches = new BatchStore(redis, keys);
+  const deps: ApiDeps = {
+    model: engine.config,
+    tokenizer: engine.tokenizer,
+    inference,
+    precompute,
+    inferenceEvents,
+    redis,
+    subscriber: conn(),
+    keys,
+    documents: new DocumentStore(redis, keys),
+    batches,
+    files: new FileStore(redis, keys),
+    kv: apiKv,
+    registry: new Registry(),
+    apiKeys: opts.apiKeys ?? new Map(),
+    shareAcrossTenants: false,
+    requestTimeoutMs: 60_000,
+    maxQueueDepth: opts.maxQueueDepth ?? 100_000,
+  };
+  const scheduler = new Scheduler(linkContextFactory(engine, kv));
+  const worker = new Worker(QUEUES.inference, inferenceProcessor({ scheduler, batches, keys, publisher: conn(), tokenizer: engine.tokenizer }), {
+    connection: conn(),
+    prefix,
+    concurrency: opts.workerConcurrency ?? 32,
+  });
+  worker.on('failed', (job, err) => void recordFailure(batches, job, err));
+  const pworker = new Worker(QUEUES.precompute, async (job) => precomputeChunk(engine, kv, PrecomputeJob.parse(job.data)), { connection: conn(), prefix });
+  const app = createApp(deps);
+  const server: Server = await new Promise((resolve) => {
+    const s = app.listen(0, '127.0.0.1', () => resolve(s));
+  });
+  const addr = server.address();
+  const base = `http://127.0.0.1:${typeof addr === 'object' && addr ? addr.port : 0}`;
+  return {
+    base,
+    engine,
+    deps,
+    kv,
+    scheduler,
+    close: async () => {
+      server.closeAllConnections();
+      server.close();
+      await worker.close();
+      await pworker.close();
+      await inferenceEvents.close();
+      await inference.obliterate({ force: true }).catch(() => undefined);
+      await precompute.obliterate({ force: true }).catch(() => undefined);
+      await inference.close();
+      await precompute.close();
+      for (const pattern of [`${keys.prefix}:*`, `${kvPrefix}:*`]) {
+        let cursor = '0';
+        do {
+          const [next, found] = await redis.scan(cursor, 'MATCH', pattern, 'COUNT', 1000);
+          cursor = next;
+          if (found.length) await redis.del(...found);
+        } while (cursor !== '0');
+      }
+      await kv.close();
+      await apiKv.close();
+      for (const c of conns) c.disconnect();
+      rmSync(diskDir, { recursive: true, force: true });
+    },
+  };
+}
+
+export async function postJson(base: string, path: string, body: unknown, headers: Record<string, string> = {}) {
+  const res = await fetch(`${base}${path}`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', ...headers },
+    body: typeof body === 'string' ? body : JSON.stringify(body),
+  });
+  return { status: res.status, headers: res.headers, body: (await res.json().catch(() => undefined)) as any };
+}
+
+export async function getJson(base: string, path: string, headers: Record<string, string> = {}) {
+  const res = await fetch(`${base}${path}`, { headers });
+  return { status: res.status, body: (await res.json().catch(() => undefined)) as any };
+}
