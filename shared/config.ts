@@ -22,6 +22,8 @@ const Env = z.object({
   MODEL_DIR: z.string().min(1).default(defaultModelDir),
   API_HOST: z.string().default('127.0.0.1'),
   API_PORT: z.coerce.number().int().min(0).max(65535).default(8080),
+  /** Interface the workers' /metrics listens on (0.0.0.0 in containers). */
+  METRICS_HOST: z.string().default('127.0.0.1'),
   WORKER_METRICS_PORT: z.coerce.number().int().min(0).max(65535).default(9101),
   PRECOMPUTE_METRICS_PORT: z.coerce.number().int().min(0).max(65535).default(9102),
   /** KV store tiers: process memory budget, local disk folder and budget, Redis key prefix. */

@@ -4,7 +4,7 @@ import { ExpressAdapter } from '@bull-board/express';
 import express, { type Express } from 'express';
 import { auth } from './auth';
 import type { ApiDeps } from './deps';
-import { ApiError, errorHandler } from './errors';
+import { ApiError, errorHandlerWith } from './errors';
 import { openapi } from './openapi';
 import { documentsRouter } from './routes/documents';
 import { jobsRouter } from './routes/jobs';
@@ -46,6 +46,6 @@ export function createApp(d: ApiDeps): Express {
   app.use(openaiRouter(d));
 
   app.use((_req, _res, next) => next(new ApiError(404, 'not found', 'invalid_request_error', null, 'not_found')));
-  app.use(errorHandler);
+  app.use(errorHandlerWith(d.errors));
   return app;
 }

@@ -4,6 +4,7 @@ import type { Registry } from 'prom-client';
 import type { BatchStore, CatalogKeys, DocumentStore, FileStore } from '../../shared/catalog';
 import type { ModelConfig, TextTokenizer } from '../../shared/engine';
 import type { KVStore } from '../../shared/kvstore';
+import type { ErrorMetrics } from '../../shared/metrics/metrics';
 
 /** Everything the API's routes use, built once in main.ts (or by a test). */
 export interface ApiDeps {
@@ -23,6 +24,8 @@ export interface ApiDeps {
   /** The KV store's Redis tier, for warm-chunk counts. */
   kv: KVStore;
   registry: Registry;
+  /** `epic_errors_total{service="api",kind}`. */
+  errors?: ErrorMetrics;
   /** key → tenant; empty = no auth (tenant `default`). */
   apiKeys: Map<string, string>;
   shareAcrossTenants: boolean;

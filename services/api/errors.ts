@@ -1,4 +1,5 @@
 import type { NextFunction, Request, Response } from 'express';
+import type { ErrorMetrics } from '../../shared/metrics/metrics';
 import { ResolveError } from '../../shared/serving/resolve';
 
 /** An error with an HTTP status, answered in OpenAI's error shape. */
@@ -25,6 +26,15 @@ export function isRedisDown(e: unknown): boolean {
   return /enableOfflineQueue|Connection is closed|ECONNREFUSED|ECONNRESET|Stream isn't writeable|MaxRetriesPerRequest|ETIMEDOUT|connect E/.test(m);
 }
 
+/** The Express error handler, counting errors by kind: every error leaves as JSON, never as a stack trace. */
+export function errorHandlerWith(errors?: ErrorMetrics) {
+  return (err: unknown, req: Request, res: Response, next: NextFunction): void => {
+    errorHandler(err, req, res, next);
+    const s = res.statusCode;
+    errors?.count(s === 503 ? 'queue' : s === 504 ? 'timeout' : s >= 500 ? 'internal' : 'bad_request');
+  };
+}
+
 /** Express error handler: every error leaves as JSON, never as a stack trace. */
 export function errorHandler(err: unknown, _req: Request, res: Response, _next: NextFunction): void {
   if (res.headersSent) {
@@ -47,6 +57,10 @@ export function errorHandler(err: unknown, _req: Request, res: Response, _next: 
   }
   if (e?.type === 'entity.too.large' || e?.code === 'LIMIT_FILE_SIZE') {
     res.status(413).json(errorBody('request body too large', 'invalid_request_error', null, 'body_too_large'));
+    return;
+  }
+  if (/timed out/i.test(e?.message ?? '')) {
+    res.status(504).json(errorBody('the request timed out in the queue or the worker', 'server_error', null, 'timeout'));
     return;
   }
   if (isRedisDown(err)) {

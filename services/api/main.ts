@@ -5,6 +5,7 @@ import { loadServiceConfig } from '../../shared/config';
 import { loadModelConfig, loadTokenizer } from '../../shared/engine';
 import { KVStore } from '../../shared/kvstore';
 import { createLogger } from '../../shared/logging';
+import { createErrorMetrics, createQueueMetrics } from '../../shared/metrics/metrics';
 import { createRegistry } from '../../shared/metrics/server';
 import { QUEUES } from '../../shared/queue/contracts';
 import { producerConnection, workerConnection } from '../../shared/queue/connection';
@@ -30,6 +31,9 @@ async function main() {
   inferenceEvents.on('error', (e) => log.warn({ err: e.message }, 'queue events error'));
   const kv = await KVStore.open({ modelId: model.id, memory: false, disk: false, redis: { url: cfg.KV_REDIS_URL, prefix: cfg.KV_REDIS_PREFIX }, lease: false });
   const keys = new CatalogKeys();
+  const registry = createRegistry('api');
+  createQueueMetrics(registry, [inference, precompute]);
+  const errors = createErrorMetrics(registry, 'api');
   const app = createApp({
     model,
     tokenizer,
@@ -43,7 +47,8 @@ async function main() {
     batches: new BatchStore(redis, keys),
     files: new FileStore(redis, keys),
     kv,
-    registry: createRegistry('api'),
+    registry,
+    errors,
     apiKeys: parseApiKeys(cfg.API_KEYS),
     shareAcrossTenants: cfg.KV_SHARE_ACROSS_TENANTS,
     requestTimeoutMs: cfg.REQUEST_TIMEOUT_MS,

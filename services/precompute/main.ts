@@ -1,7 +1,8 @@
-import { Worker } from 'bullmq';
+import { Queue, Worker } from 'bullmq';
 import { loadServiceConfig } from '../../shared/config';
 import { Engine } from '../../shared/engine';
 import { createLogger } from '../../shared/logging';
+import { createErrorMetrics, createPrecomputeMetrics, createStoreMetrics } from '../../shared/metrics/metrics';
 import { createRegistry, serveMetrics } from '../../shared/metrics/server';
 import { QUEUES } from '../../shared/queue/contracts';
 import { workerConnection } from '../../shared/queue/connection';
@@ -15,10 +16,24 @@ async function main() {
   const engine = await Engine.load(cfg.MODEL_DIR, { executionProvider: cfg.EXECUTION_PROVIDER, intraOpThreads: cfg.ORT_THREADS });
   const store = await openStore(cfg, engine);
   const registry = createRegistry('precompute');
-  const metrics = await serveMetrics(registry, cfg.PRECOMPUTE_METRICS_PORT);
+  const queue = new Queue(QUEUES.precompute, { connection: workerConnection(cfg.REDIS_URL), prefix: cfg.QUEUE_PREFIX });
+  const pm = createPrecomputeMetrics(registry, { getBacklog: () => queue.getJobCountByTypes('waiting', 'delayed', 'prioritized') });
+  const errors = createErrorMetrics(registry, 'precompute');
+  createStoreMetrics(registry, () => store.stats());
+  const metrics = await serveMetrics(registry, cfg.PRECOMPUTE_METRICS_PORT, cfg.METRICS_HOST);
   const worker = new Worker(
     QUEUES.precompute,
-    async (job) => precomputeChunk(engine, store, PrecomputeJob.parse(job.data)),
+    async (job) => {
+      try {
+        const r = await precomputeChunk(engine, store, PrecomputeJob.parse(job.data));
+        pm.record(r.source === 'compiled' ? 'compiled' : 'cached', r.ms / 1000);
+        return r;
+      } catch (e) {
+        pm.record('failed');
+        errors.count('engine');
+        throw e;
+      }
+    },
     { connection: workerConnection(cfg.REDIS_URL), prefix: cfg.QUEUE_PREFIX, concurrency: 1 },
   );
   worker.on('failed', (job, err) => log.warn({ job: job?.id, err: err.message }, 'precompute failed'));
@@ -27,6 +42,7 @@ async function main() {
   const shutdown = async (signal: string) => {
     log.info({ signal }, 'precompute shutting down');
     await worker.close();
+    await queue.close();
     await store.close();
     metrics.close();
     process.exit(0);

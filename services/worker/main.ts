@@ -3,6 +3,7 @@ import { BatchStore, CatalogKeys } from '../../shared/catalog';
 import { loadServiceConfig } from '../../shared/config';
 import { Engine } from '../../shared/engine';
 import { createLogger } from '../../shared/logging';
+import { createErrorMetrics, createServingMetrics, createStoreMetrics } from '../../shared/metrics/metrics';
 import { createRegistry, serveMetrics } from '../../shared/metrics/server';
 import { QUEUES } from '../../shared/queue/contracts';
 import { workerConnection } from '../../shared/queue/connection';
@@ -19,7 +20,10 @@ async function main() {
   const store = await openStore(cfg, engine);
   log.info({ model: engine.id, graph: engine.graphKind, provider: cfg.EXECUTION_PROVIDER }, 'engine loaded');
   const registry = createRegistry('worker');
-  const metrics = await serveMetrics(registry, cfg.WORKER_METRICS_PORT);
+  const serving = createServingMetrics(registry);
+  const errors = createErrorMetrics(registry, 'worker');
+  createStoreMetrics(registry, () => store.stats());
+  const metrics = await serveMetrics(registry, cfg.WORKER_METRICS_PORT, cfg.METRICS_HOST);
   const redis = workerConnection(cfg.REDIS_URL);
   const batches = new BatchStore(redis);
   const scheduler = new Scheduler(linkContextFactory(engine, store), {
@@ -27,16 +31,20 @@ async function main() {
   });
   const worker = new Worker(
     QUEUES.inference,
-    inferenceProcessor({ scheduler, batches, keys: new CatalogKeys(), publisher: redis, tokenizer: engine.tokenizer }),
+    inferenceProcessor({ scheduler, batches, keys: new CatalogKeys(), publisher: redis, tokenizer: engine.tokenizer, metrics: serving, errors }),
     // Concurrency lets the worker hold several jobs at once, so the scheduler can group them; model work itself runs
     // one group at a time.
     { connection: workerConnection(cfg.REDIS_URL), prefix: cfg.QUEUE_PREFIX, concurrency: cfg.WORKER_CONCURRENCY },
   );
   worker.on('failed', (job, err) => {
+    errors.count('job_failed');
     log.warn({ job: job?.id, attempts: job?.attemptsMade, err: err.message }, 'job failed');
     void recordFailure(batches, job, err).catch((e) => log.error({ err: (e as Error).message }, 'recording failure'));
   });
-  worker.on('error', (err) => log.error({ err: err.message }, 'worker error'));
+  worker.on('error', (err) => {
+    errors.count('queue');
+    log.error({ err: err.message }, 'worker error');
+  });
   log.info({ queue: QUEUES.inference, concurrency: cfg.WORKER_CONCURRENCY, metricsPort: cfg.WORKER_METRICS_PORT }, 'worker ready');
   const shutdown = async (signal: string) => {
     log.info({ signal }, 'worker shutting down');

@@ -2,6 +2,7 @@ import type { Job } from 'bullmq';
 import type IORedis from 'ioredis';
 import type { BatchStore, CatalogKeys } from '../catalog';
 import type { TextTokenizer } from '../engine';
+import type { ErrorMetrics, ServingMetrics } from '../metrics/metrics';
 import { InferenceJob } from '../queue/contracts';
 import type { ServeResult } from './request';
 import type { Scheduler } from './scheduler';
@@ -20,6 +21,8 @@ export interface InferenceDeps {
   /** Publishes stream events (a normal, non-subscriber connection). */
   publisher: IORedis;
   tokenizer: TextTokenizer;
+  metrics?: ServingMetrics;
+  errors?: ErrorMetrics;
 }
 
 /**
@@ -46,12 +49,35 @@ export function inferenceProcessor(d: InferenceDeps) {
         if (delta) void d.publisher.publish(channel, JSON.stringify({ delta } satisfies StreamEvent));
       };
     }
+    const started = Date.now();
+    const queueSeconds = job.processedOn && job.timestamp ? Math.max(0, (job.processedOn - job.timestamp) / 1000) : undefined;
+    const sched = d.scheduler.stats();
+    d.metrics?.requestsWaiting.set(sched.waiting + 1);
     try {
       const result = await d.scheduler.submit(data.request, onToken);
+      d.metrics?.record({
+        mode: result.mode,
+        status: 'ok',
+        queueSeconds,
+        // From enqueue: what the client waits for the first token.
+        ttftSeconds: (job.timestamp ? started - job.timestamp : 0) / 1000 + result.ttftMs / 1000,
+        prefillSeconds: result.prefillMs / 1000,
+        decodeSeconds: result.decodeMs / 1000,
+        e2eSeconds: job.timestamp ? (Date.now() - job.timestamp) / 1000 : undefined,
+        promptTokens: result.promptTokens,
+        generationTokens: result.tokens.length,
+        cachedTokens: result.cachedTokens,
+        recomputedTokens: result.computedTokens,
+      });
+      const after = d.scheduler.stats();
+      d.metrics?.requestsWaiting.set(after.waiting);
+      d.metrics?.requestsRunning.set(after.running);
       if (data.batchId !== undefined) await d.batches.record(data.tenant, data.batchId, data.index ?? 0, true, result);
       if (data.stream) await d.publisher.publish(channel, JSON.stringify({ done: true, result } satisfies StreamEvent));
       return result;
     } catch (e) {
+      d.metrics?.record({ mode: data.request.mode.mode, status: 'error' });
+      d.errors?.count('engine');
       if (data.stream) await d.publisher.publish(channel, JSON.stringify({ done: true, error: (e as Error).message } satisfies StreamEvent));
       throw e;
     }
