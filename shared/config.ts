@@ -28,12 +28,21 @@ const Env = z.object({
   PRECOMPUTE_METRICS_PORT: z.coerce.number().int().min(0).max(65535).default(9102),
   /** KV store tiers: process memory budget, local disk folder and budget, Redis key prefix. */
   KV_MEMORY_BYTES: z.coerce.number().int().min(0).default(512 * 1024 * 1024),
+  /** Prefix mode's block pool (process memory of each worker). */
+  KV_PREFIX_MEMORY_BYTES: z.coerce.number().int().min(1).default(256 * 1024 * 1024),
   KV_DISK_DIR: z.string().default(join(__dirname, '..', '.cache', 'kv')),
   KV_DISK_BYTES: z.coerce.number().int().min(0).default(4 * 1024 * 1024 * 1024),
   KV_REDIS_PREFIX: z.string().min(1).default('epic:{kv}'),
   EXECUTION_PROVIDER: z.enum(['cpu', 'cuda']).default('cpu'),
   ORT_THREADS: z.coerce.number().int().min(0).default(0),
   WORKER_CONCURRENCY: z.coerce.number().int().min(1).default(32),
+  /**
+   * BullMQ job locks (defaults are BullMQ's): a killed worker's jobs are re-run once their lock expired
+   * (lockDuration) and a stall check ran (stalledInterval); a job stalled more than maxStalledCount times fails.
+   */
+  WORKER_LOCK_MS: z.coerce.number().int().min(100).default(30_000),
+  WORKER_STALLED_INTERVAL_MS: z.coerce.number().int().min(100).default(30_000),
+  WORKER_MAX_STALLED_COUNT: z.coerce.number().int().min(0).default(1),
   /** API keys as key:tenant pairs, comma separated; unset = no auth, every request is tenant 'default'. */
   API_KEYS: z.string().optional(),
   /** Share cached chunks across tenants (off: each tenant's chunks are salted apart). */
@@ -42,6 +51,8 @@ const Env = z.object({
   MAX_QUEUE_DEPTH: z.coerce.number().int().min(1).default(100_000),
   JOB_ATTEMPTS: z.coerce.number().int().min(1).default(3),
   REQUEST_TIMEOUT_MS: z.coerce.number().int().positive().default(120_000),
+  /** Largest JSON body the API reads (413 past it). */
+  MAX_BODY_BYTES: z.coerce.number().int().min(1024).default(8 * 1024 * 1024),
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
 });
 

@@ -34,7 +34,14 @@ async function main() {
         throw e;
       }
     },
-    { connection: workerConnection(cfg.REDIS_URL), prefix: cfg.QUEUE_PREFIX, concurrency: 1 },
+    {
+      connection: workerConnection(cfg.REDIS_URL),
+      prefix: cfg.QUEUE_PREFIX,
+      concurrency: 1,
+      lockDuration: cfg.WORKER_LOCK_MS,
+      stalledInterval: cfg.WORKER_STALLED_INTERVAL_MS,
+      maxStalledCount: cfg.WORKER_MAX_STALLED_COUNT,
+    },
   );
   worker.on('failed', (job, err) => log.warn({ job: job?.id, err: err.message }, 'precompute failed'));
   worker.on('error', (err) => log.error({ err: err.message }, 'worker error'));

@@ -10,7 +10,7 @@ import { workerConnection } from '../../shared/queue/connection';
 import { linkContextFactory } from '../../shared/serving/context';
 import { inferenceProcessor, recordFailure } from '../../shared/serving/inference';
 import { Scheduler } from '../../shared/serving/scheduler';
-import { openStore } from '../../shared/serving/store';
+import { openPrefixStore, openStore } from '../../shared/serving/store';
 
 /** The inference worker: BullMQ consumer; requests waiting together are grouped by shared context and linked once. */
 async function main() {
@@ -18,6 +18,7 @@ async function main() {
   const log = createLogger('worker', cfg.LOG_LEVEL);
   const engine = await Engine.load(cfg.MODEL_DIR, { executionProvider: cfg.EXECUTION_PROVIDER, intraOpThreads: cfg.ORT_THREADS });
   const store = await openStore(cfg, engine);
+  const prefixStore = await openPrefixStore(cfg, engine);
   log.info({ model: engine.id, graph: engine.graphKind, provider: cfg.EXECUTION_PROVIDER }, 'engine loaded');
   const registry = createRegistry('worker');
   const serving = createServingMetrics(registry);
@@ -26,7 +27,7 @@ async function main() {
   const metrics = await serveMetrics(registry, cfg.WORKER_METRICS_PORT, cfg.METRICS_HOST);
   const redis = workerConnection(cfg.REDIS_URL);
   const batches = new BatchStore(redis);
-  const scheduler = new Scheduler(linkContextFactory(engine, store), {
+  const scheduler = new Scheduler(linkContextFactory(engine, store, prefixStore), {
     onGroup: (size, ms) => log.debug({ size, ms: Math.round(ms) }, 'group served'),
   });
   const worker = new Worker(
@@ -34,7 +35,14 @@ async function main() {
     inferenceProcessor({ scheduler, batches, keys: new CatalogKeys(), publisher: redis, tokenizer: engine.tokenizer, metrics: serving, errors }),
     // Concurrency lets the worker hold several jobs at once, so the scheduler can group them; model work itself runs
     // one group at a time.
-    { connection: workerConnection(cfg.REDIS_URL), prefix: cfg.QUEUE_PREFIX, concurrency: cfg.WORKER_CONCURRENCY },
+    {
+      connection: workerConnection(cfg.REDIS_URL),
+      prefix: cfg.QUEUE_PREFIX,
+      concurrency: cfg.WORKER_CONCURRENCY,
+      lockDuration: cfg.WORKER_LOCK_MS,
+      stalledInterval: cfg.WORKER_STALLED_INTERVAL_MS,
+      maxStalledCount: cfg.WORKER_MAX_STALLED_COUNT,
+    },
   );
   worker.on('failed', (job, err) => {
     errors.count('job_failed');
@@ -50,6 +58,7 @@ async function main() {
     log.info({ signal }, 'worker shutting down');
     await worker.close();
     await store.close();
+    await prefixStore.close();
     redis.disconnect();
     metrics.close();
     process.exit(0);

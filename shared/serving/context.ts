@@ -1,10 +1,14 @@
 import { LayeredModel, type Engine } from '../engine';
 import type { KVStore } from '../kvstore';
-import { storeSource, type LinkContext } from '../linking';
+import { storeSource, type BlockStore, type LinkContext } from '../linking';
 
-/** The link context of a tenant: chunks and prefix blocks from the tiered store; per-layer graphs loaded once. */
-export function linkContextFactory(engine: Engine, store: KVStore): (tenantSalt: string) => LinkContext {
+/**
+ * The link context of a tenant: compiled chunks from the tiered store; prefix mode's hashed blocks in a store of their
+ * own (process memory only, like vLLM's block pool: a prefix block is tied to everything before it, so it is cheap to
+ * recompute and rarely worth shipping to disk or Redis); per-layer graphs loaded once.
+ */
+export function linkContextFactory(engine: Engine, store: KVStore, prefixStore: BlockStore): (tenantSalt: string) => LinkContext {
   let layered: Promise<LayeredModel> | undefined;
   const loadLayered = () => (layered ??= LayeredModel.load(engine.config));
-  return (tenantSalt) => ({ engine, source: storeSource(engine, store, tenantSalt), prefixStore: store, tenantSalt, loadLayered });
+  return (tenantSalt) => ({ engine, source: storeSource(engine, store, tenantSalt), prefixStore, tenantSalt, loadLayered });
 }

@@ -29,6 +29,25 @@ export async function serveGroup(
     );
   }
   const mode = linkOptions(reqs[0].mode);
+  if (reqs.length === 1 && reqs[0].question.length) {
+    // One request: link with its question in place (no context copy).
+    const r = reqs[0];
+    const one = await link(ctx, { prefix: [bos], chunks: r.chunks, question: r.question }, mode, r.maxTokens);
+    const ttft = performance.now() - t0;
+    await one.after();
+    const gen = await engine.generate(one.cache, [one.logits], { maxTokens: r.maxTokens, onToken });
+    return [
+      finish(engine, r, gen.tokens[0], gen.finish[0], {
+        prompt: one.stats.promptTokens,
+        cached: Math.max(0, Math.round(one.stats.reusedTokens)),
+        computed: one.stats.computedTokens,
+        mode: one.stats.mode,
+        group: 1,
+        ttft,
+        decodeMs: performance.now() - t0 - ttft,
+      }),
+    ];
+  }
   const linked = await link(ctx, { prefix: [bos], chunks: reqs[0].chunks, question: [] }, mode, 0, true);
   const ctxLen = linked.stats.promptTokens;
   const qMax = Math.max(...reqs.map((r) => r.question.length));

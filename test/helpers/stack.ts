@@ -79,7 +79,8 @@ export async function startStack(modelDir: string, opts: { apiKeys?: Map<string,
     requestTimeoutMs: 60_000,
     maxQueueDepth: opts.maxQueueDepth ?? 100_000,
   };
-  const scheduler = new Scheduler(linkContextFactory(engine, kv));
+  const prefixStore = await KVStore.open({ modelId: engine.id, shape: engine.shape, memory: { budgetBytes: 2 ** 28 }, disk: false, redis: false });
+  const scheduler = new Scheduler(linkContextFactory(engine, kv, prefixStore));
   const worker = new Worker(QUEUES.inference, inferenceProcessor({ scheduler, batches, keys, publisher: conn(), tokenizer: engine.tokenizer }), {
     connection: conn(),
     prefix,
@@ -118,6 +119,7 @@ export async function startStack(modelDir: string, opts: { apiKeys?: Map<string,
         } while (cursor !== '0');
       }
       await kv.close();
+      await prefixStore.close();
       await apiKv.close();
       for (const c of conns) c.disconnect();
       rmSync(diskDir, { recursive: true, force: true });

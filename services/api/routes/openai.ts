@@ -105,6 +105,8 @@ async function serve(d: ApiDeps, req: Request, res: Response, kind: 'completion'
   const [request] = await resolveAll(d, req.tenant, [toSpec(body, text)], () => id, () => 'body');
   if (!body.stream) {
     const r = await runOne(d, req.tenant, request);
+    // What the worker spent on it (link + prefill, decode): the rest of the latency is queue and API.
+    res.set('Server-Timing', `prefill;dur=${r.prefillMs.toFixed(3)}, decode;dur=${r.decodeMs.toFixed(3)}`);
     return void res.json(kind === 'completion' ? completionObject(id, d.model.id, r) : chatObject(id, d.model.id, r));
   }
   const created = Math.floor(Date.now() / 1000);

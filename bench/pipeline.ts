@@ -1,0 +1,240 @@
+/**
+ * npm run bench:pipeline [-- --model DIR --requests N --overhead-runs N]
+ *
+ * Starts the whole system (npm start's processes: API, inference worker, precompute worker) on free ports with its own
+ * queue prefix, ingests a corpus, and measures, in one run:
+ *  1. API + queue overhead per job: sequential /v1/completions; each response's Server-Timing says what the worker
+ *     spent (link/prefill + decode), the rest of the client's latency is overhead. Also the same requests called on
+ *     the engine directly in this process, side by side.
+ *  2. Batch throughput through the API (POST /v1/jobs, wait for completion) in jobs/s for attnlink-16, prefix and full
+ *     on the same requests: RAG-style, each request takes 8 documents drawn from the corpus in its own order.
+ * Writes bench/results/pipeline.json.
+ */
+import { spawn } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { parseArgs } from 'node:util';
+import { SingleBar, Presets } from 'cli-progress';
+import { Engine } from '../shared/engine';
+import { KVStore } from '../shared/kvstore';
+import { link, storeSource } from '../shared/linking';
+import { ROOT, machine, modelDirFromArgs, quantile, table, writeResult } from './common';
+import { createServer } from 'node:net';
+
+function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = createServer();
+    s.once('error', reject);
+    s.listen(0, '127.0.0.1', () => {
+      const a = s.address();
+      const port = typeof a === 'object' && a ? a.port : 0;
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+function rng(seed: number) {
+  let s = seed >>> 0;
+  return () => {
+    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
+    return s / 2 ** 32;
+  };
+}
+
+async function post(url: string, body: unknown): Promise<{ status: number; json: any; timing: string | null }> {
+  const r = await fetch(url, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
+  return { status: r.status, json: await r.json(), timing: r.headers.get('server-timing') };
+}
+
+function workerMs(timing: string | null): number {
+  let ms = 0;
+  for (const m of (timing ?? '').matchAll(/dur=([\d.]+)/g)) ms += Number(m[1]);
+  return ms;
+}
+
+async function main() {
+  const { values } = parseArgs({ options: { model: { type: 'string' }, requests: { type: 'string' }, 'overhead-runs': { type: 'string' } } });
+  const modelDir = values.model ?? modelDirFromArgs([]);
+  const nReq = Number(values.requests ?? 48);
+  const overheadRuns = Number(values['overhead-runs'] ?? 100);
+  const evalFile = join(ROOT, 'data', 'eval', 'qa-heldout.jsonl');
+  const trained = modelDir.endsWith('epic-qa') && existsSync(evalFile);
+  // Corpus: the documents of the first 8 held-out items (64 documents of ~256 tokens) for the trained model.
+  let corpus: string[];
+  let questions: string[];
+  if (trained) {
+    const items = readFileSync(evalFile, 'utf8').split('\n').filter(Boolean).slice(0, 8).map((l) => JSON.parse(l));
+    corpus = items.flatMap((i: { documents: string[] }) => i.documents);
+    questions = readFileSync(evalFile, 'utf8').split('\n').filter(Boolean).slice(0, nReq).map((l) => JSON.parse(l).question);
+  } else {
+    const words = 'the a an of to in and is was on for with by at from as it that this he she they his her their what where who when which lives works born city company'.split(' ');
+    const r = rng(1);
+    const sent = () => Array.from({ length: 10 }, () => words[Math.floor(r() * words.length)]).join(' ') + ' .';
+    corpus = Array.from({ length: 64 }, () => Array.from({ length: 25 }, sent).join(' '));
+    questions = Array.from({ length: nReq }, () => `Q : ${sent()} ? A :`);
+  }
+
+  const [api, wm, pm] = [await freePort(), await freePort(), await freePort()];
+  const kvDir = mkdtempSync(join(tmpdir(), 'epic-bench-kv-'));
+  const tag = `${process.pid}`;
+  const env = {
+    ...process.env,
+    API_PORT: String(api),
+    WORKER_METRICS_PORT: String(wm),
+    PRECOMPUTE_METRICS_PORT: String(pm),
+    QUEUE_PREFIX: `{epic-bench-${tag}}`,
+    KV_REDIS_PREFIX: `epic-bench-${tag}:kv`,
+    KV_DISK_DIR: kvDir,
+    MODEL_DIR: modelDir,
+    LOG_LEVEL: 'warn',
+  };
+  const proc = spawn(process.execPath, [require.resolve('tsx/cli'), join(ROOT, 'services', 'start.ts')], { cwd: ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '';
+  proc.stdout!.on('data', (d) => (out += d));
+  proc.stderr!.on('data', (d) => (out += d));
+  const stop = async () => {
+    if (proc.exitCode === null) {
+      const exited = new Promise((r) => proc.once('exit', r));
+      proc.kill('SIGTERM');
+      await exited;
+    }
+    rmSync(kvDir, { recursive: true, force: true });
+  };
+  try {
+    for (let i = 0; i < 600 && !out.includes('epic-serve is up'); i++) await new Promise((r) => setTimeout(r, 100));
+    if (!out.includes('epic-serve is up')) throw new Error(`the stack did not start:\n${out}`);
+    const base = `http://127.0.0.1:${api}`;
+
+    // Ingest and wait until every chunk is warm (precompute is not part of the timed runs).
+    const ids: string[] = [];
+    for (const [i, text] of corpus.entries()) {
+      const r = await post(`${base}/v1/documents`, { text, id: `bench-${i}` });
+      if (r.status !== 201) throw new Error(`ingest failed: ${JSON.stringify(r.json)}`);
+      ids.push(r.json.id);
+    }
+    for (const id of ids) {
+      for (let t = 0; t < 600; t++) {
+        const d = (await (await fetch(`${base}/v1/documents/${id}`)).json()) as any;
+        if (d.warm_chunks === d.chunks) break;
+        await new Promise((r) => setTimeout(r, 100));
+      }
+    }
+    const r = rng(7);
+    const pick = () => {
+      const a = [...ids];
+      for (let i = a.length - 1; i > 0; i--) {
+        const j = Math.floor(r() * (i + 1));
+        [a[i], a[j]] = [a[j], a[i]];
+      }
+      return a.slice(0, 8);
+    };
+    const requests = questions.map((question) => ({ documents: pick(), question, max_tokens: 4 }));
+
+    // 1. Overhead: sequential single completions (attnlink-16, chunks warm in the worker after the first pass).
+    const engine = await Engine.load(modelDir);
+    const store = await KVStore.open({ modelId: engine.id, shape: engine.shape, memory: { budgetBytes: 2 ** 31 }, disk: false, redis: false });
+    const ctx = { engine, source: storeSource(engine, store, 'tenant:default') };
+    const docTokens = new Map<string, number[][]>();
+    const chunksOf = async (docs: string[]) => {
+      const out: number[][] = [];
+      for (const d of docs) {
+        if (!docTokens.has(d)) {
+          const text = corpus[Number(d.split('-')[1])];
+          docTokens.set(d, (await import('../shared/chunking')).splitDocument(text, engine.tokenizer).map((c) => c.tokens));
+        }
+        out.push(...docTokens.get(d)!);
+      }
+      return out;
+    };
+    const e2e: number[] = [];
+    const overhead: number[] = [];
+    const direct: number[] = [];
+    const bar = new SingleBar({ format: 'overhead {bar} {value}/{total}', stream: process.stderr }, Presets.shades_classic);
+    bar.start(overheadRuns, 0);
+    for (let i = 0; i < overheadRuns + 5; i++) {
+      const req = requests[i % requests.length];
+      const t0 = performance.now();
+      const res = await post(`${base}/v1/completions`, { prompt: req.question, documents: req.documents, max_tokens: 4, mode: 'attnlink', k: 16 });
+      const ms = performance.now() - t0;
+      if (res.status !== 200) throw new Error(JSON.stringify(res.json));
+      // The same request on the engine in this process.
+      const chunks = await chunksOf(req.documents);
+      const question = engine.tokenizer.encode(req.question);
+      await link(ctx, { prefix: [engine.config.bosTokenId], chunks, question }, { mode: 'attnlink', k: 16 }, 4); // warm
+      const d0 = performance.now();
+      const l = await link(ctx, { prefix: [engine.config.bosTokenId], chunks, question }, { mode: 'attnlink', k: 16 }, 4);
+      await engine.generate(l.cache, [l.logits], { maxTokens: 4 });
+      const dms = performance.now() - d0;
+      if (i < 5) continue; // warm-up: first touches of chunks in the worker's memory tier
+      e2e.push(ms);
+      overhead.push(ms - workerMs(res.timing));
+      direct.push(dms);
+      bar.increment();
+    }
+    bar.stop();
+    await store.close();
+
+    // 2. Throughput: the same batch in each mode.
+    const modes = [
+      { label: 'attnlink-16', mode: 'attnlink', k: 16 },
+      { label: 'prefix', mode: 'prefix' },
+      { label: 'full', mode: 'full' },
+    ];
+    const thr: Record<string, { seconds: number; jobs_per_s: number }> = {};
+    for (const m of modes) {
+      const t0 = performance.now();
+      const sub = await post(`${base}/v1/jobs`, { requests: requests.map((q) => ({ ...q, mode: m.mode, k: m.k })) });
+      if (sub.status !== 202) throw new Error(JSON.stringify(sub.json));
+      for (;;) {
+        const j = (await (await fetch(`${base}/v1/jobs/${sub.json.id}`)).json()) as any;
+        if (j.status === 'completed') {
+          if (j.failed) throw new Error(`${j.failed} requests failed`);
+          break;
+        }
+        await new Promise((r) => setTimeout(r, 20));
+      }
+      const s = (performance.now() - t0) / 1000;
+      thr[m.label] = { seconds: s, jobs_per_s: requests.length / s };
+      process.stderr.write(`throughput ${m.label}: ${(requests.length / s).toFixed(2)} jobs/s\n`);
+    }
+    const result = {
+      model: modelDir,
+      machine: machine(),
+      corpus_documents: corpus.length,
+      requests: requests.length,
+      overhead_runs: overheadRuns,
+      overhead_ms_p50: quantile(overhead, 0.5),
+      overhead_ms_p90: quantile(overhead, 0.9),
+      e2e_ms_p50: quantile(e2e, 0.5),
+      direct_engine_ms_p50: quantile(direct, 0.5),
+      e2e_minus_direct_ms_p50: quantile(e2e, 0.5) - quantile(direct, 0.5),
+      throughput_jobs_per_s: Object.fromEntries(Object.entries(thr).map(([k, v]) => [k, v.jobs_per_s])),
+      throughput_ratio_attnlink_vs_full: thr['attnlink-16'].jobs_per_s / thr.full.jobs_per_s,
+      throughput_ratio_attnlink_vs_prefix: thr['attnlink-16'].jobs_per_s / thr.prefix.jobs_per_s,
+    };
+    console.log(`model ${modelDir}; ${corpus.length} documents; ${requests.length} requests of 8 documents each`);
+    console.log(
+      table([
+        {
+          'overhead p50 ms': result.overhead_ms_p50,
+          'overhead p90 ms': result.overhead_ms_p90,
+          'API e2e p50 ms': result.e2e_ms_p50,
+          'direct engine p50 ms': result.direct_engine_ms_p50,
+        },
+      ]),
+    );
+    console.log(table(modes.map((m) => ({ mode: m.label, 'jobs/s': thr[m.label].jobs_per_s, seconds: thr[m.label].seconds }))));
+    console.log(
+      `attnlink-16 vs full: ${result.throughput_ratio_attnlink_vs_full.toFixed(2)}x jobs/s; vs prefix: ${result.throughput_ratio_attnlink_vs_prefix.toFixed(2)}x; API+queue overhead p50 ${result.overhead_ms_p50.toFixed(2)} ms`,
+    );
+    console.log(`wrote ${writeResult('pipeline', result)}`);
+  } finally {
+    await stop();
+  }
+}
+
+main().catch((e) => {
+  console.error(`bench:pipeline: ${e instanceof Error ? e.message : String(e)}`);
+  process.exit(1);
+});
