@@ -1,4 +1,5 @@
 import type { KVBlock, KVShape } from './kv';
+import type { BufferPool } from './pool';
 import type { Rope } from './rope';
 
 /**
@@ -27,14 +28,24 @@ export class KVCache {
     readonly shape: KVShape,
     readonly batch: number,
     readonly capacity: number,
+    private readonly pool?: BufferPool,
   ) {
     const n = batch * shape.kvHeads * capacity * shape.headDim;
-    this.keys = Array.from({ length: shape.layers }, () => new Float32Array(n));
-    this.values = Array.from({ length: shape.layers }, () => new Float32Array(n));
+    const alloc = () => (pool ? pool.acquire(n) : new Float32Array(n));
+    this.keys = Array.from({ length: shape.layers }, alloc);
+    this.values = Array.from({ length: shape.layers }, alloc);
     this.slotPos = new Int32Array(batch * capacity);
     this.slotValid = new Uint8Array(batch * capacity);
     this.slotToken = new Int32Array(batch * capacity);
     this.length = new Int32Array(batch);
+  }
+
+  /** Hand the buffers back to the pool they came from; the cache must not be used afterwards. */
+  release(): void {
+    if (!this.pool) return;
+    for (const b of [...this.keys, ...this.values]) this.pool.release(b);
+    this.keys.length = 0;
+    this.values.length = 0;
   }
 
   /** Offset of (row, head, slot) in a layer's buffer. */
@@ -68,29 +79,25 @@ export class KVCache {
     if (block.shape.layers !== layers || block.shape.kvHeads !== kvHeads || block.shape.headDim !== headDim) {
       throw new RangeError('KV block shape does not match the cache');
     }
-    const start = this.reserve(row, block.length);
-    const cos = new Float64Array(rope.half);
-    const sin = new Float64Array(rope.half);
-    for (let t = 0; t < block.length; t++) {
-      const slot = start + t;
-      const from = block.positions[t];
-      const to = positions[t];
-      const same = from === to;
-      if (!same) rope.delta(from, to, cos, sin);
-      for (let l = 0; l < layers; l++) {
-        for (let h = 0; h < kvHeads; h++) {
-          const src = (h * block.length + t) * headDim;
-          const dst = this.offset(row, h, slot);
-          if (same) this.keys[l].set(block.keys[l].subarray(src, src + headDim), dst);
-          else rope.rotateRow(block.keys[l], src, this.keys[l], dst, cos, sin);
-          this.values[l].set(block.values[l].subarray(src, src + headDim), dst);
-        }
+    const n = block.length;
+    const start = this.reserve(row, n);
+    let same = true;
+    for (let t = 0; t < n && same; t++) same = block.positions[t] === positions[t];
+    const d = same ? undefined : rope.deltas(block.positions, positions);
+    for (let l = 0; l < layers; l++) {
+      for (let h = 0; h < kvHeads; h++) {
+        const src = h * n * headDim;
+        const dst = this.offset(row, h, start);
+        // Slots of a row are contiguous per head: one run per (layer, head).
+        if (d) rope.rotateRun(block.keys[l], src, this.keys[l], dst, n, d.cos, d.sin);
+        else this.keys[l].set(block.keys[l].subarray(src, src + n * headDim), dst);
+        this.values[l].set(block.values[l].subarray(src, src + n * headDim), dst);
       }
-      const i = row * this.capacity + slot;
-      this.slotPos[i] = to;
-      this.slotValid[i] = 1;
-      this.slotToken[i] = block.tokens[t];
     }
+    const i0 = row * this.capacity + start;
+    this.slotPos.set(Int32Array.from(positions), i0);
+    this.slotValid.fill(1, i0, i0 + n);
+    this.slotToken.set(block.tokens, i0);
     this.floatsWritten += 2 * layers * kvHeads * headDim * block.length;
     return start;
   }

@@ -1,5 +1,6 @@
 import * as ort from 'onnxruntime-node';
 import { KVCache } from './cache';
+import { BufferPool } from './pool';
 import { kvShape, loadModelConfig, type ModelConfig } from './config';
 import { ContextLengthError, EngineInputError, ModelLoadError } from './errors';
 import type { KVBlock, KVShape } from './kv';
@@ -120,6 +121,8 @@ export class Engine {
   readonly rope: Rope;
   /** Which graph `forward` runs. */
   readonly graphKind: 'primitive' | 'stock';
+  /** Buffers for request caches (see newCache / KVCache.release). */
+  readonly pool = new BufferPool();
 
   private constructor(
     readonly config: ModelConfig,
@@ -159,7 +162,7 @@ export class Engine {
 
   newCache(batch: number, capacity: number): KVCache {
     if (capacity > this.contextLength) throw new ContextLengthError(capacity, this.contextLength, 'KV cache');
-    return new KVCache(this.shape, batch, capacity);
+    return new KVCache(this.shape, batch, capacity, this.pool);
   }
 
   /** Prompt token ids: BOS then the text's tokens. */

@@ -7,3 +7,4 @@ export * from './cache';
 export * from './session';
 export * from './engine';
 export * from './layered';
+export * from './pool';

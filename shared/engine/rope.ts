@@ -25,6 +25,79 @@ export class Rope {
     }
   }
 
+  private cosT?: Float64Array;
+  private sinT?: Float64Array;
+  private tableSize = 0;
+
+  /** cos/sin of every frequency's angle at positions [0, n), computed once (grown on demand). */
+  private table(n: number): { cos: Float64Array; sin: Float64Array } {
+    if (!this.cosT || n > this.tableSize) {
+      const size = Math.max(n, 2 * this.tableSize, 4096);
+      const cos = new Float64Array(size * this.half);
+      const sin = new Float64Array(size * this.half);
+      for (let p = 0; p < size; p++) {
+        for (let i = 0; i < this.half; i++) {
+          const a = this.angle(p, i);
+          cos[p * this.half + i] = Math.cos(a);
+          sin[p * this.half + i] = Math.sin(a);
+        }
+      }
+      this.cosT = cos;
+      this.sinT = sin;
+      this.tableSize = size;
+    }
+    return { cos: this.cosT, sin: this.sinT! };
+  }
+
+  /**
+   * Per token t, cos/sin of the rotation from `from[t]` to `to[t]` ([n, headDim/2] each), from the angle table:
+   * cos(b−a) = cos b cos a + sin b sin a, sin(b−a) = sin b cos a − cos b sin a.
+   */
+  deltas(from: ArrayLike<number>, to: ArrayLike<number>): { cos: Float64Array; sin: Float64Array } {
+    const n = from.length;
+    let max = 0;
+    for (let t = 0; t < n; t++) max = Math.max(max, from[t], to[t]);
+    const T = this.table(max + 1);
+    const h = this.half;
+    const cos = new Float64Array(n * h);
+    const sin = new Float64Array(n * h);
+    for (let t = 0; t < n; t++) {
+      const a = from[t] * h;
+      const b = to[t] * h;
+      for (let i = 0; i < h; i++) {
+        const ca = T.cos[a + i];
+        const sa = T.sin[a + i];
+        const cb = T.cos[b + i];
+        const sb = T.sin[b + i];
+        cos[t * h + i] = cb * ca + sb * sa;
+        sin[t * h + i] = sb * ca - cb * sa;
+      }
+    }
+    return { cos, sin };
+  }
+
+  /**
+   * Rotate a run of n head-rows (n × headDim floats, contiguous) from src[srcOff..] into dst[dstOff..] with per-row
+   * deltas from `deltas()`.
+   */
+  rotateRun(src: Float32Array, srcOff: number, dst: Float32Array, dstOff: number, n: number, cos: Float64Array, sin: Float64Array): void {
+    const h = this.half;
+    const D = this.headDim;
+    for (let t = 0; t < n; t++) {
+      const s0 = srcOff + t * D;
+      const d0 = dstOff + t * D;
+      const c0 = t * h;
+      for (let i = 0; i < h; i++) {
+        const x1 = src[s0 + i];
+        const x2 = src[s0 + i + h];
+        const c = cos[c0 + i];
+        const sn = sin[c0 + i];
+        dst[d0 + i] = x1 * c - x2 * sn;
+        dst[d0 + i + h] = x2 * c + x1 * sn;
+      }
+    }
+  }
+
   /** The float32 angle of frequency i at position p. */
   angle(p: number, i: number): number {
     return Math.fround(Math.fround(p) * this.invFreq[i]);
@@ -63,24 +136,21 @@ export class Rope {
   /** A new block whose token t sits at positions[t]; values are shared with the source (blocks are immutable). */
   rotateBlock(block: KVBlock, positions: ArrayLike<number>): KVBlock {
     const { shape } = block;
-    if (positions.length !== block.length) throw new RangeError('positions must have one entry per token');
+    const n = block.length;
+    if (positions.length !== n) throw new RangeError('positions must have one entry per token');
     const out: KVBlock = {
       shape,
-      length: block.length,
+      length: n,
       tokens: block.tokens,
       positions: Int32Array.from(positions),
-      keys: block.keys.map(() => new Float32Array(shape.kvHeads * block.length * shape.headDim)),
+      keys: block.keys.map(() => new Float32Array(shape.kvHeads * n * shape.headDim)),
       values: block.values,
     };
-    const cos = new Float64Array(this.half);
-    const sin = new Float64Array(this.half);
-    for (let t = 0; t < block.length; t++) {
-      this.delta(block.positions[t], out.positions[t], cos, sin);
-      for (let l = 0; l < shape.layers; l++) {
-        for (let hd = 0; hd < shape.kvHeads; hd++) {
-          const off = (hd * block.length + t) * shape.headDim;
-          this.rotateRow(block.keys[l], off, out.keys[l], off, cos, sin);
-        }
+    const { cos, sin } = this.deltas(block.positions, out.positions);
+    for (let l = 0; l < shape.layers; l++) {
+      for (let hd = 0; hd < shape.kvHeads; hd++) {
+        const off = hd * n * shape.headDim;
+        this.rotateRun(block.keys[l], off, out.keys[l], off, n, cos, sin);
       }
     }
     return out;

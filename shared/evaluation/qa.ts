@@ -67,6 +67,7 @@ export async function answer(ctx: LinkContext, input: LinkInput, gold: string, m
   const linked = await link(ctx, input, mode, MAX_ANSWER_TOKENS);
   const gen = await ctx.engine.generate(linked.cache, [linked.logits], { maxTokens: MAX_ANSWER_TOKENS });
   await linked.after();
+  linked.cache.release();
   const prediction = ctx.engine.tokenizer.decode(gen.tokens[0]);
   return { prediction, correct: exactMatch(prediction, gold), firstLogits: linked.logits, stats: linked.stats };
 }

@@ -36,6 +36,7 @@ export async function serveGroup(
     const ttft = performance.now() - t0;
     await one.after();
     const gen = await engine.generate(one.cache, [one.logits], { maxTokens: r.maxTokens, onToken });
+    one.cache.release();
     return [
       finish(engine, r, gen.tokens[0], gen.finish[0], {
         prompt: one.stats.promptTokens,
@@ -68,7 +69,9 @@ export async function serveGroup(
   }
   const ttft = performance.now() - t0;
   await linked.after();
+  linked.cache.release();
   const gen = await engine.generate(cache, logits, { maxTokens: maxNew, onToken });
+  cache.release();
   const decodeMs = performance.now() - t0 - ttft;
   return reqs.map((r, i) => {
     const prompt = ctxLen + r.question.length;

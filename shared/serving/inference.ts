@@ -23,6 +23,8 @@ export interface InferenceDeps {
   tokenizer: TextTokenizer;
   metrics?: ServingMetrics;
   errors?: ErrorMetrics;
+  /** Called when a re-run job (its worker died after recording) found its result already recorded. */
+  onDuplicate?: (job: Job) => void;
 }
 
 /**
@@ -72,7 +74,7 @@ export function inferenceProcessor(d: InferenceDeps) {
       const after = d.scheduler.stats();
       d.metrics?.requestsWaiting.set(after.waiting);
       d.metrics?.requestsRunning.set(after.running);
-      if (data.batchId !== undefined) await d.batches.record(data.tenant, data.batchId, data.index ?? 0, true, result);
+      if (data.batchId !== undefined && !(await d.batches.record(data.tenant, data.batchId, data.index ?? 0, true, result))) d.onDuplicate?.(job);
       if (data.stream) await d.publisher.publish(channel, JSON.stringify({ done: true, result } satisfies StreamEvent));
       return result;
     } catch (e) {
@@ -84,12 +86,15 @@ export function inferenceProcessor(d: InferenceDeps) {
   };
 }
 
-/** After a job's last attempt failed: record the failure in its batch, so the batch still completes. */
-export async function recordFailure(batches: BatchStore, job: Job | undefined, err: Error): Promise<void> {
+/**
+ * After a job's last attempt failed: record the failure in its batch, so the batch still completes. `final` skips the
+ * attempts check, for jobs BullMQ failed itself (stalled more than maxStalledCount times: its worker died each time).
+ */
+export async function recordFailure(batches: BatchStore, job: Job | undefined, err: Error, final = false): Promise<void> {
   if (!job) return;
   const parsed = InferenceJob.safeParse(job.data);
   if (!parsed.success || parsed.data.batchId === undefined) return;
   const attempts = job.opts.attempts ?? 1;
-  if (job.attemptsMade < attempts) return;
+  if (!final && job.attemptsMade < attempts) return;
   await batches.record(parsed.data.tenant, parsed.data.batchId, parsed.data.index ?? 0, false, { error: err.message });
 }

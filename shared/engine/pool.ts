@@ -1,0 +1,37 @@
+/**
+ * A pool of Float32Array buffers for KV caches. A request's cache is megabytes; allocating (and later collecting) one
+ * per request puts garbage-collection pauses on the TTFT path. Buffers are kept by power-of-two size and handed out as
+ * exact-length views (onnxruntime takes a view as it is), zeroed on the way out.
+ */
+export class BufferPool {
+  private readonly free = new Map<number, ArrayBuffer[]>();
+  private pooledBytes = 0;
+
+  constructor(readonly maxPooledBytes = 512 * 1024 * 1024) {}
+
+  acquire(floats: number): Float32Array {
+    const size = floats <= 1024 ? 1024 : 2 ** Math.ceil(Math.log2(floats));
+    const list = this.free.get(size * 4);
+    const buf = list?.pop();
+    if (buf) {
+      this.pooledBytes -= buf.byteLength;
+      const view = new Float32Array(buf, 0, floats);
+      view.fill(0);
+      return view;
+    }
+    return new Float32Array(new ArrayBuffer(size * 4), 0, floats);
+  }
+
+  release(view: Float32Array): void {
+    const buf = view.buffer as ArrayBuffer;
+    if (this.pooledBytes + buf.byteLength > this.maxPooledBytes) return;
+    const list = this.free.get(buf.byteLength) ?? [];
+    list.push(buf);
+    this.free.set(buf.byteLength, list);
+    this.pooledBytes += buf.byteLength;
+  }
+
+  get bytes(): number {
+    return this.pooledBytes;
+  }
+}
