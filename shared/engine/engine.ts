@@ -186,10 +186,16 @@ export class Engine {
         const t = r.tokens[s];
         if (!Number.isInteger(t) || t < 0 || t >= this.config.vocabSize) throw new EngineInputError(`row ${b}: token id ${t} outside vocabulary of ${this.config.vocabSize}`);
       }
-      if (r.slots) {
-        if (r.slots.length !== r.tokens.length) throw new EngineInputError(`row ${b}: ${r.tokens.length} tokens but ${r.slots.length} slots`);
-        slots.push(Array.from(r.slots));
-      } else {
+      if (r.slots && r.slots.length !== r.tokens.length) throw new EngineInputError(`row ${b}: ${r.tokens.length} tokens but ${r.slots.length} slots`);
+      if (!r.slots && cache.length[b] + r.tokens.length > cache.capacity) {
+        throw new EngineInputError(`row ${b}: ${r.tokens.length} more tokens do not fit the cache (${cache.length[b]} of ${cache.capacity} slots used)`);
+      }
+    }
+    // Every row checked: only now take slots, so a refused call leaves the cache as it was.
+    for (let b = 0; b < B; b++) {
+      const r = rows[b];
+      if (r.slots) slots.push(Array.from(r.slots));
+      else {
         const start = cache.reserve(b, r.tokens.length);
         slots.push(Array.from({ length: r.tokens.length }, (_, i) => start + i));
       }
