@@ -32,7 +32,7 @@ const Env = z.object({
   KV_PREFIX_MEMORY_BYTES: z.coerce.number().int().min(1).default(256 * 1024 * 1024),
   KV_DISK_DIR: z.string().default(join(__dirname, '..', '.cache', 'kv')),
   KV_DISK_BYTES: z.coerce.number().int().min(0).default(4 * 1024 * 1024 * 1024),
-  KV_REDIS_PREFIX: z.string().min(1).default('epic:{kv}'),
+  KV_REDIS_PREFIX: z.string().min(1).default('epic:kv'),
   EXECUTION_PROVIDER: z.enum(['cpu', 'cuda']).default('cpu'),
   ORT_THREADS: z.coerce.number().int().min(0).default(0),
   WORKER_CONCURRENCY: z.coerce.number().int().min(1).default(32),
