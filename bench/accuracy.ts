@@ -15,7 +15,7 @@ import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { SingleBar, Presets } from 'cli-progress';
 import { Engine, LayeredModel } from '../shared/engine';
-import { answer, itemInput, klDivergence, loadEvalSet, type Chunking } from '../shared/evaluation';
+import { answer, chunkingLabel, itemInput, klDivergence, loadEvalSet, type Chunking } from '../shared/evaluation';
 import { KVStore } from '../shared/kvstore';
 import { link, LINK_DEFAULTS, modeLabel, storeSource, type LinkInput, type LinkOptions } from '../shared/linking';
 import { ROOT, machine, modelDirFromArgs, quantile, table, writeResult } from './common';
@@ -29,10 +29,12 @@ interface Variant {
 
 const KVSPLIT: Chunking = { kind: 'kvsplit' };
 const FIXED: Chunking = { kind: 'fixed', chunkTokens: 256 };
+const KVSPLIT_128: Chunking = { kind: 'kvsplit', targetTokens: 128 };
+const KVSPLIT_512: Chunking = { kind: 'kvsplit', targetTokens: 512 };
 
 function variants(): Variant[] {
   const v = (mode: LinkOptions, chunking = KVSPLIT): Variant => ({
-    label: modeLabel(mode) + (chunking.kind === 'fixed' ? `@fixed${chunking.chunkTokens}` : ''),
+    label: modeLabel(mode) + (chunking === KVSPLIT ? '' : `@${chunkingLabel(chunking)}`),
     mode,
     chunking,
   });
@@ -45,6 +47,9 @@ function variants(): Variant[] {
     ...[0.05, 0.15, 0.3].map((r) => v({ mode: 'cacheblend', r })),
     v({ mode: 'naive' }, FIXED),
     v({ mode: 'attnlink', k: 16 }, FIXED),
+    // KVSplit's target size: half and double the default (documents are ~200-256 tokens).
+    v({ mode: 'attnlink', k: 16 }, KVSPLIT_128),
+    v({ mode: 'attnlink', k: 16 }, KVSPLIT_512),
   ];
 }
 
@@ -55,6 +60,7 @@ interface Acc {
   kl: number[];
   computed: number[];
   ttft: number[];
+  chunks: number[];
 }
 
 function shuffled<T>(xs: T[], seed: number): T[] {
@@ -82,7 +88,7 @@ async function main() {
   const prefixStore = await mem();
   const ctx = { engine, layered, source: storeSource(engine, chunkStore), prefixStore };
   const vs = variants();
-  const acc = new Map<string, Acc>(vs.map((v) => [v.label, { n: 0, ok: 0, byType: new Map(), kl: [], computed: [], ttft: [] }]));
+  const acc = new Map<string, Acc>(vs.map((v) => [v.label, { n: 0, ok: 0, byType: new Map(), kl: [], computed: [], ttft: [], chunks: [] }]));
   const types = new Set<string>();
   const bar = new SingleBar({ format: 'bench:accuracy {bar} {value}/{total} questions | {eta_formatted} left', stream: process.stderr }, Presets.shades_classic);
   bar.start(items.length, 0);
@@ -90,10 +96,7 @@ async function main() {
   for (let q = 0; q < items.length; q++) {
     const item = items[q];
     types.add(item.type);
-    const inputs = new Map<string, LinkInput>([
-      ['kvsplit', itemInput(engine, item, KVSPLIT)],
-      ['fixed', itemInput(engine, item, FIXED)],
-    ]);
+    const inputs = new Map<string, LinkInput>([KVSPLIT, FIXED, KVSPLIT_128, KVSPLIT_512].map((c) => [chunkingLabel(c), itemInput(engine, item, c)]));
     // Warm: every chunk compiled (both variants) and the prefix store holding this question's documents in another
     // order — all outside the timed path.
     for (const input of inputs.values()) {
@@ -102,7 +105,7 @@ async function main() {
         await ctx.source.chunk(c, { kind: 'sink', sinkTokens: LINK_DEFAULTS.sinkTokens });
       }
     }
-    const base = inputs.get('kvsplit')!;
+    const base = inputs.get(chunkingLabel(KVSPLIT))!;
     const warm = await link(ctx, { ...base, chunks: shuffled(base.chunks, q + 1) }, { mode: 'prefix' });
     await warm.after();
     // full first (the KL reference), then the rest in a rotating order.
@@ -110,7 +113,7 @@ async function main() {
     const order = [vs[0], ...rest.slice(q % rest.length), ...rest.slice(0, q % rest.length)];
     let fullLogits: Float32Array | undefined;
     for (const v of order) {
-      const a = await answer(ctx, inputs.get(v.chunking.kind)!, item.answer, v.mode);
+      const a = await answer(ctx, inputs.get(chunkingLabel(v.chunking))!, item.answer, v.mode);
       if (v.label === 'full') fullLogits = a.firstLogits;
       const r = acc.get(v.label)!;
       r.n++;
@@ -122,6 +125,7 @@ async function main() {
       r.kl.push(klDivergence(fullLogits!, a.firstLogits));
       r.computed.push(a.stats.computedFraction);
       r.ttft.push(a.stats.ttftMs);
+      r.chunks.push(inputs.get(chunkingLabel(v.chunking))!.chunks.length);
     }
     bar.increment();
   }
@@ -134,7 +138,8 @@ async function main() {
     const p50 = quantile(r.ttft, 0.5);
     return {
       mode: v.label,
-      chunking: v.chunking.kind === 'fixed' ? `fixed${v.chunking.chunkTokens}` : 'kvsplit',
+      chunking: chunkingLabel(v.chunking),
+      chunks_per_prompt: r.chunks.reduce((a, b) => a + b, 0) / r.chunks.length,
       n: r.n,
       accuracy: r.ok / r.n,
       accuracy_by_type: Object.fromEntries(typeList.map((t) => [t, r.byType.get(t) ? r.byType.get(t)!.ok / r.byType.get(t)!.n : null])),
@@ -153,12 +158,18 @@ async function main() {
     ttft_cacheblend15_over_attnlink16: get('cacheblend-15').ttft_ms_p50 / get('attnlink-16').ttft_ms_p50,
     kvsplit_minus_fixed_attnlink16_accuracy: get('attnlink-16').accuracy - get('attnlink-16@fixed256').accuracy,
     kvsplit_minus_fixed_naive_accuracy: get('naive').accuracy - get('naive@fixed256').accuracy,
+    attnlink16_accuracy_by_kvsplit_target: {
+      128: get('attnlink-16@kvsplit128').accuracy,
+      256: get('attnlink-16').accuracy,
+      512: get('attnlink-16@kvsplit512').accuracy,
+    },
   };
   const printable = rows.map((r) => ({
     mode: r.mode,
     accuracy: r.accuracy.toFixed(4),
     ...Object.fromEntries(typeList.map((t) => [t, r.accuracy_by_type[t] === null ? '-' : (r.accuracy_by_type[t] as number).toFixed(3)])),
     kl: r.kl.toExponential(2),
+    chunks: r.chunks_per_prompt.toFixed(1),
     computed: r.computed_fraction.toFixed(3),
     'ttft p50 ms': r.ttft_ms_p50.toFixed(2),
     'ttft p90 ms': r.ttft_ms_p90.toFixed(2),

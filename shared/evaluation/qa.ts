@@ -26,10 +26,11 @@ export function loadEvalSet(file: string, limit?: number): EvalItem[] {
 }
 
 /** How documents become chunks: KVSplit at semantic boundaries, or fixed token windows over the documents joined. */
-export type Chunking = { kind: 'kvsplit' } | { kind: 'fixed'; chunkTokens: number };
+export type Chunking = { kind: 'kvsplit'; targetTokens?: number } | { kind: 'fixed'; chunkTokens: number };
 
 export function chunkingLabel(c: Chunking): string {
-  return c.kind === 'kvsplit' ? 'kvsplit' : `fixed${c.chunkTokens}`;
+  if (c.kind === 'fixed') return `fixed${c.chunkTokens}`;
+  return c.targetTokens ? `kvsplit${c.targetTokens}` : 'kvsplit';
 }
 
 /** The prompt of an item as link segments: BOS, the chunks, the question. */
@@ -37,7 +38,8 @@ export function itemInput(engine: Engine, item: EvalItem, chunking: Chunking = {
   const tok = engine.tokenizer;
   let chunks: number[][];
   if (chunking.kind === 'kvsplit') {
-    chunks = splitDocuments(item.documents, tok).flatMap((cs) => cs.map((c) => c.tokens));
+    const opts = chunking.targetTokens ? { targetTokens: chunking.targetTokens } : undefined;
+    chunks = splitDocuments(item.documents, tok, opts).flatMap((cs) => cs.map((c) => c.tokens));
   } else {
     // Fixed windows over the documents' tokens end to end (what a splitter blind to meaning does).
     const all = item.documents.flatMap((d) => tok.encode(d));
