@@ -45,6 +45,8 @@ const Env = z.object({
   WORKER_MAX_STALLED_COUNT: z.coerce.number().int().min(0).default(1),
   /** API keys as key:tenant pairs, comma separated; unset = no auth, every request is tenant 'default'. */
   API_KEYS: z.string().optional(),
+  /** With API_KEYS: the tenant whose keys may open the queue dashboard /admin/queues (it shows every tenant's jobs). */
+  ADMIN_TENANT: z.string().min(1).default('admin'),
   /** Share cached chunks across tenants (off: each tenant's chunks are salted apart). */
   KV_SHARE_ACROSS_TENANTS: z.enum(['true', 'false']).default('false').transform((v) => v === 'true'),
   /** Most requests waiting in the inference queue before the API answers 429. */

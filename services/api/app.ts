@@ -38,7 +38,12 @@ export function createApp(d: ApiDeps): Express {
   const board = new ExpressAdapter();
   board.setBasePath('/admin/queues');
   createBullBoard({ queues: [new BullMQAdapter(d.inference), new BullMQAdapter(d.precompute)], serverAdapter: board });
-  app.use('/admin/queues', board.getRouter());
+  const admin = d.adminTenant ?? 'admin';
+  app.use(
+    '/admin/queues',
+    (req, _res, next) => next(d.apiKeys.size && req.tenant !== admin ? new ApiError(404, 'not found', 'invalid_request_error', null, 'not_found') : undefined),
+    board.getRouter(),
+  );
 
   app.use(express.json({ limit: d.bodyLimit ?? '8mb' }));
   app.use(documentsRouter(d));

@@ -31,5 +31,11 @@ export interface ApiDeps {
   shareAcrossTenants: boolean;
   requestTimeoutMs: number;
   maxQueueDepth: number;
-  bodyLimit?: string;
+  /** Largest JSON body (bytes, or a string like '8mb'). */
+  bodyLimit?: string | number;
+  /**
+   * The tenant allowed on the queue dashboard (/admin/queues), which shows every tenant's jobs. Without API keys
+   * (local use) everyone is; with keys, only this tenant's keys are (default 'admin'); others get 404.
+   */
+  adminTenant?: string;
 }

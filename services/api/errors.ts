@@ -1,4 +1,6 @@
 import type { NextFunction, Request, Response } from 'express';
+import { STATUS_CODES } from 'node:http';
+import type { Duplex } from 'node:stream';
 import type { ErrorMetrics } from '../../shared/metrics/metrics';
 import { ResolveError } from '../../shared/serving/resolve';
 
@@ -33,6 +35,33 @@ export function errorHandlerWith(errors?: ErrorMetrics) {
     const s = res.statusCode;
     errors?.count(s === 503 ? 'queue' : s === 504 ? 'timeout' : s >= 500 ? 'internal' : 'bad_request');
   };
+}
+
+/** Multipart upload errors (multer's limits, busboy's parse errors) are the client's: 413 or 400, never 500. */
+export function uploadError(err: unknown): ApiError {
+  const e = err as { name?: string; code?: string; message?: string; field?: string };
+  if (e?.code === 'LIMIT_FILE_SIZE') return new ApiError(413, 'file too large', 'invalid_request_error', 'file', 'body_too_large');
+  if (e?.name === 'MulterError') return new ApiError(400, `multipart: ${e.message}${e.field ? ` (field ${JSON.stringify(e.field.slice(0, 64))})` : ''}`, 'invalid_request_error', 'file', 'invalid_multipart');
+  return new ApiError(400, `malformed multipart body: ${e?.message ?? 'unreadable'}`, 'invalid_request_error', 'file', 'invalid_multipart');
+}
+
+/**
+ * For the HTTP server's 'clientError' event (a request Node could not parse: bad request line or headers, headers
+ * past the limit): answer in the same JSON error shape as every other error, then close.
+ */
+export function answerClientError(err: Error & { code?: string; rawPacket?: Buffer }, socket: Duplex): void {
+  if (err.code === 'ECONNRESET' || !socket.writable) {
+    socket.destroy();
+    return;
+  }
+  const status = err.code === 'HPE_HEADER_OVERFLOW' ? 431 : err.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? 408 : 400;
+  const message = status === 431 ? 'request headers too large' : status === 408 ? 'request timed out' : 'malformed HTTP request';
+  const body = JSON.stringify(errorBody(message, 'invalid_request_error', null, status === 431 ? 'headers_too_large' : 'bad_request'));
+  // An answer to HEAD carries no body (the packet that failed starts with the request line when the line is in it).
+  const head = err.rawPacket?.subarray(0, 5).toString('latin1') === 'HEAD ';
+  socket.end(
+    `HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${head ? '' : body}`,
+  );
 }
 
 /** Express error handler: every error leaves as JSON, never as a stack trace. */

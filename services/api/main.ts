@@ -12,6 +12,7 @@ import { producerConnection, workerConnection } from '../../shared/queue/connect
 import { defaultJobOptions } from '../../shared/queue/options';
 import { createApp } from './app';
 import { parseApiKeys } from './auth';
+import { answerClientError } from './errors';
 
 async function main() {
   const cfg = loadServiceConfig();
@@ -53,10 +54,13 @@ async function main() {
     shareAcrossTenants: cfg.KV_SHARE_ACROSS_TENANTS,
     requestTimeoutMs: cfg.REQUEST_TIMEOUT_MS,
     maxQueueDepth: cfg.MAX_QUEUE_DEPTH,
+    bodyLimit: cfg.MAX_BODY_BYTES,
+    adminTenant: cfg.ADMIN_TENANT,
   });
   const server: Server = await new Promise((resolve, reject) => {
     const s = app.listen(cfg.API_PORT, cfg.API_HOST, (err?: Error) => (err ? reject(err) : resolve(s)));
   });
+  server.on('clientError', answerClientError);
   log.info({ url: `http://${cfg.API_HOST}:${cfg.API_PORT}`, model: model.id, auth: cfg.API_KEYS ? 'api keys' : 'off' }, 'api listening');
   const shutdown = async (signal: string) => {
     log.info({ signal }, 'api shutting down');

@@ -1,4 +1,4 @@
-import { Worker } from 'bullmq';
+import { Job, Queue, QueueEvents, Worker } from 'bullmq';
 import { BatchStore, CatalogKeys } from '../../shared/catalog';
 import { loadServiceConfig } from '../../shared/config';
 import { Engine } from '../../shared/engine';
@@ -32,7 +32,16 @@ async function main() {
   });
   const worker = new Worker(
     QUEUES.inference,
-    inferenceProcessor({ scheduler, batches, keys: new CatalogKeys(), publisher: redis, tokenizer: engine.tokenizer, metrics: serving, errors }),
+    inferenceProcessor({
+      scheduler,
+      batches,
+      keys: new CatalogKeys(),
+      publisher: redis,
+      tokenizer: engine.tokenizer,
+      metrics: serving,
+      errors,
+      onDuplicate: (job) => log.info({ job: job.id }, 'result already recorded by an earlier run of this job; not counted again'),
+    }),
     // Concurrency lets the worker hold several jobs at once, so the scheduler can group them; model work itself runs
     // one group at a time.
     {
@@ -53,10 +62,24 @@ async function main() {
     errors.count('queue');
     log.error({ err: err.message }, 'worker error');
   });
+  // BullMQ fails a job that stalled more than maxStalledCount times (its worker died each time) inside Redis, without
+  // a worker 'failed' event: record those from the queue's events, or their batch would never complete.
+  const queue = new Queue(QUEUES.inference, { connection: redis, prefix: cfg.QUEUE_PREFIX });
+  const events = new QueueEvents(QUEUES.inference, { connection: workerConnection(cfg.REDIS_URL), prefix: cfg.QUEUE_PREFIX });
+  events.on('error', (err) => log.warn({ err: err.message }, 'queue events error'));
+  events.on('failed', ({ jobId, failedReason }) => {
+    if (!/stalled more than allowable limit/.test(failedReason)) return;
+    log.warn({ job: jobId, err: failedReason }, 'job failed');
+    void Job.fromId(queue, jobId)
+      .then((job) => recordFailure(batches, job, new Error(failedReason), true))
+      .catch((e) => log.error({ err: (e as Error).message }, 'recording failure'));
+  });
   log.info({ queue: QUEUES.inference, concurrency: cfg.WORKER_CONCURRENCY, metricsPort: cfg.WORKER_METRICS_PORT }, 'worker ready');
   const shutdown = async (signal: string) => {
     log.info({ signal }, 'worker shutting down');
     await worker.close();
+    await events.close();
+    await queue.close();
     await store.close();
     await prefixStore.close();
     redis.disconnect();

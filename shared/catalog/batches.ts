@@ -30,14 +30,19 @@ export interface StoredResult {
 
 /**
  * Record a request's result once (HSETNX) and count it only then: a job re-run after a worker died neither
- * duplicates nor double-counts its result. The batch turns `completed` when the last result lands.
+ * duplicates nor double-counts its result. The batch turns `completed` when the last result lands. The record is
+ * decoded before anything is written, so a script error leaves nothing half done; it holds only server-made fields
+ * (Redis's cjson refuses lone surrogates and rounds numbers to 14 digits, so client strings and numbers stay out of it).
  */
 const RECORD = `
+local raw = redis.call('GET', KEYS[1])
+if not raw then
+  return redis.call('HSETNX', KEYS[2], ARGV[1], ARGV[2])
+end
+local b = cjson.decode(raw)
 local added = redis.call('HSETNX', KEYS[2], ARGV[1], ARGV[2])
 if added == 0 then return 0 end
-if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 local field = ARGV[3]
-local b = cjson.decode(redis.call('GET', KEYS[1]))
 b[field] = b[field] + 1
 if b.completed + b.failed >= b.total and (b.status == 'in_progress' or b.status == 'validating' or b.status == 'finalizing') then
   b.status = 'completed'
@@ -47,6 +52,9 @@ redis.call('SET', KEYS[1], cjson.encode(b))
 return 1
 `;
 
+/** Fields the client supplies, kept apart from the record the RECORD script decodes and re-encodes. */
+type ClientFields = Pick<BatchRecord, 'metadata' | 'customIds'>;
+
 export class BatchStore {
   constructor(
     private readonly redis: Redis,
@@ -54,12 +62,19 @@ export class BatchStore {
   ) {}
 
   async create(b: BatchRecord): Promise<void> {
-    await this.redis.multi().set(this.keys.batch(b.tenant, b.id), JSON.stringify(b)).zadd(this.keys.batchIndex(b.tenant), b.createdAt, b.id).exec();
+    const { metadata, customIds, ...core } = b;
+    const client: ClientFields = { metadata, customIds };
+    await this.redis
+      .multi()
+      .set(this.keys.batchClientFields(b.tenant, b.id), JSON.stringify(client))
+      .set(this.keys.batch(b.tenant, b.id), JSON.stringify(core))
+      .zadd(this.keys.batchIndex(b.tenant), b.createdAt, b.id)
+      .exec();
   }
 
   async get(tenant: string, id: string): Promise<BatchRecord | undefined> {
-    const s = await this.redis.get(this.keys.batch(tenant, id));
-    return s ? (JSON.parse(s) as BatchRecord) : undefined;
+    const [s, c] = await this.redis.mget(this.keys.batch(tenant, id), this.keys.batchClientFields(tenant, id));
+    return s ? merge(s, c) : undefined;
   }
 
   async list(tenant: string, limit = 100): Promise<BatchRecord[]> {
@@ -79,13 +94,14 @@ export class BatchStore {
         return undefined;
       }
       const b = JSON.parse(s) as BatchRecord;
+      const client = async () => merge(s, await this.redis.get(this.keys.batchClientFields(tenant, id)));
       if (onlyIf && !onlyIf.includes(b.status)) {
         await this.redis.unwatch();
-        return b;
+        return client();
       }
-      const next = { ...b, ...patch };
-      const ok = await this.redis.multi().set(key, JSON.stringify(next)).exec();
-      if (ok) return next;
+      const { metadata: _m, customIds: _c, ...rest } = patch;
+      const ok = await this.redis.multi().set(key, JSON.stringify({ ...b, ...rest })).exec();
+      if (ok) return { ...(await client()), ...rest };
     }
     throw new Error(`batch ${id}: too much contention updating it`);
   }
@@ -115,4 +131,10 @@ export class BatchStore {
   async resultCount(tenant: string, id: string): Promise<number> {
     return this.redis.hlen(this.keys.batchResults(tenant, id));
   }
+}
+
+/** The record with its client fields (records written before they were kept apart hold them inline). */
+function merge(core: string, client: string | null): BatchRecord {
+  const b = JSON.parse(core) as BatchRecord;
+  return client ? { ...b, ...(JSON.parse(client) as ClientFields) } : b;
 }

@@ -15,6 +15,10 @@ export class CatalogKeys {
   batch(tenant: string, id: string) {
     return `${this.prefix}:batch:${tenant}:${id}`;
   }
+  /** A batch's client-supplied fields (metadata, custom ids), apart from the record the Lua script decodes. */
+  batchClientFields(tenant: string, id: string) {
+    return `${this.prefix}:batch:${tenant}:${id}:client`;
+  }
   batchResults(tenant: string, id: string) {
     return `${this.prefix}:batch:${tenant}:${id}:results`;
   }

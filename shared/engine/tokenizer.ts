@@ -9,6 +9,11 @@ export interface TextTokenizer {
   encode(text: string): number[];
   decode(ids: ArrayLike<number>): string;
   readonly vocabSize: number;
+  /**
+   * Most characters (UTF-16 units) one token stands for, the longest vocabulary entry: a text of n characters has
+   * about n / maxTokenChars tokens at least, so an over-long text can be refused without tokenizing it.
+   */
+  readonly maxTokenChars?: number;
 }
 
 function readJson(file: string, what: string): Record<string, unknown> {
@@ -50,6 +55,11 @@ export function loadTokenizer(config: ModelConfig): TextTokenizer {
   else if (vocab && typeof vocab === 'object') for (const id of Object.values(vocab)) maxId = Math.max(maxId, id);
   for (const t of added) maxId = Math.max(maxId, t.id);
   const vocabSize = maxId + 1;
+  let maxTokenChars = 1;
+  const entries = Array.isArray(vocab) ? vocab.map((v) => (Array.isArray(v) ? v[0] : v)) : vocab && typeof vocab === 'object' ? Object.keys(vocab) : [];
+  for (const t of [...entries, ...added.map((a) => (a as { content?: unknown }).content)]) {
+    if (typeof t === 'string') maxTokenChars = Math.max(maxTokenChars, t.length);
+  }
   if (vocabSize > config.vocabSize) {
     throw new ModelLoadError(
       `tokenizer ${file} has token ids up to ${maxId} but config.json says vocab_size ${config.vocabSize}: ` +
@@ -64,7 +74,9 @@ export function loadTokenizer(config: ModelConfig): TextTokenizer {
   }
   return {
     vocabSize,
+    maxTokenChars,
     encode: (text: string) => tok.encode(text, { add_special_tokens: false }).ids,
-    decode: (ids: ArrayLike<number>) => tok.decode(Array.from(ids), { skip_special_tokens: true }),
+    // The library refuses an empty list; no tokens (max_tokens 0, or a stop token first) is the empty text.
+    decode: (ids: ArrayLike<number>) => (ids.length ? tok.decode(Array.from(ids), { skip_special_tokens: true }) : ''),
   };
 }

@@ -39,6 +39,15 @@ export interface Resolver {
   documents: DocumentStore;
 }
 
+/**
+ * Most characters a text can have and still fit in `tokens` tokens. Longer texts are refused before they are
+ * tokenized: tokenizing megabytes takes seconds of the API's one thread. Twice the strict bound, as slack for
+ * normalizers that compose characters (NFC, NFKC).
+ */
+export function maxTextChars(r: Pick<Resolver, 'model' | 'tokenizer'>, tokens = r.model.contextLength): number {
+  return 2 * tokens * (r.tokenizer.maxTokenChars ?? Infinity);
+}
+
 /** Chunk a text with KVSplit and key each chunk for a tenant. */
 export function chunkText(r: Pick<Resolver, 'model' | 'tokenizer'>, text: string, salt: string): { key: string; tokens: number[] }[] {
   return splitDocument(text, r.tokenizer).map((c: Chunk) => ({
@@ -49,6 +58,10 @@ export function chunkText(r: Pick<Resolver, 'model' | 'tokenizer'>, text: string
 
 /** Turn a client request into the worker's plain data: documents resolved to chunk tokens, everything checked. */
 export async function resolveRequest(r: Resolver, spec: RequestSpec, id: string, tenant: string, salt: string): Promise<ServeRequest> {
+  const chars = (spec.question ?? spec.prompt ?? '').length + spec.documents.reduce((n, d) => n + (typeof d === 'string' ? 0 : d.text.length), 0);
+  if (chars > maxTextChars(r)) {
+    throw new ResolveError(`the prompt's text (${chars} characters) exceeds the model's context length (${r.model.contextLength} tokens)`, 400, 'prompt', 'context_length_exceeded');
+  }
   const ids = spec.documents.filter((d): d is string => typeof d === 'string');
   const recs = await r.documents.getMany(tenant, ids);
   const missing = ids.filter((_, i) => !recs[i]);

@@ -1,7 +1,7 @@
 import { Router } from 'express';
 import { z } from 'zod';
 import type { DocumentRecord } from '../../../shared/catalog';
-import { chunkText } from '../../../shared/serving/resolve';
+import { chunkText, maxTextChars } from '../../../shared/serving/resolve';
 import { tenantSalt } from '../../../shared/serving/tenancy';
 import type { ApiDeps } from '../deps';
 import { ApiError } from '../errors';
@@ -36,8 +36,14 @@ export function documentsRouter(d: ApiDeps): Router {
   r.post('/v1/documents', async (req, res) => {
     const body = parseBody(DocumentBody, req.body);
     const salt = tenantSalt(req.tenant, d.shareAcrossTenants);
+    // A document is context of a prompt (BOS + documents + question): one past the context length can never be served.
+    const limit = d.model.contextLength - 1;
+    const tooLong = (n: string) => new ApiError(400, `text: the document (${n}) exceeds the model's context length (${d.model.contextLength} tokens)`, 'invalid_request_error', 'text', 'context_length_exceeded');
+    if (body.text.length > maxTextChars(d, limit)) throw tooLong(`${body.text.length} characters`);
     const chunks = chunkText(d, body.text, salt);
     if (!chunks.length) throw new ApiError(400, 'text: the document has no content', 'invalid_request_error', 'text');
+    const tokens = chunks.reduce((n, c) => n + c.tokens.length, 0);
+    if (tokens > limit) throw tooLong(`${tokens} tokens`);
     const doc: DocumentRecord = {
       id: body.id ?? newId('doc_'),
       tenant: req.tenant,

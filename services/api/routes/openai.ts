@@ -6,7 +6,7 @@ import { MAX_TOKENS_CAP } from '../../../shared/serving/limits';
 import type { ServeResult } from '../../../shared/serving/request';
 import { ModeSpec } from '../../../shared/serving/request';
 import type { ApiDeps } from '../deps';
-import { ApiError } from '../errors';
+import { ApiError, uploadError } from '../errors';
 import { enqueueBatch, checkCapacity, newId, removeWaiting, runOne, runStreaming } from '../submit';
 import { checkId, parseBody } from '../validate';
 import { resolveAll } from './jobs';
@@ -248,7 +248,8 @@ async function finalize(d: ApiDeps, b: BatchRecord): Promise<BatchRecord> {
 
 export function openaiRouter(d: ApiDeps): Router {
   const r = Router();
-  const upload = multer({ storage: multer.memoryStorage(), limits: { fileSize: 64 * 1024 * 1024, files: 1 } });
+  const multipart = multer({ storage: multer.memoryStorage(), limits: { fileSize: 64 * 1024 * 1024, files: 1, fields: 8, parts: 10 } }).single('file');
+  const upload = (req: Request, res: Response, next: (err?: unknown) => void) => multipart(req, res, (err?: unknown) => next(err ? uploadError(err) : undefined));
 
   r.get('/v1/models', (_req, res) => {
     res.json({ object: 'list', data: [{ id: d.model.id, object: 'model', created: 0, owned_by: 'epic-serve' }] });
@@ -260,7 +261,7 @@ export function openaiRouter(d: ApiDeps): Router {
   r.post('/v1/completions', (req, res) => serve(d, req, res, 'completion'));
   r.post('/v1/chat/completions', (req, res) => serve(d, req, res, 'chat'));
 
-  r.post('/v1/files', upload.single('file'), async (req, res) => {
+  r.post('/v1/files', upload, async (req, res) => {
     const purpose = typeof req.body?.purpose === 'string' ? req.body.purpose : undefined;
     if (purpose !== 'batch') throw new ApiError(400, `purpose must be 'batch'`, 'invalid_request_error', 'purpose');
     if (!req.file) throw new ApiError(400, 'a file is required (multipart field "file")', 'invalid_request_error', 'file');

@@ -1,0 +1,124 @@
+/**
+ * Overload with real processes and a private redis-server: the inference queue is bounded (429 + Retry-After past
+ * MAX_QUEUE_DEPTH, nothing enqueued), body and token limits are enforced before anything is tokenized or enqueued, and
+ * a sustained autocannon run keeps the API's and the worker's memory bounded (peak RSS read from /proc).
+ */
+import autocannon from 'autocannon';
+import type IORedis from 'ioredis';
+import { waitFor } from '../helpers/net';
+import { httpJson, ProcStack, RedisServer } from './procs';
+
+describe('overload', () => {
+  let redis: RedisServer;
+  let s: ProcStack | undefined;
+  let client: IORedis;
+  beforeAll(async () => {
+    redis = await RedisServer.start();
+    client = redis.client();
+  });
+  afterEach(async () => {
+    await s?.close();
+    s = undefined;
+    await client.flushall();
+  });
+  afterAll(async () => {
+    client?.disconnect();
+    await redis?.stop();
+  });
+
+  test('a full queue answers 429 with Retry-After and enqueues nothing; body and token limits answer 413/400', async () => {
+    s = await ProcStack.start({ redis, services: ['api'], env: { MAX_QUEUE_DEPTH: '40', MAX_BODY_BYTES: String(1024 * 1024) } });
+    const waiting = () => client.llen(`${s!.env.QUEUE_PREFIX}:inference:wait`);
+    const batch = (n: number) => ({ requests: Array.from({ length: n }, (_, i) => ({ prompt: `Q : item ${i} ? A :`, max_tokens: 2 })) });
+    expect((await httpJson(s.base, 'POST', '/v1/jobs', batch(20))).status).toBe(202);
+    expect((await httpJson(s.base, 'POST', '/v1/jobs', batch(20))).status).toBe(202);
+    expect(await waiting()).toBe(40);
+    let refused = 0;
+    const full: [string, unknown][] = [
+      ['/v1/jobs', batch(1)],
+      ['/v1/completions', { prompt: 'Q : x ? A :', max_tokens: 2 }],
+      ['/v1/completions', { prompt: 'Q : x ? A :', max_tokens: 2, stream: true }],
+      ['/v1/chat/completions', { messages: [{ role: 'user', content: 'x' }], max_tokens: 2 }],
+    ];
+    for (const [path, body] of full) {
+      const r = await httpJson(s.base, 'POST', path, body);
+      expect({ path, status: r.status, retryAfter: r.headers.get('retry-after'), code: r.body?.error?.code }).toEqual({ path, status: 429, retryAfter: '2', code: 'queue_full' });
+      refused++;
+    }
+    expect(await waiting()).toBe(40);
+
+    // Body limit: 413 before the body is parsed.
+    const big = await httpJson(s.base, 'POST', '/v1/documents', { text: 'x'.repeat(1024 * 1024 + 10) });
+    expect({ status: big.status, code: big.body.error.code }).toEqual({ status: 413, code: 'body_too_large' });
+    // Token limits.
+    const limits: [string, unknown, string | undefined][] = [
+      ['/v1/completions', { prompt: 'x', max_tokens: 4097 }, undefined],
+      ['/v1/completions', { prompt: 'x', max_tokens: 4096 }, 'context_length_exceeded'],
+      ['/v1/completions', { prompt: 'Mira . '.repeat(100_000) }, 'context_length_exceeded'], // refused before tokenizing
+      ['/v1/jobs', { requests: [{ documents: [{ text: 'Mira . '.repeat(100_000) }], question: 'x' }] }, 'context_length_exceeded'],
+      ['/v1/documents', { text: 'Mira . '.repeat(100_000) }, 'context_length_exceeded'], // characters
+      ['/v1/documents', { text: 'x '.repeat(9000) }, 'context_length_exceeded'], // tokens
+      ['/v1/jobs', { requests: Array.from({ length: 10_001 }, () => ({ prompt: 'x' })) }, undefined],
+      ['/v1/completions', { prompt: 'x', documents: Array.from({ length: 65 }, () => 'doc') }, undefined],
+    ];
+    for (const [path, body, code] of limits) {
+      const r = await httpJson(s.base, 'POST', path, body);
+      expect({ path, status: r.status, code: code && r.body?.error?.code, fast: r.ms < 500 }).toEqual({ path, status: 400, code, fast: true });
+    }
+    expect(await waiting()).toBe(40);
+
+    // A worker drains the queue; new work is accepted again.
+    await s.add('worker');
+    await waitFor(async () => ((await waiting()) === 0 ? true : undefined), 60_000, 'the queue to drain');
+    expect((await httpJson(s.base, 'POST', '/v1/completions', { prompt: 'Q : x ? A :', max_tokens: 2 })).status).toBe(200);
+    console.log(`overload: ${refused} requests refused with 429 past MAX_QUEUE_DEPTH=40; limits answered 413/400`);
+  }, 120_000);
+
+  test('sustained load (autocannon, 12 s): bounded queue, only 2xx and 429, bounded memory', async () => {
+    const cap = 200;
+    s = await ProcStack.start({ redis, services: [], env: { MAX_QUEUE_DEPTH: String(cap), LOG_LEVEL: 'warn' } });
+    await Promise.all([s.add('api'), s.add('worker')]);
+    const [api, worker] = [s.of('api')[0], s.of('worker')[0]];
+    api.sampleRss(100);
+    worker.sampleRss(100);
+    const rssBefore = { api: api.peakRssMb(), worker: worker.peakRssMb() };
+    let maxWaiting = 0;
+    const watch = setInterval(() => {
+      void client.llen(`${s!.env.QUEUE_PREFIX}:inference:wait`).then((n) => (maxWaiting = Math.max(maxWaiting, n)), () => undefined);
+    }, 100);
+    const json = { 'content-type': 'application/json' };
+    const result = await autocannon({
+      url: s.base,
+      connections: 32,
+      duration: 12,
+      timeout: 30,
+      requests: [
+        { method: 'POST', path: '/v1/completions', headers: json, body: JSON.stringify({ prompt: 'Q : where does Mira live ? A :', max_tokens: 4 }) },
+        { method: 'POST', path: '/v1/jobs', headers: json, body: JSON.stringify({ requests: Array.from({ length: 8 }, (_, i) => ({ prompt: `Q : item ${i} ? A :`, max_tokens: 4 })) }) },
+        { method: 'GET', path: '/v1/models' },
+      ],
+    });
+    clearInterval(watch);
+    const codes = Object.fromEntries(Object.entries(result.statusCodeStats as Record<string, { count: number }>).map(([k, v]) => [k, v.count]));
+    const figures = {
+      requests: result.requests.total,
+      reqPerSec: Math.round(result.requests.average),
+      latencyP99Ms: result.latency.p99,
+      statusCodes: codes,
+      errors: result.errors,
+      timeouts: result.timeouts,
+      maxWaiting,
+      rssBeforeMb: rssBefore,
+      peakRssMb: { api: api.peakRssMb(), worker: worker.peakRssMb() },
+    };
+    console.log(`autocannon: ${JSON.stringify(figures)}`);
+    const unexpected = Object.keys(codes).filter((c) => !['200', '202', '429'].includes(c));
+    expect({ unexpected, errors: result.errors, timeouts: result.timeouts }).toEqual({ unexpected: [], errors: 0, timeouts: 0 });
+    expect(codes['429']).toBeGreaterThan(0);
+    // Bounded: the queue never held more than its cap plus one refused batch in flight, and memory stayed bounded.
+    expect(maxWaiting).toBeLessThanOrEqual(cap + 8 * 32);
+    expect(figures.peakRssMb.api).toBeLessThan(1024);
+    expect(figures.peakRssMb.worker).toBeLessThan(2048);
+    expect(api.alive && worker.alive).toBe(true);
+  }, 120_000);
+});

@@ -1,0 +1,289 @@
+/**
+ * Real processes for the fault tests: private redis-server instances on free ports, and the services started the way
+ * services/start.ts starts them (`node <tsx cli> services/<name>/main.ts`), each in its own process group so a
+ * SIGKILL reaches the service itself and not only tsx's wrapper. Only what is started here is ever stopped here.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import IORedis from 'ioredis';
+import { freePort, waitFor } from '../helpers/net';
+
+export const ROOT = join(__dirname, '..', '..');
+export const TINY = join(ROOT, 'models', 'tiny-random');
+const TSX = require.resolve('tsx/cli');
+
+const exited = (p: ChildProcess) => p.exitCode !== null || p.signalCode !== null;
+
+function waitExit(p: ChildProcess, ms: number): Promise<boolean> {
+  if (exited(p)) return Promise.resolve(true);
+  return new Promise((resolve) => {
+    const t = setTimeout(() => resolve(false), ms);
+    p.once('exit', () => {
+      clearTimeout(t);
+      resolve(true);
+    });
+  });
+}
+
+/** A private redis-server (no persistence) on a free port; stop() and start() again on the same port. */
+export class RedisServer {
+  private proc?: ChildProcess;
+  private constructor(readonly port: number) {}
+
+  static async start(): Promise<RedisServer> {
+    const r = new RedisServer(await freePort());
+    await r.start();
+    return r;
+  }
+
+  get url(): string {
+    return `redis://127.0.0.1:${this.port}`;
+  }
+
+  async start(): Promise<void> {
+    if (this.proc && !exited(this.proc)) return;
+    this.proc = spawn('redis-server', ['--port', String(this.port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--loglevel', 'warning'], {
+      stdio: 'ignore',
+    });
+    await waitFor(async () => ((await this.ping()) ? true : undefined), 10_000, `redis-server on port ${this.port}`);
+  }
+
+  async ping(): Promise<boolean> {
+    const c = new IORedis(this.url, { lazyConnect: true, maxRetriesPerRequest: 0, enableOfflineQueue: false, retryStrategy: () => null, connectTimeout: 500 });
+    c.on('error', () => {});
+    try {
+      await c.connect();
+      return (await c.ping()) === 'PONG';
+    } catch {
+      return false;
+    } finally {
+      c.disconnect();
+    }
+  }
+
+  /** Stops this redis-server (SIGKILL when `hard`: a crash, no goodbye to clients). */
+  async stop(hard = false): Promise<void> {
+    const p = this.proc;
+    if (!p || exited(p)) return;
+    p.kill(hard ? 'SIGKILL' : 'SIGTERM');
+    if (!(await waitExit(p, 5000))) {
+      p.kill('SIGKILL');
+      await waitExit(p, 5000);
+    }
+  }
+
+  client(): IORedis {
+    const c = new IORedis(this.url, { maxRetriesPerRequest: 1 });
+    c.on('error', () => {});
+    return c;
+  }
+}
+
+export type ServiceName = 'api' | 'worker' | 'precompute';
+
+/** One service process; its stdout and stderr are captured whole. */
+export class Service {
+  output = '';
+  readonly proc: ChildProcess;
+  private peakKb = 0;
+  private sampler?: NodeJS.Timeout;
+
+  constructor(
+    readonly name: ServiceName,
+    readonly env: Record<string, string>,
+    /** API_PORT of the api, the metrics port of a worker. */
+    readonly port: number,
+  ) {
+    this.proc = spawn(process.execPath, [TSX, join(ROOT, 'services', name, 'main.ts')], {
+      cwd: ROOT,
+      env: { ...process.env, ...env },
+      stdio: ['ignore', 'pipe', 'pipe'],
+      detached: true,
+    });
+    this.proc.stdout!.on('data', (d: Buffer) => (this.output += d.toString()));
+    this.proc.stderr!.on('data', (d: Buffer) => (this.output += d.toString()));
+  }
+
+  get alive(): boolean {
+    return !exited(this.proc);
+  }
+
+  /** The node process running the service (tsx's child), or the wrapper while it has none yet. */
+  servicePid(): number {
+    const pid = this.proc.pid!;
+    try {
+      const kids = readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim().split(/\s+/).filter(Boolean);
+      if (kids.length) return Number(kids[0]);
+    } catch {
+      // not on Linux, or gone
+    }
+    return pid;
+  }
+
+  /** Resident set size now and its high-water mark (VmHWM), in KiB, of the service process, from /proc. */
+  rss(): { rssKb: number; hwmKb: number } {
+    try {
+      const s = readFileSync(`/proc/${this.servicePid()}/status`, 'utf8');
+      const num = (k: string) => Number(new RegExp(`^${k}:\\s+(\\d+) kB`, 'm').exec(s)?.[1] ?? 0);
+      return { rssKb: num('VmRSS'), hwmKb: num('VmHWM') };
+    } catch {
+      return { rssKb: 0, hwmKb: 0 };
+    }
+  }
+
+  /** Samples RSS every `ms` (the peak survives the process only if sampled). */
+  sampleRss(ms = 200): void {
+    this.sampler ??= setInterval(() => {
+      const { rssKb, hwmKb } = this.rss();
+      this.peakKb = Math.max(this.peakKb, rssKb, hwmKb);
+    }, ms);
+    this.sampler.unref();
+  }
+
+  peakRssMb(): number {
+    const { rssKb, hwmKb } = this.rss();
+    this.peakKb = Math.max(this.peakKb, rssKb, hwmKb);
+    return Math.round(this.peakKb / 1024);
+  }
+
+  /** SIGKILL the whole process group (tsx's wrapper and the service): a crash, nothing cleaned up. */
+  async kill(): Promise<void> {
+    if (this.sampler) clearInterval(this.sampler);
+    if (!this.alive) return;
+    try {
+      process.kill(-this.proc.pid!, 'SIGKILL');
+    } catch {
+      // already gone
+    }
+    await waitExit(this.proc, 5000);
+  }
+
+  /** SIGTERM (tsx relays it to the service, which shuts down cleanly); SIGKILL after `graceMs`. */
+  async stop(graceMs = 8000): Promise<void> {
+    if (this.sampler) clearInterval(this.sampler);
+    if (!this.alive) return;
+    this.proc.kill('SIGTERM');
+    if (!(await waitExit(this.proc, graceMs))) await this.kill();
+    try {
+      process.kill(-this.proc.pid!, 'SIGKILL'); // anything of the group left behind
+    } catch {
+      // none
+    }
+  }
+}
+
+export interface StackOptions {
+  /** Queue Redis; KV Redis defaults to it. */
+  redis: RedisServer;
+  kvRedis?: RedisServer;
+  env?: Record<string, string>;
+  services?: ServiceName[];
+}
+
+/** API, workers and precompute as separate processes, on free ports, with a private prefix and disk folder. */
+export class ProcStack {
+  readonly services: Service[] = [];
+  readonly env: Record<string, string>;
+  readonly diskDir: string;
+  apiPort = 0;
+  private constructor(o: StackOptions, diskDir: string) {
+    this.diskDir = diskDir;
+    this.env = {
+      REDIS_URL: o.redis.url,
+      KV_REDIS_URL: (o.kvRedis ?? o.redis).url,
+      QUEUE_PREFIX: '{epic-fault}',
+      KV_REDIS_PREFIX: 'epic-fault:kv',
+      KV_DISK_DIR: diskDir,
+      MODEL_DIR: TINY,
+      ORT_THREADS: '1',
+      LOG_LEVEL: 'info',
+      ...o.env,
+    };
+  }
+
+  static async start(o: StackOptions): Promise<ProcStack> {
+    const s = new ProcStack(o, mkdtempSync(join(tmpdir(), 'epic-fault-kv-')));
+    try {
+      for (const name of o.services ?? ['api', 'worker']) await s.add(name);
+    } catch (e) {
+      await s.close();
+      throw e;
+    }
+    return s;
+  }
+
+  get base(): string {
+    return `http://127.0.0.1:${this.apiPort}`;
+  }
+
+  /** Starts one more service and waits until it answers. */
+  async add(name: ServiceName, env: Record<string, string> = {}): Promise<Service> {
+    const port = await freePort();
+    const portVar = name === 'api' ? 'API_PORT' : name === 'worker' ? 'WORKER_METRICS_PORT' : 'PRECOMPUTE_METRICS_PORT';
+    const svc = new Service(name, { ...this.env, ...env, [portVar]: String(port) }, port);
+    this.services.push(svc);
+    const probe = name === 'api' ? `http://127.0.0.1:${port}/readyz` : `http://127.0.0.1:${port}/healthz`;
+    await waitFor(
+      async () => {
+        if (!svc.alive) throw new Error(`${name} exited: ${svc.output.slice(-2000)}`);
+        return (await fetch(probe).then((r) => r.ok, () => false)) ? true : undefined;
+      },
+      60_000,
+      `${name} to answer`,
+    ).catch((e) => {
+      throw new Error(`${(e as Error).message}\n${svc.output.slice(-2000)}`);
+    });
+    if (name === 'api') this.apiPort = port;
+    return svc;
+  }
+
+  of(name: ServiceName): Service[] {
+    return this.services.filter((s) => s.name === name && s.alive);
+  }
+
+  /** Everything every service printed (killed ones included). */
+  output(): string {
+    return this.services.map((s) => s.output).join('\n');
+  }
+
+  async close(): Promise<void> {
+    await Promise.all(this.services.map((s) => s.stop()));
+    rmSync(this.diskDir, { recursive: true, force: true });
+  }
+}
+
+export async function scrape(port: number): Promise<string> {
+  return (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
+}
+
+/** Sum of a metric's samples whose labels contain every `match` pair. */
+export function metricSum(text: string, name: string, match: Record<string, string> = {}): number {
+  let sum = 0;
+  for (const line of text.split('\n')) {
+    if (!line.startsWith(name)) continue;
+    const m = /^([a-zA-Z_:][\w:]*)(\{[^}]*\})?\s+(\S+)/.exec(line);
+    if (!m || m[1] !== name) continue;
+    const labels = m[2] ?? '';
+    if (Object.entries(match).every(([k, v]) => labels.includes(`${k}="${v}"`))) sum += Number(m[3]);
+  }
+  return sum;
+}
+
+export async function httpJson(base: string, method: string, path: string, body?: unknown, headers: Record<string, string> = {}) {
+  const t0 = Date.now();
+  const res = await fetch(`${base}${path}`, {
+    method,
+    headers: body === undefined ? headers : { 'content-type': 'application/json', ...headers },
+    body: body === undefined ? undefined : typeof body === 'string' ? body : JSON.stringify(body),
+  });
+  const text = await res.text();
+  let json: any;
+  try {
+    json = JSON.parse(text);
+  } catch {
+    json = undefined;
+  }
+  return { status: res.status, headers: res.headers, body: json, text, ms: Date.now() - t0 };
+}
