@@ -2,6 +2,7 @@ import { Queue, QueueEvents } from 'bullmq';
 import type { Server } from 'node:http';
 import { BatchStore, CatalogKeys, DocumentStore, FileStore } from '../../shared/catalog';
 import { loadServiceConfig } from '../../shared/config';
+import { runService } from '../../shared/lifecycle';
 import { loadModelConfig, loadTokenizer } from '../../shared/engine';
 import { KVStore } from '../../shared/kvstore';
 import { createLogger } from '../../shared/logging';
@@ -62,19 +63,15 @@ async function main() {
   });
   server.on('clientError', answerClientError);
   log.info({ url: `http://${cfg.API_HOST}:${cfg.API_PORT}`, model: model.id, auth: cfg.API_KEYS ? 'api keys' : 'off' }, 'api listening');
-  const shutdown = async (signal: string) => {
-    log.info({ signal }, 'api shutting down');
-    server.close();
-    await Promise.allSettled([inferenceEvents.close(), inference.close(), precompute.close(), kv.close()]);
-    redis.disconnect();
-    subscriber.disconnect();
-    process.exit(0);
+  return {
+    log,
+    close: async () => {
+      server.close();
+      await Promise.allSettled([inferenceEvents.close(), inference.close(), precompute.close(), kv.close()]);
+      redis.disconnect();
+      subscriber.disconnect();
+    },
   };
-  process.once('SIGTERM', () => void shutdown('SIGTERM'));
-  process.once('SIGINT', () => void shutdown('SIGINT'));
 }
 
-main().catch((e) => {
-  console.error(`api: ${e instanceof Error ? e.message : String(e)}`);
-  process.exit(1);
-});
+runService('api', main);

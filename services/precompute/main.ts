@@ -1,5 +1,6 @@
 import { Queue, Worker } from 'bullmq';
 import { loadServiceConfig } from '../../shared/config';
+import { runService } from '../../shared/lifecycle';
 import { Engine } from '../../shared/engine';
 import { createLogger } from '../../shared/logging';
 import { createErrorMetrics, createPrecomputeMetrics, createStoreMetrics } from '../../shared/metrics/metrics';
@@ -46,19 +47,15 @@ async function main() {
   worker.on('failed', (job, err) => log.warn({ job: job?.id, err: err.message }, 'precompute failed'));
   worker.on('error', (err) => log.error({ err: err.message }, 'worker error'));
   log.info({ model: engine.id, queue: QUEUES.precompute, metricsPort: cfg.PRECOMPUTE_METRICS_PORT }, 'precompute ready');
-  const shutdown = async (signal: string) => {
-    log.info({ signal }, 'precompute shutting down');
-    await worker.close();
-    await queue.close();
-    await store.close();
-    metrics.close();
-    process.exit(0);
+  return {
+    log,
+    close: async () => {
+      await worker.close();
+      await queue.close();
+      await store.close();
+      metrics.close();
+    },
   };
-  process.once('SIGTERM', () => void shutdown('SIGTERM'));
-  process.once('SIGINT', () => void shutdown('SIGINT'));
 }
 
-main().catch((e) => {
-  console.error(`precompute: ${e instanceof Error ? e.message : String(e)}`);
-  process.exit(1);
-});
+runService('precompute', main);

@@ -1,6 +1,7 @@
 import { Job, Queue, QueueEvents, Worker } from 'bullmq';
 import { BatchStore, CatalogKeys } from '../../shared/catalog';
 import { loadServiceConfig } from '../../shared/config';
+import { runService } from '../../shared/lifecycle';
 import { Engine } from '../../shared/engine';
 import { createLogger } from '../../shared/logging';
 import { createErrorMetrics, createServingMetrics, createStoreMetrics } from '../../shared/metrics/metrics';
@@ -75,22 +76,18 @@ async function main() {
       .catch((e) => log.error({ err: (e as Error).message }, 'recording failure'));
   });
   log.info({ queue: QUEUES.inference, concurrency: cfg.WORKER_CONCURRENCY, metricsPort: cfg.WORKER_METRICS_PORT }, 'worker ready');
-  const shutdown = async (signal: string) => {
-    log.info({ signal }, 'worker shutting down');
-    await worker.close();
-    await events.close();
-    await queue.close();
-    await store.close();
-    await prefixStore.close();
-    redis.disconnect();
-    metrics.close();
-    process.exit(0);
+  return {
+    log,
+    close: async () => {
+      await worker.close();
+      await events.close();
+      await queue.close();
+      await store.close();
+      await prefixStore.close();
+      redis.disconnect();
+      metrics.close();
+    },
   };
-  process.once('SIGTERM', () => void shutdown('SIGTERM'));
-  process.once('SIGINT', () => void shutdown('SIGINT'));
 }
 
-main().catch((e) => {
-  console.error(`worker: ${e instanceof Error ? e.message : String(e)}`);
-  process.exit(1);
-});
+runService('worker', main);
