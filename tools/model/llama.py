@@ -111,6 +111,9 @@ def attend(q, k_new, v_new, past_k, past_v, bias, n_rep: int):
     pk, pv = repeat_kv(past_k, n_rep), repeat_kv(past_v, n_rep)
     nk, nv = repeat_kv(k_new, n_rep), repeat_kv(v_new, n_rep)
     p = pk.shape[2]
+    if p == 0:  # no cache (training, first prefill): same result without the empty concatenation and slices
+        scores = torch.matmul(q, nk.transpose(-1, -2)) * scale + bias
+        return torch.matmul(torch.softmax(scores.float(), dim=-1).type_as(q), nv)
     s_past = torch.matmul(q, pk.transpose(-1, -2)) * scale
     s_new = torch.matmul(q, nk.transpose(-1, -2)) * scale
     scores = torch.cat([s_past, s_new], dim=-1) + bias
