@@ -7,6 +7,7 @@
  *     spent (link/prefill + decode), the rest of the client's latency is overhead. Also the same requests called on
  *     the engine directly in this process, side by side.
  *  2. Batch throughput through the API (POST /v1/jobs, wait for completion) in jobs/s for attnlink-16, prefix and full
+ *     (64 documents of ~256 tokens)
  *     on the same requests: RAG-style, each request takes 8 documents drawn from the corpus in its own order.
  * Writes bench/results/pipeline.json.
  */
@@ -64,8 +65,10 @@ async function main() {
   let corpus: string[];
   let questions: string[];
   if (trained) {
-    const items = readFileSync(evalFile, 'utf8').split('\n').filter(Boolean).slice(0, 8).map((l) => JSON.parse(l));
-    corpus = items.flatMap((i: { documents: string[] }) => i.documents);
+    // The standard workload: documents of ~256 tokens (two consecutive held-out documents joined; each is ~100-128),
+    // so a request's 8 documents make ~2,000 prompt tokens.
+    const items = readFileSync(evalFile, 'utf8').split('\n').filter(Boolean).slice(0, 16).map((l) => JSON.parse(l));
+    corpus = items.flatMap((i: { documents: string[] }) => [0, 2, 4, 6].map((k) => `${i.documents[k]} ${i.documents[k + 1]}`));
     questions = readFileSync(evalFile, 'utf8').split('\n').filter(Boolean).slice(0, nReq).map((l) => JSON.parse(l).question);
   } else {
     const words = 'the a an of to in and is was on for with by at from as it that this he she they his her their what where who when which lives works born city company'.split(' ');
