@@ -17,12 +17,14 @@ export async function serveGroup(
   const t0 = performance.now();
   const bos = engine.config.bosTokenId;
   const maxNew = reqs.map((r) => r.maxTokens);
+  // A group shares ignore_eos (it is part of the group key).
+  const stopIds = reqs[0].ignoreEos ? [] : undefined;
   if (!reqs[0].chunks.length) {
     // Plain completions: a padded batch, full prefill.
     const prompts = reqs.map((r) => [bos, ...r.question]);
     const { cache, logits } = await engine.prefill(prompts, Math.max(...maxNew));
     const ttft = performance.now() - t0;
-    const gen = await engine.generate(cache, logits, { maxTokens: maxNew, onToken });
+    const gen = await engine.generate(cache, logits, { maxTokens: maxNew, onToken, stopIds });
     const decodeMs = performance.now() - t0 - ttft;
     return reqs.map((r, i) =>
       finish(engine, r, gen.tokens[i], gen.finish[i], { prompt: prompts[i].length, cached: 0, computed: prompts[i].length, mode: 'full', group: reqs.length, ttft, decodeMs }),
@@ -35,7 +37,7 @@ export async function serveGroup(
     const one = await link(ctx, { prefix: [bos], chunks: r.chunks, question: r.question }, mode, r.maxTokens);
     const ttft = performance.now() - t0;
     await one.after();
-    const gen = await engine.generate(one.cache, [one.logits], { maxTokens: r.maxTokens, onToken });
+    const gen = await engine.generate(one.cache, [one.logits], { maxTokens: r.maxTokens, onToken, stopIds });
     one.cache.release();
     return [
       finish(engine, r, gen.tokens[0], gen.finish[0], {
@@ -70,7 +72,7 @@ export async function serveGroup(
   const ttft = performance.now() - t0;
   await linked.after();
   linked.cache.release();
-  const gen = await engine.generate(cache, logits, { maxTokens: maxNew, onToken });
+  const gen = await engine.generate(cache, logits, { maxTokens: maxNew, onToken, stopIds });
   cache.release();
   const decodeMs = performance.now() - t0 - ttft;
   return reqs.map((r, i) => {

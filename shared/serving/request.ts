@@ -22,6 +22,8 @@ export const ServeRequest = z.object({
   maxTokens: z.number().int().min(0),
   mode: ModeSpec,
   stop: z.array(z.string()).optional(),
+  /** Keep generating past <eos> up to maxTokens (vLLM's `ignore_eos`; benchmarks). */
+  ignoreEos: z.boolean().optional(),
 });
 export type ServeRequest = z.infer<typeof ServeRequest>;
 
@@ -52,9 +54,9 @@ export function linkOptions(m: ModeSpec): LinkOptions {
  * Plain requests (no chunks) group with each other and run as one padded batch.
  */
 export function groupKey(r: ServeRequest): string {
-  if (!r.chunks.length) return 'plain';
+  if (!r.chunks.length) return r.ignoreEos ? 'plain:ignore-eos' : 'plain';
   const h = createHash('sha256');
-  h.update(`${modeLabel(linkOptions(r.mode))}\0${r.tenantSalt}\0`);
+  h.update(`${modeLabel(linkOptions(r.mode))}\0${r.tenantSalt}\0${r.ignoreEos ? 'ignore-eos' : ''}\0`);
   for (const c of r.chunks) {
     h.update(Buffer.from(Int32Array.from(c).buffer));
     h.update('\0');

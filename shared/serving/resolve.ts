@@ -17,6 +17,7 @@ export const RequestSpec = z
     k: ModeSpec.shape.k,
     r: ModeSpec.shape.r,
     stop: z.union([z.string(), z.array(z.string()).max(4)]).optional(),
+    ignore_eos: z.boolean().optional(),
   })
   .strict()
   .refine((r) => (r.question ?? r.prompt) !== undefined, { message: 'a request needs a question or a prompt' });
@@ -89,6 +90,7 @@ export async function resolveRequest(r: Resolver, spec: RequestSpec, id: string,
     maxTokens: spec.max_tokens,
     mode: { mode, k: spec.k, r: spec.r },
     stop: spec.stop === undefined ? undefined : Array.isArray(spec.stop) ? spec.stop : [spec.stop],
+    ignoreEos: spec.ignore_eos,
   };
 }
 

@@ -33,6 +33,8 @@ const Common = {
   top_p: z.number().min(0).max(1).nullable().optional(),
   seed: z.number().int().nullable().optional(),
   user: z.string().max(256).optional(),
+  /** vLLM's extension: generate max_tokens tokens even past <eos>. */
+  ignore_eos: z.boolean().optional(),
   ...Extensions,
 };
 const CompletionBody = z.object({ ...Common, prompt: z.union([z.string(), z.array(z.string()).length(1)]) });
@@ -61,6 +63,7 @@ function toSpec(body: CompletionBody | ChatBody, text: string) {
     k: body.k,
     r: body.r,
     stop: body.stop ?? undefined,
+    ignore_eos: body.ignore_eos,
   };
 }
 
