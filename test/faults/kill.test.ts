@@ -4,40 +4,30 @@
  * WORKER_STALLED_INTERVAL_MS) so a dead worker's jobs are re-run within seconds instead of 30 s.
  */
 import { QueueEvents } from 'bullmq';
-import type IORedis from 'ioredis';
 import { BatchStore, CatalogKeys } from '../../shared/catalog';
 import { workload } from '../helpers/workload';
 import { waitFor } from '../helpers/net';
-import { httpJson, ProcStack, RedisServer, TINY } from './procs';
+import { httpJson, ProcStack, suiteRedis, TINY } from './procs';
 
 const LOCKS = { WORKER_LOCK_MS: '2000', WORKER_STALLED_INTERVAL_MS: '1000' };
 
 describe('workers killed with SIGKILL', () => {
-  let redis: RedisServer;
+  const r = suiteRedis();
   let s: ProcStack | undefined;
   let events: QueueEvents | undefined;
-  let client: IORedis;
-  beforeAll(async () => {
-    redis = await RedisServer.start();
-    client = redis.client();
-  });
   afterEach(async () => {
     await events?.close();
     events = undefined;
     await s?.close();
     s = undefined;
-    await client.flushall();
-  });
-  afterAll(async () => {
-    client?.disconnect();
-    await redis?.stop();
+    await r.client.flushall();
   });
 
   test('three kills during 200 jobs: every job completes exactly once, none lost, none duplicated', async () => {
     // maxStalledCount 3: a job whose worker is killed under it twice is still re-run (BullMQ's default, 1, fails it).
-    s = await ProcStack.start({ redis, services: [], env: { ...LOCKS, WORKER_MAX_STALLED_COUNT: '3', WORKER_CONCURRENCY: '4' } });
+    s = await ProcStack.start({ redis: r.redis, services: [], env: { ...LOCKS, WORKER_MAX_STALLED_COUNT: '3', WORKER_CONCURRENCY: '4' } });
     await Promise.all([s.add('api'), s.add('worker'), s.add('worker')]);
-    events = new QueueEvents('inference', { connection: { url: redis.url }, prefix: s.env.QUEUE_PREFIX });
+    events = new QueueEvents('inference', { connection: { url: r.redis.url }, prefix: s.env.QUEUE_PREFIX });
     await events.waitUntilReady();
     const stalled = new Set<string>();
     events.on('stalled', ({ jobId }) => stalled.add(jobId));
@@ -50,14 +40,14 @@ describe('workers killed with SIGKILL', () => {
     const sub = await httpJson(s.base, 'POST', '/v1/jobs', { requests });
     expect(sub.status).toBe(202);
     const id: string = sub.body.id;
-    const batches = new BatchStore(client, new CatalogKeys());
+    const batches = new BatchStore(r.client, new CatalogKeys());
     const count = () => batches.resultCount('default', id);
 
     const kills: { atResults: number; activeJobs: number }[] = [];
     for (const at of [30, 80, 130]) {
       await waitFor(async () => ((await count()) >= at ? true : undefined), 60_000, `${at} results`);
       const victim = s.of('worker')[0];
-      const active = Number(await client.llen(`${s.env.QUEUE_PREFIX}:inference:active`));
+      const active = Number(await r.client.llen(`${s.env.QUEUE_PREFIX}:inference:active`));
       await victim.kill();
       kills.push({ atResults: await count(), activeJobs: active });
       // A replacement joins while the survivor carries on.
@@ -98,14 +88,14 @@ describe('workers killed with SIGKILL', () => {
 
   test('a job BullMQ fails for stalling too often is recorded as failed, so its batch still completes', async () => {
     // maxStalledCount 0: the first kill under a job fails it (inside Redis, with no worker 'failed' event).
-    s = await ProcStack.start({ redis, services: ['api', 'worker'], env: { ...LOCKS, WORKER_MAX_STALLED_COUNT: '0', WORKER_CONCURRENCY: '2' } });
+    s = await ProcStack.start({ redis: r.redis, services: ['api', 'worker'], env: { ...LOCKS, WORKER_MAX_STALLED_COUNT: '0', WORKER_CONCURRENCY: '2' } });
     const requests = Array.from({ length: 6 }, (_, i) => ({ prompt: `Q : item ${i} ? A :`, max_tokens: 1000 }));
     const sub = await httpJson(s.base, 'POST', '/v1/jobs', { requests });
-    const client2 = client;
+    const client2 = r.client;
     await waitFor(async () => ((await client2.llen(`${s!.env.QUEUE_PREFIX}:inference:active`)) > 0 ? true : undefined), 30_000, 'active jobs');
     await s.of('worker')[0].kill();
     await s.add('worker');
-    const batches = new BatchStore(client, new CatalogKeys());
+    const batches = new BatchStore(r.client, new CatalogKeys());
     const done = await waitFor(
       async () => {
         const b = await batches.get('default', sub.body.id);

@@ -4,31 +4,21 @@
  * a sustained autocannon run keeps the API's and the worker's memory bounded (peak RSS read from /proc).
  */
 import autocannon from 'autocannon';
-import type IORedis from 'ioredis';
 import { waitFor } from '../helpers/net';
-import { httpJson, ProcStack, RedisServer } from './procs';
+import { httpJson, ProcStack, suiteRedis } from './procs';
 
 describe('overload', () => {
-  let redis: RedisServer;
+  const r = suiteRedis();
   let s: ProcStack | undefined;
-  let client: IORedis;
-  beforeAll(async () => {
-    redis = await RedisServer.start();
-    client = redis.client();
-  });
   afterEach(async () => {
     await s?.close();
     s = undefined;
-    await client.flushall();
-  });
-  afterAll(async () => {
-    client?.disconnect();
-    await redis?.stop();
+    await r.client.flushall();
   });
 
   test('a full queue answers 429 with Retry-After and enqueues nothing; body and token limits answer 413/400', async () => {
-    s = await ProcStack.start({ redis, services: ['api'], env: { MAX_QUEUE_DEPTH: '40', MAX_BODY_BYTES: String(1024 * 1024) } });
-    const waiting = () => client.llen(`${s!.env.QUEUE_PREFIX}:inference:wait`);
+    s = await ProcStack.start({ redis: r.redis, services: ['api'], env: { MAX_QUEUE_DEPTH: '40', MAX_BODY_BYTES: String(1024 * 1024) } });
+    const waiting = () => r.client.llen(`${s!.env.QUEUE_PREFIX}:inference:wait`);
     const batch = (n: number) => ({ requests: Array.from({ length: n }, (_, i) => ({ prompt: `Q : item ${i} ? A :`, max_tokens: 2 })) });
     expect((await httpJson(s.base, 'POST', '/v1/jobs', batch(20))).status).toBe(202);
     expect((await httpJson(s.base, 'POST', '/v1/jobs', batch(20))).status).toBe(202);
@@ -76,7 +66,7 @@ describe('overload', () => {
 
   test('sustained load (autocannon, 12 s): bounded queue, only 2xx and 429, bounded memory', async () => {
     const cap = 200;
-    s = await ProcStack.start({ redis, services: [], env: { MAX_QUEUE_DEPTH: String(cap), LOG_LEVEL: 'warn' } });
+    s = await ProcStack.start({ redis: r.redis, services: [], env: { MAX_QUEUE_DEPTH: String(cap), LOG_LEVEL: 'warn' } });
     await Promise.all([s.add('api'), s.add('worker')]);
     const [api, worker] = [s.of('api')[0], s.of('worker')[0]];
     api.sampleRss(100);
@@ -84,7 +74,7 @@ describe('overload', () => {
     const rssBefore = { api: api.peakRssMb(), worker: worker.peakRssMb() };
     let maxWaiting = 0;
     const watch = setInterval(() => {
-      void client.llen(`${s!.env.QUEUE_PREFIX}:inference:wait`).then((n) => (maxWaiting = Math.max(maxWaiting, n)), () => undefined);
+      void r.client.llen(`${s!.env.QUEUE_PREFIX}:inference:wait`).then((n) => (maxWaiting = Math.max(maxWaiting, n)), () => undefined);
     }, 100);
     const json = { 'content-type': 'application/json' };
     const result = await autocannon({

@@ -84,6 +84,20 @@ export class RedisServer {
 export type ServiceName = 'api' | 'worker' | 'precompute';
 
 /** One service process; its stdout and stderr are captured whole. */
+/** A private redis-server for a describe block: started before its tests and stopped after them. */
+export function suiteRedis(): { redis: RedisServer; client: IORedis } {
+  const h = {} as { redis: RedisServer; client: IORedis };
+  beforeAll(async () => {
+    h.redis = await RedisServer.start();
+    h.client = h.redis.client();
+  });
+  afterAll(async () => {
+    h.client?.disconnect();
+    await h.redis?.stop();
+  });
+  return h;
+}
+
 export class Service {
   output = '';
   readonly proc: ChildProcess;
