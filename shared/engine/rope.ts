@@ -1,4 +1,4 @@
-import type { KVBlock, KVShape } from './kv';
+import type { KVBlock } from './kv';
 
 /**
  * RoPE delta rotation of cached keys (Hugging Face Llama's rotate_half convention: dimension i pairs with
@@ -103,36 +103,6 @@ export class Rope {
     return Math.fround(Math.fround(p) * this.invFreq[i]);
   }
 
-  /** cos/sin of the rotation that takes position `from` to position `to`, per frequency. */
-  delta(from: number, to: number, cos: Float64Array, sin: Float64Array): void {
-    for (let i = 0; i < this.half; i++) {
-      const d = this.angle(to, i) - this.angle(from, i);
-      cos[i] = Math.cos(d);
-      sin[i] = Math.sin(d);
-    }
-  }
-
-  /**
-   * Rotate one head-row of keys: src[srcOff .. srcOff+headDim) at position `from` into dst[dstOff ..) at `to`.
-   * cos/sin are scratch buffers of length headDim/2.
-   */
-  rotateRow(
-    src: Float32Array,
-    srcOff: number,
-    dst: Float32Array,
-    dstOff: number,
-    cos: Float64Array,
-    sin: Float64Array,
-  ): void {
-    const h = this.half;
-    for (let i = 0; i < h; i++) {
-      const x1 = src[srcOff + i];
-      const x2 = src[srcOff + i + h];
-      dst[dstOff + i] = x1 * cos[i] - x2 * sin[i];
-      dst[dstOff + i + h] = x2 * cos[i] + x1 * sin[i];
-    }
-  }
-
   /** A new block whose token t sits at positions[t]; values are shared with the source (blocks are immutable). */
   rotateBlock(block: KVBlock, positions: ArrayLike<number>): KVBlock {
     const { shape } = block;
@@ -160,8 +130,4 @@ export class Rope {
   shiftBlock(block: KVBlock, offset: number): KVBlock {
     return this.rotateBlock(block, Array.from(block.positions, (p) => p + offset));
   }
-}
-
-export function ropeFor(shape: KVShape, theta: number): Rope {
-  return new Rope(shape.headDim, theta);
 }

@@ -1,6 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { z } from 'zod';
-import { argmax, type Engine } from '../engine';
+import type { Engine } from '../engine';
 import { splitDocuments, splitFixed } from '../chunking';
 import { link, type LinkContext, type LinkInput, type LinkOptions, type LinkStats } from '../linking';
 
@@ -93,4 +93,3 @@ export function klDivergence(pLogits: Float32Array, qLogits: Float32Array): numb
   return Math.max(0, kl);
 }
 
-export { argmax };

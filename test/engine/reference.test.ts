@@ -1,14 +1,23 @@
+import { existsSync, readdirSync } from 'node:fs';
+import { join } from 'node:path';
 import { Engine } from '../../shared/engine';
-import { TINY, maxAbsDiff, range, readReference } from '../helpers/model';
+import { maxAbsDiff, range, readReference } from '../helpers/model';
 
-describe.each(['primitive', 'stock'] as const)('%s graph against the exporting framework', (graph) => {
+/** Every committed model, on both graphs, reproduces the reference its exporter (torch fp32) wrote beside it. */
+const MODELS = join(__dirname, '..', '..', 'models');
+const dirs = readdirSync(MODELS)
+  .map((d) => join(MODELS, d))
+  .filter((d) => existsSync(join(d, 'reference.json')));
+const cases = dirs.flatMap((dir) => (['primitive', 'stock'] as const).map((graph) => [dir.split('/').pop()!, graph, dir] as const));
+
+describe.each(cases)('%s, %s graph, against the exporting framework', (_name, graph, dir) => {
   let engine: Engine;
   beforeAll(async () => {
-    engine = await Engine.load(TINY, { graph });
+    engine = await Engine.load(dir, { graph });
   });
 
   test('logits and KV equal torch reference within 1e-4', async () => {
-    const ref = readReference(TINY, engine.shape.layers);
+    const ref = readReference(dir, engine.shape.layers);
     const n = ref.input_ids.length;
     const cache = engine.newCache(1, n);
     const { logits } = await engine.forward(cache, [{ tokens: ref.input_ids, positions: range(0, n) }], { logits: 'all' });
@@ -21,8 +30,12 @@ describe.each(['primitive', 'stock'] as const)('%s graph against the exporting f
   });
 
   test('tokenizer.json gives the ids the exporter gave', () => {
-    const ref = readReference(TINY, engine.shape.layers);
+    const ref = readReference(dir, engine.shape.layers);
     expect(engine.tokenizer.encode(ref.tokenizer_text)).toEqual(ref.tokenizer_ids);
     expect(engine.tokenizer.decode(ref.tokenizer_ids)).toContain('Lisbon');
   });
+});
+
+test('the test fixture is among the models checked', () => {
+  expect(dirs.map((d) => d.split('/').pop()).sort()).toEqual(expect.arrayContaining(['tiny-random']));
 });
