@@ -23,8 +23,8 @@ export async function precomputeChunk(engine: Engine, store: KVStore, job: Preco
   if (job.variant !== '') throw new Error(`unknown compile variant '${job.variant}'`);
   const t0 = performance.now();
   const key = chunkKey({ modelId: engine.id, tokens: job.tokens, tenantSalt: job.tenantSalt, variant: job.variant });
-  const before = store.stats().computes;
-  await store.getOrCompute(key, () => engine.compile(job.tokens, 0));
-  const source = store.stats().computes > before ? 'compiled' : 'cached';
+  const r = await store.lookupOrCompute(key, () => engine.compile(job.tokens, 0));
+  // 'compiled' by this call; anything else (a tier, or another call's compile) was already cached.
+  const source = r.source === 'compiled' ? 'compiled' : 'cached';
   return { key, tokens: job.tokens.length, source, ms: performance.now() - t0 };
 }
