@@ -35,7 +35,11 @@ const Env = z.object({
   KV_REDIS_PREFIX: z.string().min(1).default('epic:kv'),
   EXECUTION_PROVIDER: z.enum(['cpu', 'cuda']).default('cpu'),
   ORT_THREADS: z.coerce.number().int().min(0).default(0),
+  /** onnxruntime threads busy-wait between calls (faster calls, less CPU left for the rest of the machine). */
+  ORT_SPINNING: z.enum(['0', '1']).default('0').transform((v) => v === '1'),
   WORKER_CONCURRENCY: z.coerce.number().int().min(1).default(32),
+  /** Most requests with different contexts the worker links and decodes in one batch (1: no cross-request batches). */
+  WORKER_MAX_BATCH: z.coerce.number().int().min(1).default(16),
   /**
    * BullMQ job locks (defaults are BullMQ's): a killed worker's jobs are re-run once their lock expired
    * (lockDuration) and a stall check ran (stalledInterval); a job stalled more than maxStalledCount times fails.

@@ -5,6 +5,7 @@ import type { BatchStore, CatalogKeys, DocumentStore, FileStore } from '../../sh
 import type { ModelConfig, TextTokenizer } from '../../shared/engine';
 import type { KVStore } from '../../shared/kvstore';
 import type { ErrorMetrics } from '../../shared/metrics/metrics';
+import type { Replies } from './replies';
 
 /** Everything the API's routes use, built once in main.ts (or by a test). */
 export interface ApiDeps {
@@ -17,6 +18,8 @@ export interface ApiDeps {
   redis: IORedis;
   /** A subscriber connection for streamed tokens. */
   subscriber: IORedis;
+  /** Results pushed by workers for this process's interactive requests (absent: BullMQ's completion events only). */
+  replies?: Replies;
   keys: CatalogKeys;
   documents: DocumentStore;
   batches: BatchStore;

@@ -14,6 +14,7 @@ import { defaultJobOptions } from '../../shared/queue/options';
 import { createApp } from './app';
 import { parseApiKeys } from './auth';
 import { answerClientError } from './errors';
+import { Replies } from './replies';
 
 async function main() {
   const cfg = loadServiceConfig();
@@ -33,6 +34,7 @@ async function main() {
   inferenceEvents.on('error', (e) => log.warn({ err: e.message }, 'queue events error'));
   const kv = await KVStore.open({ modelId: model.id, memory: false, disk: false, redis: { url: cfg.KV_REDIS_URL, prefix: cfg.KV_REDIS_PREFIX }, lease: false });
   const keys = new CatalogKeys();
+  const replies = await Replies.open(subscriber, (id) => keys.reply(id));
   const registry = createRegistry('api');
   createQueueMetrics(registry, [inference, precompute]);
   const errors = createErrorMetrics(registry, 'api');
@@ -44,6 +46,7 @@ async function main() {
     inferenceEvents,
     redis,
     subscriber,
+    replies,
     keys,
     documents: new DocumentStore(redis, keys),
     batches: new BatchStore(redis, keys),
@@ -67,7 +70,7 @@ async function main() {
     log,
     close: async () => {
       server.close();
-      await Promise.allSettled([inferenceEvents.close(), inference.close(), precompute.close(), kv.close()]);
+      await Promise.allSettled([replies.close(), inferenceEvents.close(), inference.close(), precompute.close(), kv.close()]);
       redis.disconnect();
       subscriber.disconnect();
     },

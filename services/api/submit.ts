@@ -18,12 +18,23 @@ export async function checkCapacity(d: ApiDeps, adding: number): Promise<void> {
   }
 }
 
-/** Enqueue one request and wait for its result. */
-export async function runOne(d: ApiDeps, tenant: string, request: ServeRequest): Promise<ServeResult> {
-  await checkCapacity(d, 1);
-  const job: Job = await d.inference.add('request', { tenant, request, stream: false } satisfies InferenceJob, { jobId: request.id });
-  const r = (await job.waitUntilFinished(d.inferenceEvents, d.requestTimeoutMs)) as ServeResult;
-  return r;
+/**
+ * Enqueue one request and wait for its result: the worker's reply on this process's channel, or BullMQ's completion
+ * event, whichever comes first (the second covers failures no worker reports, such as a job stalled past the limit).
+ */
+export async function runOne(d: ApiDeps, tenant: string, request: ServeRequest, capacityChecked = false): Promise<ServeResult> {
+  if (!capacityChecked) await checkCapacity(d, 1);
+  const reply = d.replies?.wait(request.id);
+  try {
+    const job: Job = await d.inference.add('request', { tenant, request, stream: false, replyTo: d.replies?.channel } satisfies InferenceJob, { jobId: request.id });
+    const finished = job.waitUntilFinished(d.inferenceEvents, d.requestTimeoutMs) as Promise<ServeResult>;
+    if (!reply) return await finished;
+    finished.catch(() => undefined); // the loser of the race must not surface as an unhandled rejection
+    reply.promise.catch(() => undefined);
+    return await Promise.race([reply.promise, finished]);
+  } finally {
+    reply?.cancel();
+  }
 }
 
 /**

@@ -17,7 +17,7 @@ import { openPrefixStore, openStore } from '../../shared/serving/store';
 async function main() {
   const cfg = loadServiceConfig();
   const log = createLogger('worker', cfg.LOG_LEVEL);
-  const engine = await Engine.load(cfg.MODEL_DIR, { executionProvider: cfg.EXECUTION_PROVIDER, intraOpThreads: cfg.ORT_THREADS });
+  const engine = await Engine.load(cfg.MODEL_DIR, { executionProvider: cfg.EXECUTION_PROVIDER, intraOpThreads: cfg.ORT_THREADS, spinning: cfg.ORT_SPINNING });
   const store = await openStore(cfg, engine);
   const prefixStore = await openPrefixStore(cfg, engine);
   log.info({ model: engine.id, graph: engine.graphKind, provider: cfg.EXECUTION_PROVIDER }, 'engine loaded');
@@ -29,6 +29,7 @@ async function main() {
   const redis = workerConnection(cfg.REDIS_URL);
   const batches = new BatchStore(redis);
   const scheduler = new Scheduler(linkContextFactory(engine, store, prefixStore), {
+    maxBatch: cfg.WORKER_MAX_BATCH,
     onGroup: (size, ms) => log.debug({ size, ms: Math.round(ms) }, 'group served'),
   });
   const worker = new Worker(

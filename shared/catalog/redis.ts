@@ -34,6 +34,10 @@ export class CatalogKeys {
   stream(requestId: string) {
     return `${this.prefix}:stream:${requestId}`;
   }
+  /** Where workers publish finished results for one API process (its interactive requests). */
+  reply(instanceId: string) {
+    return `${this.prefix}:reply:${instanceId}`;
+  }
 }
 
 export type Redis = IORedis;

@@ -8,6 +8,11 @@ export type ExecutionProvider = 'cpu' | 'cuda';
 export interface SessionOptions {
   executionProvider?: ExecutionProvider;
   intraOpThreads?: number;
+  /**
+   * Let onnxruntime's intra-op threads busy-wait between calls (its default). Off by default here: on a few shared
+   * cores the spinning threads take CPU from the API, Redis and the event loop of the same machine.
+   */
+  spinning?: boolean;
 }
 
 /** Which of the two graph contracts a session implements (see tools/model/export.py). */
@@ -48,6 +53,8 @@ export async function openSession(file: string, opts: SessionOptions = {}): Prom
       graphOptimizationLevel: 'all',
       intraOpNumThreads: opts.intraOpThreads ?? 0,
       logSeverityLevel: 3,
+      // Config keys of onnxruntime_session_options_config_keys.h (session.intra_op.allow_spinning ...).
+      extra: { session: { intra_op: { allow_spinning: opts.spinning ? '1' : '0' }, inter_op: { allow_spinning: opts.spinning ? '1' : '0' } } },
     });
   } catch (e) {
     const msg = (e as Error).message.split('\n')[0];

@@ -1,8 +1,8 @@
-import { ContextLengthError, LayeredModel, type Engine, type KVCache } from '../engine';
+import { ContextLengthError, LayeredModel, type Engine, type KVCache, type RowInput } from '../engine';
 import { linkCacheBlend } from './cacheblend';
 import { LinkInputError } from './errors';
 import { layout, range } from './layout';
-import { linkPic } from './pic';
+import { linkPic, picRow } from './pic';
 import { linkPrefix } from './prefix';
 import { LINK_DEFAULTS, LINK_MODES, type BlockStore, type ChunkSource, type LinkInput, type LinkOptions, type LinkStats } from './types';
 
@@ -118,5 +118,71 @@ export async function link(ctx: LinkContext, input: LinkInput, o: LinkOptions, m
       ttftMs,
       fetchMs,
     },
+  };
+}
+
+/** Modes `linkBatch` can serve: position-independent linking with the one-pass path. */
+export function batchable(engine: Engine, o: LinkOptions): boolean {
+  return engine.graphKind === 'primitive' && (o.mode === 'naive' || o.mode === 'attnlink' || o.mode === 'attnlink0') && (o.path ?? 'one-pass') === 'one-pass';
+}
+
+export interface BatchItem {
+  input: LinkInput;
+  options: LinkOptions;
+  maxNewTokens: number;
+}
+
+export interface LinkedBatch {
+  /** One row per item. */
+  cache: KVCache;
+  logits: Float32Array[];
+  stats: LinkStats[];
+}
+
+/**
+ * Link several requests with different contexts at once: each into its own row of one cache, every row's link tokens
+ * and question computed in one forward call (continuous batching across requests, as vLLM batches prefills). Only
+ * for `batchable` modes; each row gives what `link` gives for it alone.
+ */
+export async function linkBatch(ctx: LinkContext, items: BatchItem[]): Promise<LinkedBatch> {
+  const { engine } = ctx;
+  if (!items.length) throw new LinkInputError('linkBatch needs at least one request');
+  for (const it of items) {
+    validateLink(engine, it.input, it.options, it.maxNewTokens);
+    if (!batchable(engine, it.options)) throw new LinkInputError(`mode ${modeLabel(it.options)} cannot be linked in a batch`);
+  }
+  const t0 = performance.now();
+  const lays = items.map((it) => layout(it.input));
+  const cache = engine.newCache(items.length, Math.max(...lays.map((l, i) => l.total + items[i].maxNewTokens)));
+  const f0 = performance.now();
+  const blocks = await Promise.all(
+    items.map((it) => {
+      const variant = it.options.mode === 'attnlink0' ? { kind: 'sink' as const, sinkTokens: it.options.sinkTokens ?? LINK_DEFAULTS.sinkTokens } : { kind: 'plain' as const };
+      return Promise.all(it.input.chunks.map((c) => ctx.source.chunk(c, variant)));
+    }),
+  );
+  const fetchMs = performance.now() - f0;
+  const rows: RowInput[] = [];
+  const computed: number[] = [];
+  items.forEach((it, b) => {
+    const k = it.options.mode === 'attnlink' ? (it.options.k ?? LINK_DEFAULTS.k) : 0;
+    const ks = it.input.chunks.map((c) => Math.min(k, c.length));
+    rows.push(picRow(engine, cache, b, it.input, lays[b], blocks[b], ks));
+    computed.push(lays[b].prefixLen + ks.reduce((a, x) => a + x, 0) + it.input.question.length);
+  });
+  const { logits } = await engine.forward(cache, rows);
+  const ttftMs = performance.now() - t0;
+  return {
+    cache,
+    logits,
+    stats: items.map((it, b) => ({
+      mode: modeLabel(it.options),
+      promptTokens: lays[b].total,
+      computedTokens: computed[b],
+      reusedTokens: lays[b].total - computed[b],
+      computedFraction: computed[b] / lays[b].total,
+      ttftMs,
+      fetchMs,
+    })),
   };
 }

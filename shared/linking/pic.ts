@@ -1,4 +1,4 @@
-import { sliceBlock, type Engine, type KVCache } from '../engine';
+import { sliceBlock, type Engine, type KVBlock, type KVCache, type RowInput } from '../engine';
 import { range, type Layout } from './layout';
 import type { ChunkSource, CompileVariant, LinkInput } from './types';
 
@@ -50,26 +50,38 @@ export async function linkPic(engine: Engine, source: ChunkSource, input: LinkIn
   }
 
   // one-pass
-  const prefixSlots = lay.prefixLen ? range(cache.reserve(0, lay.prefixLen), lay.prefixLen) : [];
+  const row = picRow(engine, cache, 0, input, lay, blocks, ks);
+  const { logits } = await engine.forward(cache, [row]);
+  return { logits: logits[0], computed, fetchMs };
+}
+
+/**
+ * One-pass placement of one request into row `row` of a cache: every chunk placed whole (keys re-rotated), the first
+ * `ks[i]` slots of chunk i marked stale; returns the row's input (prefix, link tokens, question) for one forward
+ * call. Rows of different requests can go into the same call (serving's cross-request batches).
+ */
+export function picRow(engine: Engine, cache: KVCache, row: number, input: LinkInput, lay: Layout, blocks: KVBlock[], ks: number[]): RowInput & { slots: number[] } {
+  const { rope } = engine;
+  const prefixSlots = lay.prefixLen ? range(cache.reserve(row, lay.prefixLen), lay.prefixLen) : [];
   const tokens: number[] = [...input.prefix];
   const positions: number[] = range(0, lay.prefixLen);
   const slots: number[] = [...prefixSlots];
+  const valid = cache.rowSlots(row).valid;
   for (let i = 0; i < blocks.length; i++) {
     const off = lay.chunkOffsets[i];
-    const first = cache.place(0, blocks[i], range(off, blocks[i].length), rope);
+    const first = cache.place(row, blocks[i], range(off, blocks[i].length), rope);
     for (let t = 0; t < ks[i]; t++) {
-      cache.slotValid[first + t] = 0; // stale: recomputed in this call
+      valid[first + t] = 0; // stale: recomputed in this call
       tokens.push(input.chunks[i][t]);
       positions.push(off + t);
       slots.push(first + t);
     }
   }
-  const qStart = cache.reserve(0, input.question.length);
+  const qStart = cache.reserve(row, input.question.length);
   for (let t = 0; t < input.question.length; t++) {
     tokens.push(input.question[t]);
     positions.push(lay.questionOffset + t);
     slots.push(qStart + t);
   }
-  const { logits } = await engine.forward(cache, [{ tokens, positions, slots }]);
-  return { logits: logits[0], computed, fetchMs };
+  return { tokens, positions, slots };
 }

@@ -14,10 +14,19 @@ export const InferenceJob = z.object({
   batchId: z.string().optional(),
   index: z.number().int().nonnegative().optional(),
   stream: z.boolean().default(false),
+  /** A channel to publish the result (or the last attempt's error) on as soon as it is known: see services/api/replies.ts. */
+  replyTo: z.string().optional(),
 });
 export type InferenceJob = z.input<typeof InferenceJob>;
 
 /** Job id of a batch's request: idempotent, so a re-submitted request is not run twice. */
 export function batchJobId(batchId: string, index: number): string {
   return `${batchId}-${index}`;
+}
+
+/** What a worker publishes on a job's `replyTo` channel. */
+export interface Reply {
+  id: string;
+  result?: import('../serving/request').ServeResult;
+  error?: string;
 }

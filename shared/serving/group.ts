@@ -1,6 +1,5 @@
-import type { Engine } from '../engine';
 import { link, type LinkContext } from '../linking';
-import { applyStop } from './stop';
+import { finish } from './result';
 import { linkOptions, type ServeRequest, type ServeResult } from './request';
 
 /**
@@ -88,28 +87,4 @@ export async function serveGroup(
       decodeMs,
     });
   });
-}
-
-function finish(
-  engine: Engine,
-  r: ServeRequest,
-  tokens: number[],
-  why: 'stop' | 'length',
-  m: { prompt: number; cached: number; computed: number; mode: string; group: number; ttft: number; decodeMs: number },
-): ServeResult {
-  const { text, stopped } = applyStop(engine.tokenizer.decode(tokens), r.stop);
-  return {
-    id: r.id,
-    text,
-    tokens,
-    finishReason: stopped || why === 'stop' ? 'stop' : 'length',
-    promptTokens: m.prompt,
-    cachedTokens: m.cached,
-    computedTokens: m.computed,
-    mode: m.mode,
-    groupSize: m.group,
-    ttftMs: m.ttft,
-    prefillMs: m.ttft,
-    decodeMs: m.decodeMs,
-  };
 }

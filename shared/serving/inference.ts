@@ -3,7 +3,7 @@ import type IORedis from 'ioredis';
 import type { BatchStore, CatalogKeys } from '../catalog';
 import type { TextTokenizer } from '../engine';
 import type { ErrorMetrics, ServingMetrics } from '../metrics/metrics';
-import { InferenceJob } from '../queue/contracts';
+import { InferenceJob, type Reply } from '../queue/contracts';
 import type { ServeResult } from './request';
 import type { Scheduler } from './scheduler';
 
@@ -55,8 +55,11 @@ export function inferenceProcessor(d: InferenceDeps) {
     const queueSeconds = job.processedOn && job.timestamp ? Math.max(0, (job.processedOn - job.timestamp) / 1000) : undefined;
     const sched = d.scheduler.stats();
     d.metrics?.requestsWaiting.set(sched.waiting + 1);
+    const reply = (r: Omit<Reply, 'id'>) => (data.replyTo ? d.publisher.publish(data.replyTo, JSON.stringify({ id: data.request.id, ...r } satisfies Reply)) : undefined);
     try {
       const result = await d.scheduler.submit(data.request, onToken);
+      // The waiting client first: completing the job in BullMQ (and its event) follows.
+      void reply({ result })?.catch(() => undefined);
       d.metrics?.record({
         mode: result.mode,
         status: 'ok',
@@ -80,6 +83,8 @@ export function inferenceProcessor(d: InferenceDeps) {
     } catch (e) {
       d.metrics?.record({ mode: data.request.mode.mode, status: 'error' });
       d.errors?.count('engine');
+      // Only the last attempt answers the client; earlier ones are retried.
+      if (job.attemptsMade + 1 >= (job.opts.attempts ?? 1)) void reply({ error: (e as Error).message })?.catch(() => undefined);
       if (data.stream) await d.publisher.publish(channel, JSON.stringify({ done: true, error: (e as Error).message } satisfies StreamEvent));
       throw e;
     }

@@ -40,6 +40,8 @@ export interface ServeResult {
   mode: string;
   /** Requests that shared this request's linked context. */
   groupSize: number;
+  /** Requests computed in the same forward calls (a shared-context group, or a batch of different contexts). */
+  batchSize: number;
   ttftMs: number;
   prefillMs: number;
   decodeMs: number;

@@ -1,4 +1,5 @@
 import type { LinkContext } from '../linking';
+import { canBatch, serveBatch } from './batch';
 import { serveGroup } from './group';
 import { groupKey, type ServeRequest, type ServeResult } from './request';
 
@@ -21,7 +22,9 @@ export interface SchedulerStats {
 /**
  * Continuous micro-batching: requests that arrive while a group is being served wait; the next round takes every
  * waiting request, groups them by shared context (same chunks, mode and tenant), and serves each group with one link
- * and one batched decode. Model work runs one group at a time (onnxruntime uses every core for one call).
+ * and one batched decode. Requests left alone in their group are batched across contexts when their mode allows
+ * (one row each, see serveBatch). Model work runs one group or batch at a time (onnxruntime uses every core for one
+ * call).
  */
 export class Scheduler {
   private queue: Pending[] = [];
@@ -30,7 +33,12 @@ export class Scheduler {
 
   constructor(
     private readonly ctxFor: (tenantSalt: string) => LinkContext,
-    private readonly opts: { maxGroup?: number; onGroup?: (size: number, ms: number) => void } = {},
+    private readonly opts: {
+      maxGroup?: number;
+      /** Most requests with different contexts linked and decoded in one batch (default 16; 1 turns batching off). */
+      maxBatch?: number;
+      onGroup?: (size: number, ms: number) => void;
+    } = {},
   ) {}
 
   /** Queue a request; `onToken` sees each generated token as it is chosen (streaming). */
@@ -60,9 +68,23 @@ export class Scheduler {
           g.push(p);
           groups.set(k, g);
         }
+        // Requests alone in their group whose mode links in one call are served together, a row each.
+        const batches = new Map<string, Pending[]>();
+        for (const [k, g] of groups) {
+          const r = g[0].req;
+          if (g.length === 1 && (this.opts.maxBatch ?? 16) > 1 && canBatch(this.ctxFor(r.tenantSalt), r)) {
+            const bk = `${r.tenantSalt}\0${r.ignoreEos ? 1 : 0}`;
+            batches.set(bk, [...(batches.get(bk) ?? []), g[0]]);
+            groups.delete(k);
+          }
+        }
+        for (const b of batches.values()) {
+          const max = this.opts.maxBatch ?? 16;
+          for (let i = 0; i < b.length; i += max) await this.run(b.slice(i, i + max), b.length > 1 ? 'batch' : 'group');
+        }
         for (const g of groups.values()) {
           const max = this.opts.maxGroup ?? 64;
-          for (let i = 0; i < g.length; i += max) await this.run(g.slice(i, i + max));
+          for (let i = 0; i < g.length; i += max) await this.run(g.slice(i, i + max), 'group');
         }
       }
     } finally {
@@ -70,11 +92,12 @@ export class Scheduler {
     }
   }
 
-  private async run(group: Pending[]): Promise<void> {
+  private async run(group: Pending[], how: 'group' | 'batch'): Promise<void> {
     const t0 = performance.now();
     this.s.running = group.length;
     try {
-      const results = await serveGroup(
+      const serve = how === 'batch' && group.length > 1 ? serveBatch : serveGroup;
+      const results = await serve(
         this.ctxFor(group[0].req.tenantSalt),
         group.map((p) => p.req),
         (i, t) => group[i].onToken?.(t),
@@ -84,7 +107,7 @@ export class Scheduler {
       if (group.length === 1) group[0].reject(e);
       else {
         // One bad request must not fail its neighbours: retry them one by one.
-        for (const p of group) await this.run([p]);
+        for (const p of group) await this.run([p], 'group');
         return;
       }
     } finally {

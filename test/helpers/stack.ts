@@ -13,6 +13,7 @@ import { defaultJobOptions } from '../../shared/queue/options';
 import { linkContextFactory } from '../../shared/serving/context';
 import { inferenceProcessor, recordFailure } from '../../shared/serving/inference';
 import { PrecomputeJob, precomputeChunk } from '../../shared/serving/precompute';
+import { Replies } from '../../services/api/replies';
 import { Scheduler } from '../../shared/serving/scheduler';
 import { createApp } from '../../services/api/app';
 import type { ApiDeps } from '../../services/api/deps';
@@ -60,6 +61,8 @@ export async function startStack(modelDir: string, opts: { apiKeys?: Map<string,
   const inferenceEvents = new QueueEvents(QUEUES.inference, { connection: conn(), prefix });
   await inferenceEvents.waitUntilReady();
   const batches = new BatchStore(redis, keys);
+  const subscriber = conn();
+  const replies = await Replies.open(subscriber, (id) => keys.reply(id));
   const deps: ApiDeps = {
     model: engine.config,
     tokenizer: engine.tokenizer,
@@ -67,7 +70,8 @@ export async function startStack(modelDir: string, opts: { apiKeys?: Map<string,
     precompute,
     inferenceEvents,
     redis,
-    subscriber: conn(),
+    subscriber,
+    replies,
     keys,
     documents: new DocumentStore(redis, keys),
     batches,
@@ -105,6 +109,7 @@ export async function startStack(modelDir: string, opts: { apiKeys?: Map<string,
       server.close();
       await worker.close();
       await pworker.close();
+      await replies.close();
       await inferenceEvents.close();
       await inference.obliterate({ force: true }).catch(() => undefined);
       await precompute.obliterate({ force: true }).catch(() => undefined);

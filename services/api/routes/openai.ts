@@ -105,13 +105,15 @@ async function serve(d: ApiDeps, req: Request, res: Response, kind: 'completion'
   }
   const text = 'prompt' in body ? [body.prompt].flat()[0] : chatText(body.messages);
   const id = newId(kind === 'completion' ? 'cmpl-' : 'chatcmpl-');
-  const [request] = await resolveAll(d, req.tenant, [toSpec(body, text)], () => id, () => 'body');
   if (!body.stream) {
-    const r = await runOne(d, req.tenant, request);
+    // Resolving the documents and checking the queue's room are independent round trips: run them together.
+    const [[request]] = await Promise.all([resolveAll(d, req.tenant, [toSpec(body, text)], () => id, () => 'body'), checkCapacity(d, 1)]);
+    const r = await runOne(d, req.tenant, request, true);
     // What the worker spent on it (link + prefill, decode): the rest of the latency is queue and API.
     res.set('Server-Timing', `prefill;dur=${r.prefillMs.toFixed(3)}, decode;dur=${r.decodeMs.toFixed(3)}`);
     return void res.json(kind === 'completion' ? completionObject(id, d.model.id, r) : chatObject(id, d.model.id, r));
   }
+  const [request] = await resolveAll(d, req.tenant, [toSpec(body, text)], () => id, () => 'body');
   const created = Math.floor(Date.now() / 1000);
   const chunk = (delta: string | null, finish: string | null, extra: object = {}) =>
     kind === 'completion'

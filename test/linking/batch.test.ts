@@ -1,0 +1,77 @@
+import { Engine, argmax } from '../../shared/engine';
+import { compileSource, link, linkBatch, LinkInputError, type LinkInput, type LinkOptions } from '../../shared/linking';
+import { Scheduler } from '../../shared/serving/scheduler';
+import { serveGroup } from '../../shared/serving/group';
+import type { ServeRequest } from '../../shared/serving/request';
+import { TINY, maxAbsDiff, randomTokens } from '../helpers/model';
+
+describe('cross-request batches (different contexts, one forward call)', () => {
+  let engine: Engine;
+  let inputs: LinkInput[];
+  const ctx = () => ({ engine, source: compileSource(engine) });
+  beforeAll(async () => {
+    engine = await Engine.load(TINY);
+    const V = engine.config.vocabSize;
+    const bos = engine.config.bosTokenId;
+    const a = randomTokens(40, 1, 5, V);
+    const b = randomTokens(25, 2, 5, V);
+    const c = randomTokens(33, 3, 5, V);
+    inputs = [
+      { prefix: [bos], chunks: [a, b, c], question: randomTokens(7, 4, 5, V) },
+      { prefix: [bos], chunks: [c, a], question: randomTokens(3, 5, 5, V) },
+      { prefix: [bos], chunks: [b], question: randomTokens(11, 6, 5, V) },
+    ];
+  });
+
+  test('each row of linkBatch equals linking that request alone (mixed modes and k)', async () => {
+    const opts: LinkOptions[] = [{ mode: 'attnlink', k: 16 }, { mode: 'naive' }, { mode: 'attnlink0' }];
+    const batch = await linkBatch(ctx(), inputs.map((input, i) => ({ input, options: opts[i], maxNewTokens: 4 })));
+    for (let i = 0; i < inputs.length; i++) {
+      const alone = await link(ctx(), inputs[i], opts[i], 4);
+      expect(maxAbsDiff(batch.logits[i], alone.logits)).toBeLessThan(1e-4);
+      expect(batch.stats[i].computedTokens).toBe(alone.stats.computedTokens);
+      expect(batch.stats[i].promptTokens).toBe(alone.stats.promptTokens);
+    }
+  });
+
+  test('modes that cannot share a forward call are refused by linkBatch', async () => {
+    await expect(linkBatch(ctx(), [{ input: inputs[0], options: { mode: 'full' }, maxNewTokens: 1 }])).rejects.toThrow(LinkInputError);
+    await expect(linkBatch(ctx(), [])).rejects.toThrow(LinkInputError);
+  });
+
+  test('the scheduler batches lone requests and every answer equals serving it alone', async () => {
+    const reqs: ServeRequest[] = inputs.map((inp, i) => ({
+      id: `r${i}`,
+      tenantSalt: '',
+      chunks: inp.chunks,
+      question: inp.question,
+      maxTokens: 5 + i,
+      mode: { mode: 'attnlink', k: 4 },
+      ignoreEos: true,
+    }));
+    const sizes: number[] = [];
+    const sched = new Scheduler(() => ctx(), { onGroup: (n) => sizes.push(n) });
+    const got = await Promise.all(reqs.map((r) => sched.submit(r)));
+    expect(sizes).toEqual([3]); // one batch of three different contexts
+    for (let i = 0; i < reqs.length; i++) {
+      const [alone] = await serveGroup(ctx(), [reqs[i]]);
+      expect(got[i].tokens).toEqual(alone.tokens);
+      expect(got[i].tokens).toHaveLength(5 + i);
+      expect(got[i].batchSize).toBe(3);
+      expect(got[i].computedTokens).toBe(alone.computedTokens);
+      expect(got[i].cachedTokens).toBe(alone.cachedTokens);
+    }
+    // The first token is the argmax of the linked logits, as for link alone.
+    const l = await link(ctx(), inputs[0], { mode: 'attnlink', k: 4 }, 5);
+    expect(got[0].tokens[0]).toBe(argmax(l.logits));
+  });
+
+  test('maxBatch 1 turns batching off', async () => {
+    const sizes: number[] = [];
+    const sched = new Scheduler(() => ctx(), { maxBatch: 1, onGroup: (n) => sizes.push(n) });
+    await Promise.all(
+      inputs.map((inp, i) => sched.submit({ id: `s${i}`, tenantSalt: '', chunks: inp.chunks, question: inp.question, maxTokens: 2, mode: { mode: 'naive' } })),
+    );
+    expect(sizes).toEqual([1, 1, 1]);
+  });
+});
