@@ -92,6 +92,9 @@ export function registerProcessMetrics(registry: Registry): void {
 // ——— serving ———
 
 /** What one request did; every field but mode and status is optional (a rejected request has no timings). */
+/** Requests served together (powers of two up to the scheduler's largest group). */
+export const BATCH_BUCKETS = [1, 2, 4, 8, 16, 32, 64];
+
 export interface RequestRecord {
   /** Link mode or mode label (`attnlink-16` is fine); normalised by boundedMode. */
   mode: string | undefined;
@@ -112,10 +115,13 @@ export interface RequestRecord {
   cachedTokens?: number;
   /** Prompt tokens run through the model (full: all; attnlink: k per chunk + question). */
   recomputedTokens?: number;
+  /** Requests computed in the same forward calls as this one (a shared-context group or a batch of contexts). */
+  batchSize?: number;
 }
 
 export interface ServingMetrics {
   ttft: Histogram<'mode'>;
+  batchSize: Histogram<'mode'>;
   e2eLatency: Histogram<'mode'>;
   queueTime: Histogram;
   prefillTime: Histogram<'mode'>;
@@ -149,6 +155,7 @@ export function createServingMetrics(registry: Registry): ServingMetrics {
 
   const m = {
     ttft: hist('time_to_first_token_seconds', 'Time to first token in seconds, by link mode.', TTFT_BUCKETS),
+    batchSize: hist('batch_size_requests', 'Requests computed in the same forward calls as a request (shared-context group or batch of contexts), by link mode.', BATCH_BUCKETS),
     e2eLatency: hist('e2e_request_latency_seconds', 'End-to-end request latency in seconds, by link mode.', REQUEST_LATENCY_BUCKETS),
     queueTime: new Histogram({
       name: METRIC_PREFIX + 'request_queue_time_seconds',
@@ -194,6 +201,7 @@ export function createServingMetrics(registry: Registry): ServingMetrics {
       obs(m.prefillTime, mode, r.prefillSeconds);
       obs(m.decodeTime, mode, r.decodeSeconds);
       obs(m.e2eLatency, mode, r.e2eSeconds);
+      obs(m.batchSize, mode, r.batchSize);
       if (r.decodeSeconds !== undefined && r.generationTokens !== undefined && r.generationTokens > 1) {
         obs(m.timePerOutputToken, mode, r.decodeSeconds / (r.generationTokens - 1));
       }

@@ -73,6 +73,7 @@ export function inferenceProcessor(d: InferenceDeps) {
         generationTokens: result.tokens.length,
         cachedTokens: result.cachedTokens,
         recomputedTokens: result.computedTokens,
+        batchSize: result.batchSize,
       });
       const after = d.scheduler.stats();
       d.metrics?.requestsWaiting.set(after.waiting);

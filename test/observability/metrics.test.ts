@@ -52,6 +52,7 @@ describe('serving metrics', () => {
     const snap = await snapshot(registry);
     const expected: Record<string, string> = {
       epic_time_to_first_token_seconds: 'histogram',
+      epic_batch_size_requests: 'histogram',
       epic_e2e_request_latency_seconds: 'histogram',
       epic_request_queue_time_seconds: 'histogram',
       epic_request_prefill_time_seconds: 'histogram',
@@ -398,7 +399,8 @@ describe('the whole registry', () => {
       expect(name).toMatch(/^epic_[a-z0-9_]+$/);
       if (m.type === 'counter') expect(name).toMatch(/_total$/);
       else expect(name).not.toMatch(/_total$/);
-      if (m.type === 'histogram') expect(name).toMatch(/_seconds$/);
+      // histograms carry their unit: seconds, or a count of requests or tokens
+      if (m.type === 'histogram') expect(name).toMatch(/_(seconds|requests|tokens)$/);
       for (const r of m.values) for (const k of Object.keys(r.labels)) expect([name, k, allowed.has(k)]).toEqual([name, k, true]);
     }
     // the process metrics come from createRegistry, under the same prefix and with the service label
