@@ -40,6 +40,8 @@ const Env = z.object({
   WORKER_CONCURRENCY: z.coerce.number().int().min(1).default(32),
   /** Most requests with different contexts the worker links and decodes in one batch (1: no cross-request batches). */
   WORKER_MAX_BATCH: z.coerce.number().int().min(1).default(16),
+  /** Most KV slots (rows × longest row) in one such batch. */
+  WORKER_BATCH_TOKENS: z.coerce.number().int().min(1).default(32768),
   /**
    * BullMQ job locks (defaults are BullMQ's): a killed worker's jobs are re-run once their lock expired
    * (lockDuration) and a stall check ran (stalledInterval); a job stalled more than maxStalledCount times fails.

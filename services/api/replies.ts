@@ -20,6 +20,7 @@ export class Replies {
     } catch {
       return;
     }
+    if (!r || typeof r !== 'object' || typeof r.id !== 'string') return;
     const w = this.waiting.get(r.id);
     if (!w) return;
     this.waiting.delete(r.id);
@@ -45,6 +46,8 @@ export class Replies {
   /** A promise for request `id`'s reply; call before enqueueing. `cancel` forgets it. */
   wait(id: string): { promise: Promise<ServeResult>; cancel: () => void } {
     const promise = new Promise<ServeResult>((resolve, reject) => this.waiting.set(id, { resolve, reject }));
+    // An error reply can arrive before the caller awaits (even before its enqueue returns): never unhandled.
+    promise.catch(() => undefined);
     return { promise, cancel: () => this.waiting.delete(id) };
   }
 

@@ -30,7 +30,6 @@ export async function runOne(d: ApiDeps, tenant: string, request: ServeRequest, 
     const finished = job.waitUntilFinished(d.inferenceEvents, d.requestTimeoutMs) as Promise<ServeResult>;
     if (!reply) return await finished;
     finished.catch(() => undefined); // the loser of the race must not surface as an unhandled rejection
-    reply.promise.catch(() => undefined);
     return await Promise.race([reply.promise, finished]);
   } finally {
     reply?.cancel();

@@ -30,6 +30,7 @@ async function main() {
   const batches = new BatchStore(redis);
   const scheduler = new Scheduler(linkContextFactory(engine, store, prefixStore), {
     maxBatch: cfg.WORKER_MAX_BATCH,
+    maxBatchTokens: cfg.WORKER_BATCH_TOKENS,
     onGroup: (size, ms) => log.debug({ size, ms: Math.round(ms) }, 'group served'),
   });
   const worker = new Worker(

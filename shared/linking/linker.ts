@@ -153,7 +153,6 @@ export async function linkBatch(ctx: LinkContext, items: BatchItem[]): Promise<L
   }
   const t0 = performance.now();
   const lays = items.map((it) => layout(it.input));
-  const cache = engine.newCache(items.length, Math.max(...lays.map((l, i) => l.total + items[i].maxNewTokens)));
   const f0 = performance.now();
   const blocks = await Promise.all(
     items.map((it) => {
@@ -162,15 +161,22 @@ export async function linkBatch(ctx: LinkContext, items: BatchItem[]): Promise<L
     }),
   );
   const fetchMs = performance.now() - f0;
+  const cache = engine.newCache(items.length, Math.max(...lays.map((l, i) => l.total + items[i].maxNewTokens)));
   const rows: RowInput[] = [];
   const computed: number[] = [];
-  items.forEach((it, b) => {
-    const k = it.options.mode === 'attnlink' ? (it.options.k ?? LINK_DEFAULTS.k) : 0;
-    const ks = it.input.chunks.map((c) => Math.min(k, c.length));
-    rows.push(picRow(engine, cache, b, it.input, lays[b], blocks[b], ks));
-    computed.push(lays[b].prefixLen + ks.reduce((a, x) => a + x, 0) + it.input.question.length);
-  });
-  const { logits } = await engine.forward(cache, rows);
+  let logits: Float32Array[];
+  try {
+    items.forEach((it, b) => {
+      const k = it.options.mode === 'attnlink' ? (it.options.k ?? LINK_DEFAULTS.k) : 0;
+      const ks = it.input.chunks.map((c) => Math.min(k, c.length));
+      rows.push(picRow(engine, cache, b, it.input, lays[b], blocks[b], ks));
+      computed.push(lays[b].prefixLen + ks.reduce((a, x) => a + x, 0) + it.input.question.length);
+    });
+    ({ logits } = await engine.forward(cache, rows));
+  } catch (e) {
+    cache.release();
+    throw e;
+  }
   const ttftMs = performance.now() - t0;
   return {
     cache,

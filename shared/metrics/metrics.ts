@@ -91,10 +91,10 @@ export function registerProcessMetrics(registry: Registry): void {
 
 // ——— serving ———
 
-/** What one request did; every field but mode and status is optional (a rejected request has no timings). */
 /** Requests served together (powers of two up to the scheduler's largest group). */
 export const BATCH_BUCKETS = [1, 2, 4, 8, 16, 32, 64];
 
+/** What one request did; every field but mode and status is optional (a rejected request has no timings). */
 export interface RequestRecord {
   /** Link mode or mode label (`attnlink-16` is fine); normalised by boundedMode. */
   mode: string | undefined;

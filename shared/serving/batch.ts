@@ -26,8 +26,12 @@ export async function serveBatch(ctx: LinkContext, reqs: ServeRequest[], onToken
   );
   const ttft = performance.now() - t0;
   const stopIds = reqs[0].ignoreEos ? [] : undefined;
-  const gen = await engine.generate(linked.cache, linked.logits, { maxTokens: reqs.map((r) => r.maxTokens), onToken, stopIds });
-  linked.cache.release();
+  let gen;
+  try {
+    gen = await engine.generate(linked.cache, linked.logits, { maxTokens: reqs.map((r) => r.maxTokens), onToken, stopIds });
+  } finally {
+    linked.cache.release();
+  }
   const decodeMs = performance.now() - t0 - ttft;
   return reqs.map((r, i) => {
     const s = linked.stats[i];

@@ -37,6 +37,11 @@ export class Scheduler {
       maxGroup?: number;
       /** Most requests with different contexts linked and decoded in one batch (default 16; 1 turns batching off). */
       maxBatch?: number;
+      /**
+       * Most KV slots a batch may hold: rows × the longest row's prompt + max tokens (default 32768). Requests are
+       * batched shortest first, so one long request does not pad many short ones.
+       */
+      maxBatchTokens?: number;
       onGroup?: (size: number, ms: number) => void;
     } = {},
   ) {}
@@ -78,10 +83,7 @@ export class Scheduler {
             groups.delete(k);
           }
         }
-        for (const b of batches.values()) {
-          const max = this.opts.maxBatch ?? 16;
-          for (let i = 0; i < b.length; i += max) await this.run(b.slice(i, i + max), b.length > 1 ? 'batch' : 'group');
-        }
+        for (const b of batches.values()) for (const part of this.splitBatch(b)) await this.run(part, part.length > 1 ? 'batch' : 'group');
         for (const g of groups.values()) {
           const max = this.opts.maxGroup ?? 64;
           for (let i = 0; i < g.length; i += max) await this.run(g.slice(i, i + max), 'group');
@@ -90,6 +92,26 @@ export class Scheduler {
     } finally {
       this.busy = false;
     }
+  }
+
+  /** Cut lone requests into batches, shortest first, within maxBatch rows and maxBatchTokens padded slots. */
+  private splitBatch(reqs: Pending[]): Pending[][] {
+    const max = this.opts.maxBatch ?? 16;
+    const budget = this.opts.maxBatchTokens ?? 32768;
+    const size = (p: Pending) => 1 + p.req.chunks.reduce((n, c) => n + c.length, 0) + p.req.question.length + p.req.maxTokens;
+    const sorted = [...reqs].sort((a, b) => size(a) - size(b));
+    const out: Pending[][] = [];
+    let cur: Pending[] = [];
+    for (const p of sorted) {
+      // Sorted ascending: p is the longest row so far, so the padded cost is rows × size(p).
+      if (cur.length && (cur.length >= max || (cur.length + 1) * size(p) > budget)) {
+        out.push(cur);
+        cur = [];
+      }
+      cur.push(p);
+    }
+    if (cur.length) out.push(cur);
+    return out;
   }
 
   private async run(group: Pending[], how: 'group' | 'batch'): Promise<void> {

@@ -74,4 +74,15 @@ describe('cross-request batches (different contexts, one forward call)', () => {
     );
     expect(sizes).toEqual([1, 1, 1]);
   });
+
+  test('maxBatchTokens cuts batches shortest first, so a long request does not pad short ones', async () => {
+    const sizes: number[] = [];
+    const sched = new Scheduler(() => ctx(), { maxBatchTokens: 160, onGroup: (n) => sizes.push(n) });
+    // prompt + max tokens: 108, 79, 39 slots. Shortest first: 2 × 79 = 158 fits, 3 × 108 does not.
+    const got = await Promise.all(
+      inputs.map((inp, i) => sched.submit({ id: `t${i}`, tenantSalt: '', chunks: inp.chunks, question: inp.question, maxTokens: 2, mode: { mode: 'naive' }, ignoreEos: true })),
+    );
+    expect(sizes).toEqual([2, 1]);
+    expect(got.map((r) => r.batchSize)).toEqual([1, 2, 2]);
+  });
 });
