@@ -4,8 +4,8 @@
  * Starts the whole system (npm start's processes: API, inference worker, precompute worker) on free ports with its own
  * queue prefix, ingests a corpus, and measures, in one run:
  *  1. API + queue overhead per job: sequential /v1/completions; each response's Server-Timing says what the worker
- *     spent (link/prefill + decode), the rest of the client's latency is overhead. Also the same requests called on
- *     the engine directly in this process, side by side.
+ *     spent (link/prefill + decode), the rest of the client's latency is overhead (and where it went: api, queue,
+ *     worker, reply). Then the same requests called on the engine directly in this process, side by side.
  *  2. Batch throughput through the API (POST /v1/jobs, wait for completion) in jobs/s for attnlink-16, prefix and full
  *     (64 documents of ~256 tokens)
  *     on the same requests: RAG-style, each request takes 8 documents drawn from the corpus in its own order.
@@ -36,10 +36,15 @@ async function post(url: string, body: unknown): Promise<{ status: number; json:
   return { status: r.status, json: await r.json(), timing: r.headers.get('server-timing') };
 }
 
-function workerMs(timing: string | null): number {
-  let ms = 0;
-  for (const m of (timing ?? '').matchAll(/dur=([\d.]+)/g)) ms += Number(m[1]);
-  return ms;
+/** One Server-Timing metric's duration (ms), 0 when absent. */
+function timing(header: string | null, name: string): number {
+  const m = new RegExp(`(?:^|,\\s*)${name};dur=([\\d.]+)`).exec(header ?? '');
+  return m ? Number(m[1]) : 0;
+}
+
+/** What the worker spent computing (link + prefill, decode): the rest of the client's latency is overhead. */
+function workerMs(header: string | null): number {
+  return timing(header, 'prefill') + timing(header, 'decode');
 }
 
 async function main() {
@@ -141,25 +146,35 @@ async function main() {
     const e2e: number[] = [];
     const overhead: number[] = [];
     const direct: number[] = [];
+    const parts = { api: [] as number[], queue: [] as number[], worker: [] as number[], reply: [] as number[] };
     const bar = new SingleBar({ format: 'overhead {bar} {value}/{total}', stream: process.stderr }, Presets.shades_classic);
-    bar.start(overheadRuns, 0);
+    bar.start(2 * overheadRuns, 0);
+    // Phase A, through the API; phase B, the same requests on the engine in this process. Not interleaved: the
+    // engine's allocations in this process would otherwise put its garbage collection inside the API's timings.
     for (let i = 0; i < overheadRuns + 5; i++) {
       const req = requests[i % requests.length];
       const t0 = performance.now();
       const res = await post(`${base}/v1/completions`, { prompt: req.question, documents: req.documents, max_tokens: 4, mode: 'attnlink', k: 16 });
       const ms = performance.now() - t0;
       if (res.status !== 200) throw new Error(JSON.stringify(res.json));
-      // The same request on the engine in this process.
-      const chunks = await chunksOf(req.documents);
-      const question = engine.tokenizer.encode(req.question);
-      await link(ctx, { prefix: [engine.config.bosTokenId], chunks, question }, { mode: 'attnlink', k: 16 }, 4); // warm
-      const d0 = performance.now();
-      const l = await link(ctx, { prefix: [engine.config.bosTokenId], chunks, question }, { mode: 'attnlink', k: 16 }, 4);
-      await engine.generate(l.cache, [l.logits], { maxTokens: 4 });
-      const dms = performance.now() - d0;
       if (i < 5) continue; // warm-up: first touches of chunks in the worker's memory tier
       e2e.push(ms);
       overhead.push(ms - workerMs(res.timing));
+      for (const k of Object.keys(parts) as (keyof typeof parts)[]) parts[k].push(timing(res.timing, k));
+      bar.increment();
+    }
+    for (let i = 0; i < overheadRuns + 5; i++) {
+      const req = requests[i % requests.length];
+      const chunks = await chunksOf(req.documents);
+      const question = engine.tokenizer.encode(req.question);
+      const input = { prefix: [engine.config.bosTokenId], chunks, question };
+      (await link(ctx, input, { mode: 'attnlink', k: 16 }, 4)).cache.release(); // warm: chunks compiled
+      const d0 = performance.now();
+      const l = await link(ctx, input, { mode: 'attnlink', k: 16 }, 4);
+      await engine.generate(l.cache, [l.logits], { maxTokens: 4 });
+      const dms = performance.now() - d0;
+      l.cache.release();
+      if (i < 5) continue;
       direct.push(dms);
       bar.increment();
     }
@@ -197,6 +212,9 @@ async function main() {
       overhead_runs: overheadRuns,
       overhead_ms_p50: quantile(overhead, 0.5),
       overhead_ms_p90: quantile(overhead, 0.9),
+      // Where the overhead goes (the API's Server-Timing): validate+resolve+enqueue, queue wait, worker bookkeeping,
+      // result back to the API; the rest is HTTP between the client and the API.
+      overhead_breakdown_ms_p50: Object.fromEntries(Object.entries(parts).map(([k, v]) => [k, quantile(v, 0.5)])),
       e2e_ms_p50: quantile(e2e, 0.5),
       direct_engine_ms_p50: quantile(direct, 0.5),
       e2e_minus_direct_ms_p50: quantile(e2e, 0.5) - quantile(direct, 0.5),
@@ -215,6 +233,7 @@ async function main() {
         },
       ]),
     );
+    console.log(`overhead p50 by part (ms): ${Object.entries(result.overhead_breakdown_ms_p50).map(([k, v]) => `${k} ${v.toFixed(2)}`).join(', ')}`);
     console.log(table(modes.map((m) => ({ mode: m.label, 'jobs/s': thr[m.label].jobs_per_s, seconds: thr[m.label].seconds }))));
     console.log(
       `attnlink-16 vs full: ${result.throughput_ratio_attnlink_vs_full.toFixed(2)}x jobs/s; vs prefix: ${result.throughput_ratio_attnlink_vs_prefix.toFixed(2)}x; API+queue overhead p50 ${result.overhead_ms_p50.toFixed(2)} ms`,

@@ -2,6 +2,7 @@ import { createBullBoard } from '@bull-board/api';
 import { BullMQAdapter } from '@bull-board/api/bullMQAdapter';
 import { ExpressAdapter } from '@bull-board/express';
 import express, { type Express } from 'express';
+import { wallClockMs } from '../../shared/serving/request';
 import { auth } from './auth';
 import type { ApiDeps } from './deps';
 import { ApiError, errorHandlerWith } from './errors';
@@ -15,6 +16,11 @@ export function createApp(d: ApiDeps): Express {
   const app = express();
   app.disable('x-powered-by');
   app.set('query parser', 'simple');
+  // When the request arrived (Server-Timing's `api` part starts here).
+  app.use((_req, res, next) => {
+    res.locals.arrivedAt = wallClockMs();
+    next();
+  });
 
   app.get('/healthz', (_req, res) => {
     res.json({ status: 'ok' });

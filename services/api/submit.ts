@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import type { Job } from 'bullmq';
 import { batchJobId, type InferenceJob } from '../../shared/queue/contracts';
 import type { StreamEvent } from '../../shared/serving/inference';
-import type { ServeRequest, ServeResult } from '../../shared/serving/request';
+import { wallClockMs, type ServeRequest, type ServeResult } from '../../shared/serving/request';
 import type { ApiDeps } from './deps';
 import { ApiError } from './errors';
 
@@ -22,18 +22,39 @@ export async function checkCapacity(d: ApiDeps, adding: number): Promise<void> {
  * Enqueue one request and wait for its result: the worker's reply on this process's channel, or BullMQ's completion
  * event, whichever comes first (the second covers failures no worker reports, such as a job stalled past the limit).
  */
-export async function runOne(d: ApiDeps, tenant: string, request: ServeRequest, capacityChecked = false): Promise<ServeResult> {
+export async function runOne(d: ApiDeps, tenant: string, request: ServeRequest, capacityChecked = false, marks: RunMarks = {}): Promise<ServeResult> {
   if (!capacityChecked) await checkCapacity(d, 1);
   const reply = d.replies?.wait(request.id);
   try {
     const job: Job = await d.inference.add('request', { tenant, request, stream: false, replyTo: d.replies?.channel } satisfies InferenceJob, { jobId: request.id });
-    const finished = job.waitUntilFinished(d.inferenceEvents, d.requestTimeoutMs) as Promise<ServeResult>;
-    if (!reply) return await finished;
-    finished.catch(() => undefined); // the loser of the race must not surface as an unhandled rejection
-    return await Promise.race([reply.promise, finished]);
+    marks.enqueuedAt = wallClockMs();
+    const finished = () => job.waitUntilFinished(d.inferenceEvents, d.requestTimeoutMs) as Promise<ServeResult>;
+    if (!reply) return await finished();
+    // BullMQ's completion events are the fallback, watched only when the reply is late (a worker that died, a lost
+    // pub/sub message): waitUntilFinished also answers for a job that finished before it was called.
+    let timer: NodeJS.Timeout | undefined;
+    const fallback = new Promise<ServeResult>((resolve, reject) => {
+      timer = setTimeout(() => finished().then(resolve, reject), REPLY_GRACE_MS);
+    });
+    fallback.catch(() => undefined); // the loser of the race must not surface as an unhandled rejection
+    try {
+      return await Promise.race([reply.promise, fallback]);
+    } finally {
+      clearTimeout(timer);
+    }
   } finally {
+    marks.answeredAt = wallClockMs();
     reply?.cancel();
   }
+}
+
+/** How long runOne waits for a worker's reply before it also watches BullMQ's completion events. */
+export const REPLY_GRACE_MS = 1000;
+
+/** Instants (wallClockMs) runOne passes: enqueued, and the result (or error) back. */
+export interface RunMarks {
+  enqueuedAt?: number;
+  answeredAt?: number;
 }
 
 /**

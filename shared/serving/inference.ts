@@ -4,7 +4,7 @@ import type { BatchStore, CatalogKeys } from '../catalog';
 import type { TextTokenizer } from '../engine';
 import type { ErrorMetrics, ServingMetrics } from '../metrics/metrics';
 import { InferenceJob, type Reply } from '../queue/contracts';
-import type { ServeResult } from './request';
+import { wallClockMs, type ServeResult } from './request';
 import type { Scheduler } from './scheduler';
 
 export interface StreamEvent {
@@ -33,6 +33,7 @@ export interface InferenceDeps {
  */
 export function inferenceProcessor(d: InferenceDeps) {
   return async (job: Job): Promise<ServeResult | { cancelled: true }> => {
+    const pickedAt = wallClockMs();
     const data = InferenceJob.parse(job.data);
     if (data.batchId !== undefined) {
       const b = await d.batches.get(data.tenant, data.batchId);
@@ -57,7 +58,8 @@ export function inferenceProcessor(d: InferenceDeps) {
     d.metrics?.requestsWaiting.set(sched.waiting + 1);
     const reply = (r: Omit<Reply, 'id'>) => (data.replyTo ? d.publisher.publish(data.replyTo, JSON.stringify({ id: data.request.id, ...r } satisfies Reply)) : undefined);
     try {
-      const result = await d.scheduler.submit(data.request, onToken);
+      const result: ServeResult = { ...(await d.scheduler.submit(data.request, onToken)) };
+      result.worker = { pickedAt, doneAt: wallClockMs() };
       // The waiting client first: completing the job in BullMQ (and its event) follows.
       void reply({ result })?.catch(() => undefined);
       d.metrics?.record({

@@ -45,6 +45,13 @@ export interface ServeResult {
   ttftMs: number;
   prefillMs: number;
   decodeMs: number;
+  /** Wall-clock instants (epoch ms, sub-ms precision; see `wallClockMs`) the worker took the job and had its result. */
+  worker?: { pickedAt: number; doneAt: number };
+}
+
+/** Epoch milliseconds with sub-millisecond precision, comparable across processes of one machine. */
+export function wallClockMs(): number {
+  return performance.timeOrigin + performance.now();
 }
 
 export function linkOptions(m: ModeSpec): LinkOptions {
