@@ -1,0 +1,44 @@
+import { TINY } from '../helpers/model';
+import { postJson, startStack, type Stack } from '../helpers/stack';
+
+/**
+ * Completions wait for the worker's reply on the API's channel; BullMQ's completion event is the fallback. A lost
+ * pub/sub message cannot be caused for real, so the API here listens on a channel no worker is told about.
+ */
+describe('completion replies', () => {
+  let s: Stack;
+  beforeAll(async () => {
+    s = await startStack(TINY);
+  }, 60_000);
+  afterAll(async () => {
+    await s?.close();
+  });
+
+  const body = { prompt: 'hello there', max_tokens: 3, ignore_eos: true };
+
+  test('the reply arrives on the API channel; Server-Timing names where the time went', async () => {
+    const r = await postJson(s.base, '/v1/completions', body);
+    expect(r.status).toBe(200);
+    expect(r.body.usage.completion_tokens).toBe(3);
+    const timing = r.headers.get('server-timing') ?? '';
+    for (const part of ['api', 'queue', 'prefill', 'decode', 'worker', 'reply']) expect(timing).toMatch(new RegExp(`(^|, )${part};dur=\\d+\\.\\d{3}`));
+    expect(s.deps.replies!.pending).toBe(0);
+  });
+
+  test('without a reply (lost message) the answer still comes, from BullMQ completion, after the grace period', async () => {
+    const replies = s.deps.replies!;
+    const real = replies.channel;
+    // Jobs now name a channel nobody subscribed to: the worker's reply is lost.
+    Object.defineProperty(replies, 'channel', { value: `${real}:nobody`, configurable: true });
+    try {
+      const t0 = Date.now();
+      const r = await postJson(s.base, '/v1/completions', body);
+      expect(r.status).toBe(200);
+      expect(r.body.usage.completion_tokens).toBe(3);
+      expect(Date.now() - t0).toBeGreaterThanOrEqual(900);
+      expect(replies.pending).toBe(0);
+    } finally {
+      Object.defineProperty(replies, 'channel', { value: real, configurable: true });
+    }
+  }, 30_000);
+});
