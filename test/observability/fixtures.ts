@@ -71,6 +71,7 @@ export function sampleRegistry(service = 'worker'): SampleRegistry {
         generationTokens: 8,
         cachedTokens: cached,
         recomputedTokens: prompt - cached,
+        batchSize: 1 + (n % 8),
       });
     }
     m.serving.requestsRunning.set(n % 3);
