@@ -50,7 +50,8 @@ function workerMs(header: string | null): number {
 async function main() {
   const { values } = parseArgs({ options: { model: { type: 'string' }, requests: { type: 'string' }, 'overhead-runs': { type: 'string' } } });
   const modelDir = values.model ?? modelDirFromArgs([]);
-  const nReq = Number(values.requests ?? 48);
+  // 192 requests: enough that throughput is measured in steady state, not in the ramp-up of the first batch.
+  const nReq = Number(values.requests ?? 192);
   const overheadRuns = Number(values['overhead-runs'] ?? 100);
   const evalFile = join(ROOT, 'data', 'eval', 'qa-heldout.jsonl');
   const trained = modelDir.endsWith('epic-qa') && existsSync(evalFile);
