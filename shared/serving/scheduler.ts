@@ -8,6 +8,10 @@ interface Pending {
   onToken?: (token: number) => void;
   resolve: (r: ServeResult) => void;
   reject: (e: unknown) => void;
+  /** Tokens already passed to onToken (a retry after a failed group replays them: decoding is greedy). */
+  emitted: number;
+  /** Tokens of the current run so far. */
+  seen: number;
 }
 
 export interface SchedulerStats {
@@ -49,7 +53,7 @@ export class Scheduler {
   /** Queue a request; `onToken` sees each generated token as it is chosen (streaming). */
   submit(req: ServeRequest, onToken?: (token: number) => void): Promise<ServeResult> {
     return new Promise((resolve, reject) => {
-      this.queue.push({ req, onToken, resolve, reject });
+      this.queue.push({ req, onToken, resolve, reject, emitted: 0, seen: 0 });
       if (!this.busy) void this.drain();
     });
   }
@@ -116,13 +120,21 @@ export class Scheduler {
 
   private async run(group: Pending[], how: 'group' | 'batch'): Promise<void> {
     const t0 = performance.now();
+    for (const p of group) p.seen = 0;
     this.s.running = group.length;
     try {
       const serve = how === 'batch' && group.length > 1 ? serveBatch : serveGroup;
       const results = await serve(
         this.ctxFor(group[0].req.tenantSalt),
         group.map((p) => p.req),
-        (i, t) => group[i].onToken?.(t),
+        (i, t) => {
+          // A retried request streams only what it had not streamed before the failure.
+          const p = group[i];
+          if (++p.seen > p.emitted) {
+            p.emitted = p.seen;
+            p.onToken?.(t);
+          }
+        },
       );
       group.forEach((p, i) => p.resolve(results[i]));
     } catch (e) {

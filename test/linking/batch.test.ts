@@ -85,4 +85,28 @@ describe('cross-request batches (different contexts, one forward call)', () => {
     expect(sizes).toEqual([2, 1]);
     expect(got.map((r) => r.batchSize)).toEqual([1, 2, 2]);
   });
+
+  test('a batch that fails mid-stream is retried one by one, and streams every token exactly once', async () => {
+    const sched = new Scheduler(() => ctx());
+    const streamed: number[][] = [[], []];
+    let thrown = false;
+    const reqs = inputs.slice(0, 2).map((inp, i) => ({ id: `f${i}`, tenantSalt: '', chunks: inp.chunks, question: inp.question, maxTokens: 5, mode: { mode: 'naive' as const }, ignoreEos: true }));
+    const got = await Promise.all(
+      reqs.map((r, i) =>
+        sched.submit(r, (t) => {
+          streamed[i].push(t);
+          // The first request's consumer fails once, after its second token: the whole batch fails.
+          if (i === 0 && streamed[0].length === 2 && !thrown) {
+            thrown = true;
+            throw new Error('consumer failed');
+          }
+        }),
+      ),
+    );
+    expect(thrown).toBe(true);
+    for (let i = 0; i < 2; i++) {
+      expect(got[i].batchSize).toBe(1); // served alone on the retry
+      expect(streamed[i]).toEqual(got[i].tokens);
+    }
+  });
 });
