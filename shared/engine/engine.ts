@@ -70,11 +70,13 @@ export function buildBias(
   S: number,
   P: number,
   slotValid: Uint8Array = cache.slotValid,
+  out?: Float32Array,
 ): Float32Array {
   const B = cache.batch;
   const C = cache.capacity;
   const T = P + S;
-  const bias = new Float32Array(B * S * T).fill(NEG_INF);
+  // `out`, when given, arrives filled with NEG_INF (BufferPool.acquire's fill).
+  const bias = out ?? new Float32Array(B * S * T).fill(NEG_INF);
   for (let b = 0; b < B; b++) {
     const r = rows[b];
     const n = r.tokens.length;
@@ -86,11 +88,18 @@ export function buildBias(
     }
     const valid: number[] = [];
     let pastBefore = true;
+    // Valid slots' positions never decrease with the slot index (chunks placed in prompt order): then the past a query
+    // sees is every valid slot up to one index, a copy of a prefix of pastRow.
+    let monotone = true;
+    let lastPos = -Infinity;
     if (P === C) {
       for (let j = 0; j < C; j++) {
         if (!slotValid[b * C + j]) continue;
         valid.push(j);
-        if (cache.slotPos[b * C + j] >= first) pastBefore = false;
+        const pos = cache.slotPos[b * C + j];
+        if (pos >= first) pastBefore = false;
+        if (pos < lastPos) monotone = false;
+        lastPos = pos;
       }
     }
     const pastRow = new Float32Array(P).fill(NEG_INF);
@@ -103,7 +112,17 @@ export function buildBias(
       }
       const q = r.positions[s];
       if (pastBefore) bias.set(pastRow, rowOff);
-      else for (const j of valid) if (cache.slotPos[b * C + j] <= q) bias[rowOff + j] = 0;
+      else if (monotone) {
+        // How many valid slots have position <= q (binary search), then copy pastRow up to the last of them.
+        let lo = 0;
+        let hi = valid.length;
+        while (lo < hi) {
+          const mid = (lo + hi) >> 1;
+          if (cache.slotPos[b * C + valid[mid]] <= q) lo = mid + 1;
+          else hi = mid;
+        }
+        if (lo) bias.set(pastRow.subarray(0, valid[lo - 1] + 1), rowOff);
+      } else for (const j of valid) if (cache.slotPos[b * C + j] <= q) bias[rowOff + j] = 0;
       if (increasing) bias.fill(0, rowOff + P, rowOff + P + s + 1);
       else for (let k = 0; k < n; k++) if (r.positions[k] <= q) bias[rowOff + P + k] = 0;
     }
@@ -241,7 +260,8 @@ export class Engine {
     // zero-length past.
     const P = anyValid ? C : 1;
     const T = P + S;
-    const bias = buildBias(cache, rows, S, P);
+    // The bias is B × S × (P + S) floats (megabytes for a batch): pooled, so it is not garbage on every call.
+    const bias = buildBias(cache, rows, S, P, cache.slotValid, this.pool.acquire(B * S * T, NEG_INF));
     const feeds: Record<string, ort.Tensor> = {
       input_ids: new ort.Tensor('int64', ids, [B, S]),
       position_ids: new ort.Tensor('int64', pos, [B, S]),
@@ -253,7 +273,12 @@ export class Engine {
       feeds[names[2 * l]] = new ort.Tensor('float32', dummy ?? cache.keys[l], this.kvDims(B, P));
       feeds[names[2 * l + 1]] = new ort.Tensor('float32', dummy ?? cache.values[l], this.kvDims(B, P));
     }
-    const res = await this.graph.session.run(feeds);
+    let res: ort.InferenceSession.OnnxValueMapType;
+    try {
+      res = await this.graph.session.run(feeds);
+    } finally {
+      this.pool.release(bias);
+    }
     return this.collect(res, 'primitive', S, 0);
   }
 

@@ -9,17 +9,20 @@ export class BufferPool {
 
   constructor(readonly maxPooledBytes = 512 * 1024 * 1024) {}
 
-  acquire(floats: number): Float32Array {
+  /** A view of `floats` floats, every one set to `fill` (0 by default). */
+  acquire(floats: number, fill = 0): Float32Array {
     const size = floats <= 1024 ? 1024 : 2 ** Math.ceil(Math.log2(floats));
     const list = this.free.get(size * 4);
     const buf = list?.pop();
     if (buf) {
       this.pooledBytes -= buf.byteLength;
       const view = new Float32Array(buf, 0, floats);
-      view.fill(0);
+      view.fill(fill);
       return view;
     }
-    return new Float32Array(new ArrayBuffer(size * 4), 0, floats);
+    const view = new Float32Array(new ArrayBuffer(size * 4), 0, floats);
+    if (fill !== 0) view.fill(fill);
+    return view;
   }
 
   release(view: Float32Array): void {

@@ -1,4 +1,4 @@
-import { Engine, type KVBlock } from '../../shared/engine';
+import { Engine, NEG_INF, buildBias, type KVBlock, type KVCache, type RowInput } from '../../shared/engine';
 import { TINY, maxAbsDiff, randomTokens, range } from '../helpers/model';
 
 function expectBlocksClose(a: KVBlock, b: KVBlock, tol: number) {
@@ -120,5 +120,55 @@ describe('decode over a preallocated cache', () => {
     const s = await stock.prefill([prompt], 1);
     const r = await stock.forward(s.cache, [{ tokens: [7], positions: [prompt.length] }]);
     expect(r.kvFloatsOut).toBe(perToken * (prompt.length + 1));
+  });
+});
+
+describe('attention bias', () => {
+  /** The rule, written plainly: query (b, s) sees valid slot j when its position <= the query's, and new token k when
+   *  k's position <= the query's; a padding query sees only itself. */
+  function reference(cache: KVCache, rows: RowInput[], S: number): Float32Array {
+    const B = cache.batch;
+    const C = cache.capacity;
+    const T = C + S;
+    const bias = new Float32Array(B * S * T).fill(NEG_INF);
+    for (let b = 0; b < B; b++) {
+      const r = rows[b];
+      for (let s = 0; s < S; s++) {
+        const off = (b * S + s) * T;
+        if (s >= r.tokens.length) {
+          bias[off + C + s] = 0;
+          continue;
+        }
+        const q = r.positions[s];
+        for (let j = 0; j < C; j++) if (cache.slotValid[b * C + j] && cache.slotPos[b * C + j] <= q) bias[off + j] = 0;
+        for (let k = 0; k < r.tokens.length; k++) if (r.positions[k] <= q) bias[off + C + k] = 0;
+      }
+    }
+    return bias;
+  }
+
+  test('equals the plain rule for ordered caches with stale slots, unordered caches and padded rows', async () => {
+    const engine = await Engine.load(TINY);
+    const V = engine.config.vocabSize;
+    const cache = engine.newCache(3, 64);
+    // Row 0: two chunks placed in prompt order, the first 3 slots of the second marked stale (AttnLink's one pass).
+    const a = await engine.compile(randomTokens(10, 1, 5, V), 0);
+    const c = await engine.compile(randomTokens(12, 2, 5, V), 0);
+    cache.place(0, a, range(1, 10), engine.rope);
+    const first = cache.place(0, c, range(11, 12), engine.rope);
+    for (let t = 0; t < 3; t++) cache.rowSlots(0).valid[first + t] = 0;
+    // Row 1: the same chunks placed out of position order (positions decrease with the slot index).
+    cache.place(1, c, range(11, 12), engine.rope);
+    cache.place(1, a, range(1, 10), engine.rope);
+    // Row 2: empty cache, padded query row.
+    const rows: RowInput[] = [
+      { tokens: [5, 6, 7, 8, 9], positions: [11, 12, 13, 23, 24] },
+      { tokens: [5, 6, 7], positions: [12, 5, 30] },
+      { tokens: [9], positions: [0] },
+    ];
+    const S = 5;
+    expect(maxAbsDiff(buildBias(cache, rows, S, cache.capacity), reference(cache, rows, S))).toBe(0);
+    const pooled = engine.pool.acquire(3 * S * (cache.capacity + S), NEG_INF);
+    expect(maxAbsDiff(buildBias(cache, rows, S, cache.capacity, cache.slotValid, pooled), reference(cache, rows, S))).toBe(0);
   });
 });
