@@ -4,7 +4,7 @@ import { LinkInputError } from './errors';
 import { layout, range } from './layout';
 import { linkPic, picRow } from './pic';
 import { linkPrefix } from './prefix';
-import { LINK_DEFAULTS, LINK_MODES, type BlockStore, type ChunkSource, type LinkInput, type LinkOptions, type LinkStats } from './types';
+import { LINK_DEFAULTS, LINK_MODES, type BlockStore, type ChunkSource, type CompileVariant, type LinkInput, type LinkOptions, type LinkStats } from './types';
 
 export interface LinkContext {
   engine: Engine;
@@ -89,9 +89,7 @@ export async function link(ctx: LinkContext, input: LinkInput, o: LinkOptions, m
     case 'naive':
     case 'attnlink':
     case 'attnlink0': {
-      const k = o.mode === 'attnlink' ? (o.k ?? LINK_DEFAULTS.k) : 0;
-      const variant = o.mode === 'attnlink0' ? { kind: 'sink' as const, sinkTokens: o.sinkTokens ?? LINK_DEFAULTS.sinkTokens } : { kind: 'plain' as const };
-      ({ logits, computed, fetchMs } = await linkPic(engine, ctx.source, input, lay, cache, { variant, k, path }));
+      ({ logits, computed, fetchMs } = await linkPic(engine, ctx.source, input, lay, cache, { ...picPlan(o), path }));
       break;
     }
     case 'cacheblend': {
@@ -104,20 +102,25 @@ export async function link(ctx: LinkContext, input: LinkInput, o: LinkOptions, m
       break;
     }
   }
-  const ttftMs = performance.now() - t0;
+  return { cache, logits, after, stats: linkStats(o, lay.total, computed, performance.now() - t0, fetchMs) };
+}
+
+/** What a position-independent mode compiles (variant) and recomputes (the first k tokens of every chunk). */
+function picPlan(o: LinkOptions): { variant: CompileVariant; k: number } {
+  const k = o.mode === 'attnlink' ? (o.k ?? LINK_DEFAULTS.k) : 0;
+  const variant: CompileVariant = o.mode === 'attnlink0' ? { kind: 'sink', sinkTokens: o.sinkTokens ?? LINK_DEFAULTS.sinkTokens } : { kind: 'plain' };
+  return { variant, k };
+}
+
+function linkStats(o: LinkOptions, promptTokens: number, computed: number, ttftMs: number, fetchMs: number): LinkStats {
   return {
-    cache,
-    logits,
-    after,
-    stats: {
-      mode: modeLabel(o),
-      promptTokens: lay.total,
-      computedTokens: computed,
-      reusedTokens: lay.total - computed,
-      computedFraction: computed / lay.total,
-      ttftMs,
-      fetchMs,
-    },
+    mode: modeLabel(o),
+    promptTokens,
+    computedTokens: computed,
+    reusedTokens: promptTokens - computed,
+    computedFraction: computed / promptTokens,
+    ttftMs,
+    fetchMs,
   };
 }
 
@@ -153,42 +156,21 @@ export async function linkBatch(ctx: LinkContext, items: BatchItem[]): Promise<L
   }
   const t0 = performance.now();
   const lays = items.map((it) => layout(it.input));
+  const plans = items.map((it) => picPlan(it.options));
   const f0 = performance.now();
-  const blocks = await Promise.all(
-    items.map((it) => {
-      const variant = it.options.mode === 'attnlink0' ? { kind: 'sink' as const, sinkTokens: it.options.sinkTokens ?? LINK_DEFAULTS.sinkTokens } : { kind: 'plain' as const };
-      return Promise.all(it.input.chunks.map((c) => ctx.source.chunk(c, variant)));
-    }),
-  );
+  const blocks = await Promise.all(items.map((it, b) => Promise.all(it.input.chunks.map((c) => ctx.source.chunk(c, plans[b].variant)))));
   const fetchMs = performance.now() - f0;
   const cache = engine.newCache(items.length, Math.max(...lays.map((l, i) => l.total + items[i].maxNewTokens)));
-  const rows: RowInput[] = [];
-  const computed: number[] = [];
+  let rows: RowInput[];
   let logits: Float32Array[];
   try {
-    items.forEach((it, b) => {
-      const k = it.options.mode === 'attnlink' ? (it.options.k ?? LINK_DEFAULTS.k) : 0;
-      const ks = it.input.chunks.map((c) => Math.min(k, c.length));
-      rows.push(picRow(engine, cache, b, it.input, lays[b], blocks[b], ks));
-      computed.push(lays[b].prefixLen + ks.reduce((a, x) => a + x, 0) + it.input.question.length);
-    });
+    rows = items.map((it, b) => picRow(engine, cache, b, it.input, lays[b], blocks[b], plans[b].k));
     ({ logits } = await engine.forward(cache, rows));
   } catch (e) {
     cache.release();
     throw e;
   }
   const ttftMs = performance.now() - t0;
-  return {
-    cache,
-    logits,
-    stats: items.map((it, b) => ({
-      mode: modeLabel(it.options),
-      promptTokens: lays[b].total,
-      computedTokens: computed[b],
-      reusedTokens: lays[b].total - computed[b],
-      computedFraction: computed[b] / lays[b].total,
-      ttftMs,
-      fetchMs,
-    })),
-  };
+  // A row's tokens are exactly what is computed for it: prefix, link tokens, question.
+  return { cache, logits, stats: items.map((it, b) => linkStats(it.options, lays[b].total, rows[b].tokens.length, ttftMs, fetchMs)) };
 }

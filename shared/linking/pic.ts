@@ -34,7 +34,7 @@ export async function linkPic(engine: Engine, source: ChunkSource, input: LinkIn
   const blocks = await Promise.all(input.chunks.map((c) => source.chunk(c, plan.variant)));
   const fetchMs = performance.now() - t0;
   const { rope } = engine;
-  const ks = input.chunks.map((c) => Math.min(plan.k, c.length));
+  const ks = linkTokens(input, plan.k);
   const computed = lay.prefixLen + ks.reduce((a, b) => a + b, 0) + input.question.length;
 
   if (plan.path === 'sequential') {
@@ -50,18 +50,19 @@ export async function linkPic(engine: Engine, source: ChunkSource, input: LinkIn
   }
 
   // one-pass
-  const row = picRow(engine, cache, 0, input, lay, blocks, ks);
+  const row = picRow(engine, cache, 0, input, lay, blocks, plan.k);
   const { logits } = await engine.forward(cache, [row]);
   return { logits: logits[0], computed, fetchMs };
 }
 
 /**
  * One-pass placement of one request into row `row` of a cache: every chunk placed whole (keys re-rotated), the first
- * `ks[i]` slots of chunk i marked stale; returns the row's input (prefix, link tokens, question) for one forward
- * call. Rows of different requests can go into the same call (serving's cross-request batches).
+ * k slots of each chunk marked stale; returns the row's input (prefix, link tokens, question) for one forward call.
+ * Rows of different requests can go into the same call (serving's cross-request batches).
  */
-export function picRow(engine: Engine, cache: KVCache, row: number, input: LinkInput, lay: Layout, blocks: KVBlock[], ks: number[]): RowInput & { slots: number[] } {
+export function picRow(engine: Engine, cache: KVCache, row: number, input: LinkInput, lay: Layout, blocks: KVBlock[], k: number): RowInput & { slots: number[] } {
   const { rope } = engine;
+  const ks = linkTokens(input, k);
   const prefixSlots = lay.prefixLen ? range(cache.reserve(row, lay.prefixLen), lay.prefixLen) : [];
   const tokens: number[] = [...input.prefix];
   const positions: number[] = range(0, lay.prefixLen);
@@ -84,4 +85,9 @@ export function picRow(engine: Engine, cache: KVCache, row: number, input: LinkI
     slots.push(qStart + t);
   }
   return { tokens, positions, slots };
+}
+
+/** How many tokens of each chunk are recomputed: the first k, or the whole chunk when it is shorter. */
+function linkTokens(input: LinkInput, k: number): number[] {
+  return input.chunks.map((c) => Math.min(k, c.length));
 }

@@ -1,6 +1,6 @@
 import { batchable, linkBatch, type LinkContext } from '../linking';
 import { linkOptions, type ServeRequest, type ServeResult } from './request';
-import { finish } from './result';
+import { finish, linkedCounts } from './result';
 
 /**
  * Whether a request can join a cross-request batch: it has chunks and a question, and its mode links with one forward
@@ -33,17 +33,5 @@ export async function serveBatch(ctx: LinkContext, reqs: ServeRequest[], onToken
     linked.cache.release();
   }
   const decodeMs = performance.now() - t0 - ttft;
-  return reqs.map((r, i) => {
-    const s = linked.stats[i];
-    return finish(engine, r, gen.tokens[i], gen.finish[i], {
-      prompt: s.promptTokens,
-      cached: Math.max(0, Math.round(s.reusedTokens)),
-      computed: s.computedTokens,
-      mode: s.mode,
-      group: 1,
-      batch: reqs.length,
-      ttft,
-      decodeMs,
-    });
-  });
+  return reqs.map((r, i) => finish(engine, r, gen.tokens[i], gen.finish[i], { ...linkedCounts(linked.stats[i]), group: 1, batch: reqs.length, ttft, decodeMs }));
 }

@@ -1,5 +1,5 @@
 import { link, type LinkContext } from '../linking';
-import { finish } from './result';
+import { finish, linkedCounts } from './result';
 import { linkOptions, type ServeRequest, type ServeResult } from './request';
 
 /**
@@ -40,10 +40,7 @@ export async function serveGroup(
     one.cache.release();
     return [
       finish(engine, r, gen.tokens[0], gen.finish[0], {
-        prompt: one.stats.promptTokens,
-        cached: Math.max(0, Math.round(one.stats.reusedTokens)),
-        computed: one.stats.computedTokens,
-        mode: one.stats.mode,
+        ...linkedCounts(one.stats),
         group: 1,
         ttft,
         decodeMs: performance.now() - t0 - ttft,

@@ -58,7 +58,7 @@ export function inferenceProcessor(d: InferenceDeps) {
     d.metrics?.requestsWaiting.set(sched.waiting + 1);
     const reply = (r: Omit<Reply, 'id'>) => (data.replyTo ? d.publisher.publish(data.replyTo, JSON.stringify({ id: data.request.id, ...r } satisfies Reply)) : undefined);
     try {
-      const result: ServeResult = { ...(await d.scheduler.submit(data.request, onToken)) };
+      const result = await d.scheduler.submit(data.request, onToken);
       result.worker = { pickedAt, doneAt: wallClockMs() };
       // The waiting client first: completing the job in BullMQ (and its event) follows.
       void reply({ result })?.catch(() => undefined);

@@ -1,4 +1,5 @@
 import type { Engine } from '../engine';
+import type { LinkStats } from '../linking';
 import { applyStop } from './stop';
 import type { ServeRequest, ServeResult } from './request';
 
@@ -26,4 +27,9 @@ export function finish(
     prefillMs: m.ttft,
     decodeMs: m.decodeMs,
   };
+}
+
+/** A request's token counts as its link reports them (for finish). */
+export function linkedCounts(s: LinkStats): { prompt: number; cached: number; computed: number; mode: string } {
+  return { prompt: s.promptTokens, cached: Math.max(0, Math.round(s.reusedTokens)), computed: s.computedTokens, mode: s.mode };
 }

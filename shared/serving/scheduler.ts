@@ -50,6 +50,10 @@ export class Scheduler {
     } = {},
   ) {}
 
+  private get maxBatch(): number {
+    return this.opts.maxBatch ?? 16;
+  }
+
   /** Queue a request; `onToken` sees each generated token as it is chosen (streaming). */
   submit(req: ServeRequest, onToken?: (token: number) => void): Promise<ServeResult> {
     return new Promise((resolve, reject) => {
@@ -81,7 +85,7 @@ export class Scheduler {
         const batches = new Map<string, Pending[]>();
         for (const [k, g] of groups) {
           const r = g[0].req;
-          if (g.length === 1 && (this.opts.maxBatch ?? 16) > 1 && canBatch(this.ctxFor(r.tenantSalt), r)) {
+          if (g.length === 1 && this.maxBatch > 1 && canBatch(this.ctxFor(r.tenantSalt), r)) {
             const bk = `${r.tenantSalt}\0${r.ignoreEos ? 1 : 0}`;
             batches.set(bk, [...(batches.get(bk) ?? []), g[0]]);
             groups.delete(k);
@@ -100,7 +104,7 @@ export class Scheduler {
 
   /** Cut lone requests into batches, shortest first, within maxBatch rows and maxBatchTokens padded slots. */
   private splitBatch(reqs: Pending[]): Pending[][] {
-    const max = this.opts.maxBatch ?? 16;
+    const max = this.maxBatch;
     const budget = this.opts.maxBatchTokens ?? 32768;
     const size = (p: Pending) => 1 + p.req.chunks.reduce((n, c) => n + c.length, 0) + p.req.question.length + p.req.maxTokens;
     const sorted = [...reqs].sort((a, b) => size(a) - size(b));
