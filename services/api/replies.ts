@@ -6,8 +6,8 @@ import type { ServeResult } from '../../shared/serving/request';
 /**
  * Results of this API process's interactive requests, pushed by the worker on one channel per process (the
  * reply-queue pattern of RPC over a broker). It takes BullMQ's job completion and queue-events round trip off the
- * client's wait; callers still race it with `job.waitUntilFinished`, which covers jobs that fail outside a worker
- * (stalled past the limit).
+ * client's wait; runOne falls back to `job.waitUntilFinished` when a reply is late, which covers jobs that fail
+ * outside a worker (stalled past the limit) and lost messages.
  */
 export class Replies {
   readonly channel: string;

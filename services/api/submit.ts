@@ -19,17 +19,17 @@ export async function checkCapacity(d: ApiDeps, adding: number): Promise<void> {
 }
 
 /**
- * Enqueue one request and wait for its result: the worker's reply on this process's channel, or BullMQ's completion
- * event, whichever comes first (the second covers failures no worker reports, such as a job stalled past the limit).
+ * Enqueue one request (the caller has checked the queue's room) and wait for its result: the worker's reply on this
+ * process's channel, or BullMQ's completion event, whichever comes first (the second covers failures no worker
+ * reports, such as a job stalled past the limit). Also returns when it was enqueued and answered (wallClockMs).
  */
-export async function runOne(d: ApiDeps, tenant: string, request: ServeRequest, capacityChecked = false, marks: RunMarks = {}): Promise<ServeResult> {
-  if (!capacityChecked) await checkCapacity(d, 1);
+export async function runOne(d: ApiDeps, tenant: string, request: ServeRequest): Promise<OneRun> {
   const reply = d.replies?.wait(request.id);
   try {
     const job: Job = await d.inference.add('request', { tenant, request, stream: false, replyTo: d.replies?.channel } satisfies InferenceJob, { jobId: request.id });
-    marks.enqueuedAt = wallClockMs();
+    const enqueuedAt = wallClockMs();
     const finished = () => job.waitUntilFinished(d.inferenceEvents, d.requestTimeoutMs) as Promise<ServeResult>;
-    if (!reply) return await finished();
+    if (!reply) return { result: await finished(), enqueuedAt, answeredAt: wallClockMs() };
     // BullMQ's completion events are the fallback, watched only when the reply is late (a worker that died, a lost
     // pub/sub message): waitUntilFinished also answers for a job that finished before it was called.
     let timer: NodeJS.Timeout | undefined;
@@ -38,12 +38,11 @@ export async function runOne(d: ApiDeps, tenant: string, request: ServeRequest, 
     });
     fallback.catch(() => undefined); // the loser of the race must not surface as an unhandled rejection
     try {
-      return await Promise.race([reply.promise, fallback]);
+      return { result: await Promise.race([reply.promise, fallback]), enqueuedAt, answeredAt: wallClockMs() };
     } finally {
       clearTimeout(timer);
     }
   } finally {
-    marks.answeredAt = wallClockMs();
     reply?.cancel();
   }
 }
@@ -51,10 +50,11 @@ export async function runOne(d: ApiDeps, tenant: string, request: ServeRequest, 
 /** How long runOne waits for a worker's reply before it also watches BullMQ's completion events. */
 export const REPLY_GRACE_MS = 1000;
 
-/** Instants (wallClockMs) runOne passes: enqueued, and the result (or error) back. */
-export interface RunMarks {
-  enqueuedAt?: number;
-  answeredAt?: number;
+export interface OneRun {
+  result: ServeResult;
+  /** wallClockMs when the job was enqueued, and when its result came back. */
+  enqueuedAt: number;
+  answeredAt: number;
 }
 
 /**

@@ -7,7 +7,7 @@ import type { ServeResult } from '../../../shared/serving/request';
 import { ModeSpec } from '../../../shared/serving/request';
 import type { ApiDeps } from '../deps';
 import { ApiError, uploadError } from '../errors';
-import { enqueueBatch, checkCapacity, newId, removeWaiting, runOne, runStreaming, type RunMarks } from '../submit';
+import { enqueueBatch, checkCapacity, newId, removeWaiting, runOne, runStreaming, type OneRun } from '../submit';
 import { wallClockMs } from '../../../shared/serving/request';
 import { checkId, parseBody } from '../validate';
 import { resolveAll } from './jobs';
@@ -104,13 +104,14 @@ export function chatObject(id: string, model: string, r: ServeResult) {
  * `queue` (enqueued until a worker took it), `prefill` (fetch chunks, link, first token) and `decode` (the rest of
  * the tokens) in the worker, `worker` (the worker's own bookkeeping around them), `reply` (result back to the API).
  */
-function serverTiming(t0: number, m: RunMarks, r: ServeResult): string {
-  const parts = [`prefill;dur=${r.prefillMs.toFixed(3)}`, `decode;dur=${r.decodeMs.toFixed(3)}`];
-  if (m.enqueuedAt !== undefined) parts.unshift(`api;dur=${(m.enqueuedAt - t0).toFixed(3)}`);
-  if (r.worker && m.enqueuedAt !== undefined && m.answeredAt !== undefined) {
+function serverTiming(t0: number, run: OneRun): string {
+  const r = run.result;
+  const parts = [`api;dur=${(run.enqueuedAt - t0).toFixed(3)}`];
+  if (r.worker) parts.push(`queue;dur=${Math.max(0, r.worker.pickedAt - run.enqueuedAt).toFixed(3)}`);
+  parts.push(`prefill;dur=${r.prefillMs.toFixed(3)}`, `decode;dur=${r.decodeMs.toFixed(3)}`);
+  if (r.worker) {
     const w = r.worker;
-    parts.splice(1, 0, `queue;dur=${Math.max(0, w.pickedAt - m.enqueuedAt).toFixed(3)}`);
-    parts.push(`worker;dur=${Math.max(0, w.doneAt - w.pickedAt - r.prefillMs - r.decodeMs).toFixed(3)}`, `reply;dur=${Math.max(0, m.answeredAt - w.doneAt).toFixed(3)}`);
+    parts.push(`worker;dur=${Math.max(0, w.doneAt - w.pickedAt - r.prefillMs - r.decodeMs).toFixed(3)}`, `reply;dur=${Math.max(0, run.answeredAt - w.doneAt).toFixed(3)}`);
   }
   return parts.join(', ');
 }
@@ -126,9 +127,9 @@ async function serve(d: ApiDeps, req: Request, res: Response, kind: 'completion'
     const t0: number = res.locals.arrivedAt ?? wallClockMs();
     // Resolving the documents and checking the queue's room are independent round trips: run them together.
     const [[request]] = await Promise.all([resolveAll(d, req.tenant, [toSpec(body, text)], () => id, () => 'body'), checkCapacity(d, 1)]);
-    const marks: RunMarks = {};
-    const r = await runOne(d, req.tenant, request, true, marks);
-    res.set('Server-Timing', serverTiming(t0, marks, r));
+    const run = await runOne(d, req.tenant, request);
+    const r = run.result;
+    res.set('Server-Timing', serverTiming(t0, run));
     return void res.json(kind === 'completion' ? completionObject(id, d.model.id, r) : chatObject(id, d.model.id, r));
   }
   const [request] = await resolveAll(d, req.tenant, [toSpec(body, text)], () => id, () => 'body');
