@@ -5,13 +5,16 @@
  * queue prefix, ingests a corpus, and measures, in one run:
  *  1. API + queue overhead per job: sequential /v1/completions; each response's Server-Timing says what the worker
  *     spent (link/prefill + decode), the rest of the client's latency is overhead (and where it went: api, queue,
- *     worker, reply). Then the same requests called on the engine directly in this process, side by side.
+ *     worker, reply). The client is node:http with a keep-alive connection; the same requests are then sent with
+ *     Node's fetch, whose own cost is reported beside it. Then the same requests called on the engine directly in
+ *     this process, side by side.
  *  2. Batch throughput through the API (POST /v1/jobs, wait for completion) in jobs/s for attnlink-16, prefix and full
  *     (64 documents of ~256 tokens)
  *     on the same requests: RAG-style, each request takes 8 documents drawn from the corpus in its own order.
  * Writes bench/results/pipeline.json.
  */
 import { spawn } from 'node:child_process';
+import { Agent, request as httpRequest } from 'node:http';
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -34,6 +37,32 @@ function rng(seed: number) {
 async function post(url: string, body: unknown): Promise<{ status: number; json: any; timing: string | null }> {
   const r = await fetch(url, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
   return { status: r.status, json: await r.json(), timing: r.headers.get('server-timing') };
+}
+
+/**
+ * The same POST over node:http with a keep-alive agent: a lean client, so the overhead figure is the server's and not
+ * the client library's (Node's fetch, undici, costs more per call; both are measured).
+ */
+const keepAlive = new Agent({ keepAlive: true, maxSockets: 1 });
+function postHttp(url: string, body: unknown): Promise<{ status: number; json: any; timing: string | null }> {
+  const data = Buffer.from(JSON.stringify(body));
+  return new Promise((resolve, reject) => {
+    const req = httpRequest(url, { method: 'POST', agent: keepAlive, headers: { 'content-type': 'application/json', 'content-length': data.length } }, (res) => {
+      const parts: Buffer[] = [];
+      res.on('data', (d: Buffer) => parts.push(d));
+      res.on('end', () => {
+        try {
+          const t = res.headers['server-timing'];
+          resolve({ status: res.statusCode ?? 0, json: JSON.parse(Buffer.concat(parts).toString('utf8')), timing: Array.isArray(t) ? t.join(', ') : (t ?? null) });
+        } catch (e) {
+          reject(e);
+        }
+      });
+      res.on('error', reject);
+    });
+    req.on('error', reject);
+    req.end(data);
+  });
 }
 
 /** One Server-Timing metric's duration (ms), 0 when absent. */
@@ -146,23 +175,32 @@ async function main() {
     };
     const e2e: number[] = [];
     const overhead: number[] = [];
+    const overheadFetch: number[] = [];
     const direct: number[] = [];
     const parts = { api: [] as number[], queue: [] as number[], worker: [] as number[], reply: [] as number[] };
     const bar = new SingleBar({ format: 'overhead {bar} {value}/{total}', stream: process.stderr }, Presets.shades_classic);
-    bar.start(2 * overheadRuns, 0);
-    // Phase A, through the API; phase B, the same requests on the engine in this process. Not interleaved: the
-    // engine's allocations in this process would otherwise put its garbage collection inside the API's timings.
-    for (let i = 0; i < overheadRuns + 5; i++) {
-      const req = requests[i % requests.length];
-      const t0 = performance.now();
-      const res = await post(`${base}/v1/completions`, { prompt: req.question, documents: req.documents, max_tokens: 4, mode: 'attnlink', k: 16 });
-      const ms = performance.now() - t0;
-      if (res.status !== 200) throw new Error(JSON.stringify(res.json));
-      if (i < 5) continue; // warm-up: first touches of chunks in the worker's memory tier
-      e2e.push(ms);
-      overhead.push(ms - workerMs(res.timing));
-      for (const k of Object.keys(parts) as (keyof typeof parts)[]) parts[k].push(timing(res.timing, k));
-      bar.increment();
+    bar.start(3 * overheadRuns, 0);
+    // Phase A, through the API (node:http keep-alive client, then fetch); phase B, the same requests on the engine in
+    // this process. Not interleaved: the engine's allocations in this process would otherwise put its garbage
+    // collection inside the API's timings.
+    for (const client of ['http', 'fetch'] as const) {
+      for (let i = 0; i < overheadRuns + 5; i++) {
+        const req = requests[i % requests.length];
+        const body = { prompt: req.question, documents: req.documents, max_tokens: 4, mode: 'attnlink', k: 16 };
+        const t0 = performance.now();
+        const res = client === 'http' ? await postHttp(`${base}/v1/completions`, body) : await post(`${base}/v1/completions`, body);
+        const ms = performance.now() - t0;
+        if (res.status !== 200) throw new Error(JSON.stringify(res.json));
+        if (i < 5) continue; // warm-up: first touches of chunks in the worker's memory tier
+        if (client === 'fetch') {
+          overheadFetch.push(ms - workerMs(res.timing));
+        } else {
+          e2e.push(ms);
+          overhead.push(ms - workerMs(res.timing));
+          for (const k of Object.keys(parts) as (keyof typeof parts)[]) parts[k].push(timing(res.timing, k));
+        }
+        bar.increment();
+      }
     }
     for (let i = 0; i < overheadRuns + 5; i++) {
       const req = requests[i % requests.length];
@@ -213,6 +251,8 @@ async function main() {
       overhead_runs: overheadRuns,
       overhead_ms_p50: quantile(overhead, 0.5),
       overhead_ms_p90: quantile(overhead, 0.9),
+      // The same requests sent with Node's fetch (undici) instead of node:http: the client library's own cost.
+      overhead_ms_p50_fetch_client: quantile(overheadFetch, 0.5),
       // Where the overhead goes (the API's Server-Timing): validate+resolve+enqueue, queue wait, worker bookkeeping,
       // result back to the API; the rest is HTTP between the client and the API.
       overhead_breakdown_ms_p50: Object.fromEntries(Object.entries(parts).map(([k, v]) => [k, quantile(v, 0.5)])),
@@ -229,6 +269,7 @@ async function main() {
         {
           'overhead p50 ms': result.overhead_ms_p50,
           'overhead p90 ms': result.overhead_ms_p90,
+          'overhead p50 ms (fetch client)': result.overhead_ms_p50_fetch_client,
           'API e2e p50 ms': result.e2e_ms_p50,
           'direct engine p50 ms': result.direct_engine_ms_p50,
         },
@@ -241,6 +282,7 @@ async function main() {
     );
     console.log(`wrote ${writeResult('pipeline', result)}`);
   } finally {
+    keepAlive.destroy();
     await stop();
   }
 }

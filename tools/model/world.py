@@ -4,17 +4,27 @@ A sample is a list of documents (articles) about random people and companies, an
 and value is re-drawn per sample from fixed pools, so only reading the context answers a question.
 
 What the world contains, on purpose (it is what EPIC's linking step exists to repair):
-* Articles name their entity once, in the first sentence; later sentences refer back with "She"/"He" or
-  "The company", between filler sentences, so a document is ~96-128 tokens and 8 of them fill ~900
-  (not ~2,000: see tools/model/README.md, training cost on this machine).
-* Continuations: some articles run over two consecutive documents; document i+1 starts "( continued )" and never
-  names its entity, only "She"/"He"/"The company".  Compiling document i+1 alone cuts that reference.
-* Question types:  "single_hop"  (fact stated in the document that names the entity),
-                   "cross_chunk" (fact stated only in a continuation document, by pronoun),
-                   "two_hop"     (person -> works at company -> company is based in city; two documents).
-* The question segment restates the fact's lead-in and ends there ("Q : Mira lives in"); the answer is the next
-  word ("Lisbon"), then <eos>.  (Ending on the lead-in lets induction -- find the earlier occurrence, copy what
-  followed -- do the lookup, which small models learn fastest; DESIGN.md section 6.)
+* Articles about people and companies, written as records and notes: a fact is "city Mira Lisbon ." (relation,
+  subject, value), a note is a filler sentence such as "Mira often visits the garden .".  Each article is 3-6 facts
+  (a company's 2-4) and 3-5 notes about one subject, in random order; 12-16 people and 3-4 companies per sample.
+* Pages: the articles are written one after another and the stream is cut into 8 pages of about equal length
+  (~100 tokens each; 640-1,040 in all, median ~820), anywhere, even inside a fact.  A page break inside a fact leaves its end on the
+  next page ("... city Mira" | "Lisbon . ..."): the next page's first tokens only mean something after the page
+  before.  Compiling that page alone cuts the reference; recomputing its first tokens in context (AttnLink)
+  repairs it.  (The earlier world's pronoun references, "She works at ...", were not learnt within the training
+  budget: the model shipped with it read 51.7%; see tools/model/README.md.)
+* Question types:  "single_hop"  (the fact lies inside one page),
+                   "cross_chunk" (a page break falls inside the fact),
+                   "two_hop"     ("city employer Mira": the city of the company Mira works at; two articles).
+* The question segment is the fact without its value ("city Mira"); the answer is the value ("Lisbon"), then
+  <eos>.  The subject sits right before the value, so the lookup is induction (find the earlier occurrence of the
+  subject, copy what followed) checked against the relation one token back -- what small models learn fastest
+  (DESIGN.md section 6).  Measured here (tools/model/README.md): with a "Q :" marker before the question the recall
+  circuit did not form in 1,800 steps (without it, ~1,450); with the subject further from the value ("Mira lives in
+  Lisbon .", "The city of Mira is Lisbon .") the model matched the relation but not the subject and stalled at
+  ~0.6 on the multi-fact level, where the record form passed 0.9 in 400 steps.
+* Curriculum levels (train.py) shrink this: bare "Name Value" pairs from small name pools, one article per document,
+  fewer facts, no notes.
 
 Prompt layout used by the engine and by training: <bos>, each document's tokens in order, the question segment, then
 (the model's output) the answer and <eos>.  Text is whitespace-separated words of the tokenizer's vocabulary.
@@ -62,24 +72,35 @@ YEARS = [str(y) for y in range(1950, 2006)]
 PRODUCTS = "toys shoes lamps chairs clocks bikes boats tents radios phones kites drums pens soap glass paper rope bricks cheese bread".split()
 STAFF = [str(n) for n in range(20, 1000, 20)]
 
-# relation: (lead-in words after the subject, value pool); questions restate the lead-in
+# relation: (the noun that names it, value pool).  A fact is a record "city Mira Lisbon ." (relation, subject, value);
+# its question is everything before the value: "city Mira" -> "Lisbon".  The subject sits right before the value,
+# so the lookup is the recall the first curriculum level teaches (find the subject, copy what follows) plus a check
+# of the relation one token further back.  Two forms that put the subject further from the value stalled at
+# matching the relation alone: "Mira lives in Lisbon ." and "The city of Mira is Lisbon ." (tools/model/README.md).
 PERSON_REL = {
-    "lives": ("lives in", CITIES),
-    "works": ("works at", COMPANIES),
-    "plays": ("plays", SPORTS),
-    "owns": ("owns a", PETS),
-    "color": ("likes the color", COLORS),
-    "born": ("was born in", YEARS),
-    "studied": ("studied", SUBJECTS),
-    "speaks": ("speaks", LANGUAGES),
+    "lives": ("city", CITIES),
+    "works": ("employer", COMPANIES),
+    "plays": ("sport", SPORTS),
+    "owns": ("pet", PETS),
+    "color": ("color", COLORS),
+    "born": ("year", YEARS),
+    "studied": ("subject", SUBJECTS),
+    "speaks": ("language", LANGUAGES),
 }
 COMPANY_REL = {
-    "based": ("is based in", CITIES),
-    "makes": ("makes", PRODUCTS),
-    "founded": ("was founded in", YEARS),
-    "employs": ("employs", STAFF),
+    "based": ("city", CITIES),
+    "makes": ("product", PRODUCTS),
+    "founded": ("year", YEARS),
+    "employs": ("staff", STAFF),
 }
-TWO_HOP_Q = "works in the city of"
+
+
+def fact_words(name: str, noun: str) -> list:
+    """A fact's words before its value (the question segment is exactly these)."""
+    return [noun, name]
+
+
+TWO_HOP_Q = "city employer"  # + name: the city of the subject's employer
 
 # filler sentences: "<Subj> <adverb> <verb> <object> <time> ." (no relation verbs, no names)
 ADVERBS = "often sometimes rarely usually always never quietly gladly".split()
@@ -99,7 +120,7 @@ def vocabulary() -> list[str]:
     words = list(STRUCT)
     for lead, pool in list(PERSON_REL.values()) + list(COMPANY_REL.values()):
         words += lead.split() + list(pool)
-    words += TWO_HOP_Q.split() + PERSONS + ADVERBS + P_VERBS + C_VERBS
+    words += fact_words("", "") + TWO_HOP_Q.split() + PERSONS + ADVERBS + P_VERBS + C_VERBS
     for o in OBJECTS + TIMES:
         words += o.split()
     seen, out = set(), []
@@ -131,15 +152,15 @@ class Sample:
 @dataclass
 class Level:
     """Shape of a sample; the training curriculum moves through these."""
-    n_docs: tuple = (8, 8)  # min, max documents
-    facts: tuple = (4, 6)  # facts per person article (companies: up to 4)
-    doc_tokens: tuple = (96, 128)  # target document length (0 = no fillers)
-    p_company: float = 0.3  # share of articles about a company
-    p_continued: float = 0.5  # chance an article (with room left) runs on into the next document
-    pronouns: bool = True  # later sentences use She/He/The company
+    n_docs: tuple = (8, 8)  # min, max documents (pages)
+    persons: tuple = (12, 16)  # person articles per sample
+    companies: tuple = (3, 4)  # company articles per sample
+    facts: tuple = (3, 6)  # facts per person article (companies: up to 4)
+    fillers: tuple = (3, 5)  # filler sentences per article
+    cut: bool = True  # cut the stream into pages by length; False = one article per document
     two_hop: bool = True
-    min_companies: int = 2
-    pairs: bool = False  # curriculum start: documents are bare "Name Value" pairs, questions "Q : Name"
+    pool: int = 0  # draw names from the first `pool` of each name pool (0 = all): small pools first
+    pairs: bool = False  # curriculum start: documents are bare "Name Value" pairs, questions "Name"
 
 
 def _filler(rng: random.Random, subj: str, company: bool) -> str:
@@ -148,36 +169,16 @@ def _filler(rng: random.Random, subj: str, company: bool) -> str:
     return " ".join(p for p in parts if p) + " ."
 
 
-def _ntok(s: str) -> int:
-    return len(s.split())
-
-
-def _article(rng, name, company, facts, pron, target, pronouns):
-    """facts: list of (rel, lead, value).  Returns sentences (first one names the entity)."""
-    sents = []
-    for i, (rel, lead, val) in enumerate(facts):
-        subj = name if (i == 0 or not pronouns) else pron
-        sents.append(f"{subj} {lead} {val} .")
-    if target <= 0:
-        return sents
-    need = target - sum(_ntok(s) for s in sents)
-    fill = []
-    while need > 6:
-        f = _filler(rng, pron if pronouns else name, company)
-        fill.append(f)
-        need -= _ntok(f)
-    # first fact stays first; the rest and the fillers are interleaved at random
-    rest = sents[1:] + fill
-    rng.shuffle(rest)
-    return sents[:1] + rest if sents else rest
-
-
 ALL_VALUES = sorted({v for _, pool in list(PERSON_REL.values()) + list(COMPANY_REL.values()) for v in pool})
+
+
+def _pool(names, lv):
+    return names[:lv.pool] if lv.pool else names
 
 
 def _pairs_sample(rng, lv, n_questions):
     n_docs = rng.randint(*lv.n_docs)
-    names = rng.sample(PERSONS, n_docs * lv.facts[1])
+    names = rng.sample(_pool(PERSONS, lv), n_docs * lv.facts[1])
     docs, qs = [], []
     for d in range(n_docs):
         k = rng.randint(*lv.facts)
@@ -185,7 +186,7 @@ def _pairs_sample(rng, lv, n_questions):
         for _ in range(k):
             n, v = names.pop(), rng.choice(ALL_VALUES)
             parts.append(f"{n} {v}")
-            qs.append(Question("single_hop", f"Q : {n}", v, n, "pair", [d]))
+            qs.append(Question("single_hop", f"{n}", v, n, "pair", [d]))
         docs.append(" ".join(parts))
     if n_questions > 0:
         qs = [rng.choice(qs) for _ in range(n_questions)]
@@ -193,94 +194,90 @@ def _pairs_sample(rng, lv, n_questions):
 
 
 def sample(rng: random.Random, lv: Level = Level(), n_questions: int = 0) -> Sample:
+    """Articles about people and companies, every sentence naming its subject, written one after another and cut
+    into pages of about equal length, so a page break can fall inside a sentence: the next page then starts with
+    the rest of a fact whose subject is on the page before (question type cross_chunk)."""
     if lv.pairs:
         return _pairs_sample(rng, lv, n_questions)
     n_docs = rng.randint(*lv.n_docs)
-    # plan the documents: list of article specs; a continued article takes two slots
-    slots = []
-    while len(slots) < n_docs:
-        company = rng.random() < lv.p_company
-        cont = lv.pronouns and len(slots) + 2 <= n_docs and rng.random() < lv.p_continued
-        slots.append(("main", company, cont))
-        if cont:
-            slots.append(("cont", company, True))
-    mains = [i for i, sl in enumerate(slots) if sl[0] == "main"]
-    want = min(lv.min_companies, len(mains))
-    if sum(1 for i in mains if slots[i][1]) < want:  # force the first mains to be companies
-        for i in rng.sample(mains, want):
-            kind, _, cont = slots[i]
-            slots[i] = (kind, True, cont)
-            if cont:
-                slots[i + 1] = ("cont", True, True)
-    persons = rng.sample(PERSONS, n_docs)
-    companies = rng.sample(COMPANIES, n_docs)
-    n_comp = sum(1 for s in slots if s[0] == "main" and s[1])
-    comp_names = companies[:n_comp]
-
-    documents, facts = [], []  # facts: (entity, rel, value, doc index, how) how in {"main","cont"}
-    ci = pi = 0
-    pending = None  # continuation of the previous article
-    for d, (kind, company, cont) in enumerate(slots):
-        target = rng.randint(*lv.doc_tokens) if lv.doc_tokens[1] > 0 else 0
-        if kind == "cont":
-            name, pron, fs, is_comp = pending
-            sents = _article(rng, name, is_comp, fs, pron, target, True)
-            sents = [s if not s.startswith(name + " ") else pron + s[len(name):] for s in sents]
-            documents.append("( continued ) " + " ".join(sents))
-            for rel, lead, val in fs:
-                facts.append((name, rel, val, d, "cont"))
-            pending = None
-            continue
-        if company:
-            name, ci = comp_names[ci], ci + 1
-            pron, rels = "The company", COMPANY_REL
-            k = rng.randint(min(lv.facts[0], 3), min(lv.facts[1], 4))
-            chosen = ["based"] + rng.sample([r for r in rels if r != "based"], k - 1)
-        else:
-            name, pi = persons[pi], pi + 1
-            pron, rels = rng.choice(["She", "He"]), PERSON_REL
-            k = rng.randint(*lv.facts)
-            chosen = rng.sample(list(rels), k)
-            if "works" not in chosen and comp_names and rng.random() < 0.6:
-                chosen[-1] = "works"
-        rng.shuffle(chosen)
+    n_p, n_c = rng.randint(*lv.persons), rng.randint(*lv.companies)
+    persons = rng.sample(_pool(PERSONS, lv), n_p)
+    comps = rng.sample(_pool(COMPANIES, lv), n_c)
+    cities = _pool(CITIES, lv)
+    articles = []  # (name, [(rel, lead, value)], is_company)
+    for c in comps:
+        k = rng.randint(min(lv.facts[0], 2), min(lv.facts[1], 4))
+        rels = ["based"] + rng.sample([r for r in COMPANY_REL if r != "based"], k - 1)
         fs = []
-        for rel in chosen:
-            lead, pool = rels[rel]
-            if rel == "works" and comp_names and rng.random() < 0.8:
-                val = rng.choice(comp_names)  # a company with its own article (two-hop possible)
+        for r in rels:
+            lead, pool = COMPANY_REL[r]
+            fs.append((r, lead, rng.choice(cities if pool is CITIES else pool)))
+        articles.append((c, fs, True))
+    for p in persons:
+        k = rng.randint(*lv.facts)
+        rels = rng.sample(list(PERSON_REL), k)
+        if "works" not in rels and comps and rng.random() < 0.7:
+            rels[-1] = "works"
+        fs = []
+        for r in rels:
+            lead, pool = PERSON_REL[r]
+            if r == "works":
+                val = rng.choice(comps) if comps and rng.random() < 0.85 else \
+                    rng.choice([v for v in _pool(COMPANIES, lv) if v not in comps])
             else:
-                val = rng.choice([v for v in pool if v not in comp_names]) if rel == "works" else rng.choice(pool)
-            fs.append((rel, lead, val))
-        if cont:  # split facts: at least one on each side
-            cut = rng.randint(1, len(fs) - 1) if len(fs) > 1 else 1
-            here, later = fs[:cut], fs[cut:]
-            if not later:
-                later = [here.pop()] if len(here) > 1 else []
-            pending = (name, pron, later, company)
-        else:
-            here = fs
-        sents = _article(rng, name, company, here, pron, target, lv.pronouns)
-        documents.append(" ".join(sents))
-        for rel, lead, val in here:
-            facts.append((name, rel, val, d, "main"))
+                val = rng.choice(cities if pool is CITIES else pool)
+            fs.append((r, lead, val))
+        articles.append((p, fs, False))
+    rng.shuffle(articles)
+    # the token stream: sentences, each remembered as (entity, rel, value, first token, value token) for facts
+    words, facts, starts = [], [], []
+    for name, fs, company in articles:
+        starts.append(len(words))
+        sents = [("fact", f) for f in fs] + [("fill", None)] * rng.randint(*lv.fillers)
+        rng.shuffle(sents)
+        for kind, f in sents:
+            if kind == "fill":
+                words += _filler(rng, name, company).split()
+                continue
+            rel, lead, val = f
+            start = len(words)
+            words += fact_words(name, lead) + [val, "."]
+            facts.append((name, rel, val, start, len(words) - 2))
+    # pages: the stream cut into n_docs pages of about equal length, anywhere (even inside a sentence); or, with
+    # cut=False, one article per document
+    if lv.cut:
+        step = len(words) / max(n_docs, 1)
+        jitter = int(step * 0.15)
+        cuts = [int(step * i) + rng.randint(-jitter, jitter) for i in range(1, n_docs)]
+        cuts = sorted({c for c in cuts if 0 < c < len(words)})  # no empty page, even for a stream shorter than n_docs
+    else:
+        cuts = starts[1:]
+    bounds = [0] + cuts + [len(words)]
+    documents = [" ".join(words[bounds[i]:bounds[i + 1]]) for i in range(len(bounds) - 1)]
 
-    return Sample(documents, _questions(rng, facts, lv, n_questions))
+    def doc_of(t):
+        return max(i for i in range(len(bounds) - 1) if bounds[i] <= t)
+
+    fact_list = []  # (entity, rel, value, doc of the value, split by a page break)
+    for name, rel, val, start, vpos in facts:
+        d0, d1 = doc_of(start), doc_of(vpos)
+        fact_list.append((name, rel, val, d1, d0 != d1))
+    return Sample(documents, _questions(rng, fact_list, lv, n_questions))
 
 
 def all_questions(facts, lv: Level):
     qs = []
     by_comp = {}
-    for ent, rel, val, d, how in facts:
+    for ent, rel, val, d, split in facts:
         if rel == "based":
-            by_comp[ent] = (val, d)
-    for ent, rel, val, d, how in facts:
+            by_comp[ent] = (val, d, split)
+    for ent, rel, val, d, split in facts:
         lead = (PERSON_REL.get(rel) or COMPANY_REL[rel])[0]
-        qs.append(Question("cross_chunk" if how == "cont" else "single_hop", f"Q : {ent} {lead}", val,
-                           ent, rel, [d]))
+        qs.append(Question("cross_chunk" if split else "single_hop", " ".join(fact_words(ent, lead)), val, ent, rel,
+                           [d]))
         if lv.two_hop and rel == "works" and val in by_comp:
-            city, d2 = by_comp[val]
-            qs.append(Question("two_hop", f"Q : {ent} {TWO_HOP_Q}", city, ent, "works+based", [d, d2]))
+            city, d2, _ = by_comp[val]
+            qs.append(Question("two_hop", f"{TWO_HOP_Q} {ent}", city, ent, "works+based", [d, d2]))
     return qs
 
 
@@ -292,10 +289,16 @@ def _questions(rng, facts, lv, n):
 
 
 def eval_items(seed: int, n: int, lv: Level = Level(), per_type: dict | None = None):
-    """Held-out items: one question per item, types balanced by quota (default: equal thirds)."""
+    """Held-out items: one question per item, types by quota (default: 5/12 single-hop, 5/12 cross-chunk, 1/6
+    two-hop).  Cross-chunk questions are ~2% of a sample's questions, so they are drawn far more often than they
+    occur: they are what linking repairs.  Two-hop gets a smaller share: a 2-layer model cannot chain two lookups
+    (tools/model/README.md), so it is measured, not weighted like the lookups."""
     rng = random.Random(seed)
-    types = ["single_hop", "cross_chunk", "two_hop"]
-    quota = per_type or {t: n // 3 + (1 if i < n % 3 else 0) for i, t in enumerate(types)}
+    if per_type:
+        quota = dict(per_type)
+    else:
+        two = n // 6
+        quota = {"single_hop": (n - two + 1) // 2, "cross_chunk": (n - two) // 2, "two_hop": two}
     got = {t: 0 for t in quota}
     out = []
     while len(out) < n:
