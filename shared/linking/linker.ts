@@ -125,6 +125,15 @@ function linkStats(o: LinkOptions, promptTokens: number, computed: number, ttftM
 }
 
 /** Modes `linkBatch` can serve: position-independent linking with the one-pass path. */
+/**
+ * Whether requests with the same chunks can share one linked context: the context linked alone (`contextOnly`), then
+ * each question, gives what linking with the question gives. Not CacheBlend: its blender always recomputes the
+ * prompt's last token, which without the question is a context token.
+ */
+export function contextSharable(o: LinkOptions): boolean {
+  return o.mode !== 'cacheblend';
+}
+
 export function batchable(engine: Engine, o: LinkOptions): boolean {
   return engine.graphKind === 'primitive' && (o.mode === 'naive' || o.mode === 'attnlink' || o.mode === 'attnlink0') && (o.path ?? 'one-pass') === 'one-pass';
 }

@@ -1,4 +1,4 @@
-import { link, type LinkContext } from '../linking';
+import { contextSharable, link, modeLabel, type LinkContext } from '../linking';
 import { finish, linkedCounts } from './result';
 import { linkOptions, type ServeRequest, type ServeResult } from './request';
 
@@ -30,13 +30,7 @@ export async function serveGroup(
     );
   }
   const mode = linkOptions(reqs[0].mode);
-  if (mode.mode === 'cacheblend' && reqs.length > 1) {
-    // CacheBlend always recomputes the prompt's last token: linked without a question, that is a context token, so a
-    // shared context would differ from each request linked with its own question. Serve them one by one (groupSize 1).
-    const out: ServeResult[] = [];
-    for (const [i, r] of reqs.entries()) out.push(...(await serveGroup(ctx, [r], onToken && ((_, t) => onToken(i, t)))));
-    return out;
-  }
+  if (reqs.length > 1 && !contextSharable(mode)) throw new Error(`mode ${modeLabel(mode)} cannot share a linked context (see contextSharable)`);
   if (reqs.length === 1 && reqs[0].question.length) {
     // One request: link with its question in place (no context copy).
     const r = reqs[0];

@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import { z } from 'zod';
-import { LINK_MODES, modeLabel, type LinkOptions } from '../linking';
+import { contextSharable, LINK_MODES, modeLabel, type LinkOptions } from '../linking';
 
 /**
  * A request as the worker serves it: plain data, already tokenised by the API (so the worker never sees document
@@ -59,13 +59,16 @@ export function linkOptions(m: ModeSpec): LinkOptions {
 }
 
 /**
- * Requests that can share one linked context: same mode and options, same tenant salt, same chunk sequence.
+ * Requests that can share one linked context: same mode and options, same tenant salt, same chunk sequence; a request
+ * whose mode cannot share a context (contextSharable) is alone in its group.
  * Plain requests (no chunks) group with each other and run as one padded batch.
  */
 export function groupKey(r: ServeRequest): string {
   if (!r.chunks.length) return r.ignoreEos ? 'plain:ignore-eos' : 'plain';
+  const o = linkOptions(r.mode);
+  if (!contextSharable(o)) return `alone:${r.id}`;
   const h = createHash('sha256');
-  h.update(`${modeLabel(linkOptions(r.mode))}\0${r.tenantSalt}\0${r.ignoreEos ? 'ignore-eos' : ''}\0`);
+  h.update(`${modeLabel(o)}\0${r.tenantSalt}\0${r.ignoreEos ? 'ignore-eos' : ''}\0`);
   for (const c of r.chunks) {
     h.update(Buffer.from(Int32Array.from(c).buffer));
     h.update('\0');

@@ -120,7 +120,7 @@ def vocabulary() -> list[str]:
     words = list(STRUCT)
     for lead, pool in list(PERSON_REL.values()) + list(COMPANY_REL.values()):
         words += lead.split() + list(pool)
-    words += fact_words("", "") + TWO_HOP_Q.split() + PERSONS + ADVERBS + P_VERBS + C_VERBS
+    words += TWO_HOP_Q.split() + PERSONS + ADVERBS + P_VERBS + C_VERBS
     for o in OBJECTS + TIMES:
         words += o.split()
     seen, out = set(), []
