@@ -37,6 +37,7 @@ const Env = z.object({
   ORT_THREADS: z.coerce.number().int().min(0).default(0),
   /** onnxruntime threads busy-wait between calls (faster calls, less CPU left for the rest of the machine). */
   ORT_SPINNING: z.enum(['0', '1']).default('0').transform((v) => v === '1'),
+  ORT_FLUSH_DENORMALS: z.enum(['0', '1']).default('1').transform((v) => v === '1'),
   WORKER_CONCURRENCY: z.coerce.number().int().min(1).default(32),
   /** Most requests with different contexts the worker links and decodes in one batch (1: no cross-request batches). */
   WORKER_MAX_BATCH: z.coerce.number().int().min(1).default(16),

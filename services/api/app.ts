@@ -57,6 +57,11 @@ export function createApp(d: ApiDeps): Express {
   app.use(openaiRouter(d));
 
   app.use((_req, _res, next) => next(new ApiError(404, 'not found', 'invalid_request_error', null, 'not_found')));
-  app.use(errorHandlerWith(d.errors));
+  app.use(
+    errorHandlerWith(d.errors, (err, req, status) => {
+      const e = err as Error;
+      (status === 500 ? d.log?.error : d.log?.warn)?.call(d.log, { status, method: req.method, path: req.path, err: e?.message, stack: status === 500 ? e?.stack : undefined }, 'request failed');
+    }),
+  );
   return app;
 }

@@ -1,5 +1,6 @@
 import type { Queue, QueueEvents } from 'bullmq';
 import type IORedis from 'ioredis';
+import type { Logger } from 'pino';
 import type { Registry } from 'prom-client';
 import type { BatchStore, CatalogKeys, DocumentStore, FileStore } from '../../shared/catalog';
 import type { ModelConfig, TextTokenizer } from '../../shared/engine';
@@ -29,6 +30,8 @@ export interface ApiDeps {
   registry: Registry;
   /** `epic_errors_total{service="api",kind}`. */
   errors?: ErrorMetrics;
+  /** Where the causes of 5xx answers are logged (main.ts: the service's pino logger). */
+  log?: Pick<Logger, 'error' | 'warn'>;
   /** key → tenant; empty = no auth (tenant `default`). */
   apiKeys: Map<string, string>;
   shareAcrossTenants: boolean;

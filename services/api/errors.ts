@@ -28,12 +28,16 @@ export function isRedisDown(e: unknown): boolean {
   return /enableOfflineQueue|Connection is closed|ECONNREFUSED|ECONNRESET|Stream isn't writeable|MaxRetriesPerRequest|ETIMEDOUT|connect E/.test(m);
 }
 
-/** The Express error handler, counting errors by kind: every error leaves as JSON, never as a stack trace. */
-export function errorHandlerWith(errors?: ErrorMetrics) {
+/**
+ * The Express error handler, counting errors by kind: every error leaves as JSON, never as a stack trace. A 5xx's
+ * cause goes to the log (`onServerError`): the client's "internal error" tells an operator nothing.
+ */
+export function errorHandlerWith(errors?: ErrorMetrics, onServerError?: (err: unknown, req: Request, status: number) => void) {
   return (err: unknown, req: Request, res: Response, next: NextFunction): void => {
     errorHandler(err, req, res, next);
     const s = res.statusCode;
     errors?.count(s === 503 ? 'queue' : s === 504 ? 'timeout' : s >= 500 ? 'internal' : 'bad_request');
+    if (s >= 500) onServerError?.(err, req, s);
   };
 }
 

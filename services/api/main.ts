@@ -54,6 +54,7 @@ async function main() {
     kv,
     registry,
     errors,
+    log,
     apiKeys: parseApiKeys(cfg.API_KEYS),
     shareAcrossTenants: cfg.KV_SHARE_ACROSS_TENANTS,
     requestTimeoutMs: cfg.REQUEST_TIMEOUT_MS,

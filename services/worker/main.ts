@@ -17,7 +17,7 @@ import { openPrefixStore, openStore } from '../../shared/serving/store';
 async function main() {
   const cfg = loadServiceConfig();
   const log = createLogger('worker', cfg.LOG_LEVEL);
-  const engine = await Engine.load(cfg.MODEL_DIR, { executionProvider: cfg.EXECUTION_PROVIDER, intraOpThreads: cfg.ORT_THREADS, spinning: cfg.ORT_SPINNING });
+  const engine = await Engine.load(cfg.MODEL_DIR, { executionProvider: cfg.EXECUTION_PROVIDER, intraOpThreads: cfg.ORT_THREADS, spinning: cfg.ORT_SPINNING, flushDenormals: cfg.ORT_FLUSH_DENORMALS });
   const store = await openStore(cfg, engine);
   const prefixStore = await openPrefixStore(cfg, engine);
   log.info({ model: engine.id, graph: engine.graphKind, provider: cfg.EXECUTION_PROVIDER }, 'engine loaded');

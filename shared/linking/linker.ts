@@ -4,7 +4,7 @@ import { LinkInputError } from './errors';
 import { layout, range } from './layout';
 import { linkPic, picRow } from './pic';
 import { linkPrefix } from './prefix';
-import { LINK_DEFAULTS, LINK_MODES, type BlockStore, type ChunkSource, type CompileVariant, type LinkInput, type LinkOptions, type LinkStats } from './types';
+import { LINK_DEFAULTS, LINK_MODES, MIN_R, type BlockStore, type ChunkSource, type CompileVariant, type LinkInput, type LinkOptions, type LinkStats } from './types';
 
 export interface LinkContext {
   engine: Engine;
@@ -39,7 +39,7 @@ export function validateLink(engine: Engine, input: LinkInput, o: LinkOptions, m
     throw new LinkInputError(`unknown mode '${o.mode}'; one of ${LINK_MODES.join(', ')}`);
   }
   if (o.k !== undefined && (!Number.isInteger(o.k) || o.k < 0)) throw new LinkInputError(`k must be an integer >= 0, got ${o.k}`);
-  if (o.r !== undefined && !(o.r > 0 && o.r <= 1)) throw new LinkInputError(`r must be in (0, 1], got ${o.r}`);
+  if (o.r !== undefined && !(o.r >= MIN_R && o.r <= 1)) throw new LinkInputError(`r must be in [${MIN_R}, 1], got ${o.r}`);
   if (o.sinkTokens !== undefined && (!Number.isInteger(o.sinkTokens) || o.sinkTokens < 1)) throw new LinkInputError(`sinkTokens must be an integer >= 1, got ${o.sinkTokens}`);
   if (o.checkLayer !== undefined && (!Number.isInteger(o.checkLayer) || o.checkLayer < 0 || o.checkLayer >= engine.shape.layers)) {
     throw new LinkInputError(`checkLayer must be an integer in [0, ${engine.shape.layers - 1}], got ${o.checkLayer}`);

@@ -17,6 +17,13 @@ export const LINK_DEFAULTS = {
   blockSize: 16,
 };
 
+/**
+ * CacheBlend's smallest r. Below it no context of this server's lengths recomputes a token more than r = 0 would
+ * (at least one is always kept); and a worker reads doubles below 2.2e-308 as zero (shared/engine/session.ts,
+ * flushDenormals), so a bound far above that keeps the API's and the worker's checks the same.
+ */
+export const MIN_R = 1e-4;
+
 export interface LinkOptions {
   mode: LinkMode;
   k?: number;

@@ -1,4 +1,4 @@
-import type { Job } from 'bullmq';
+import { UnrecoverableError, type Job } from 'bullmq';
 import type IORedis from 'ioredis';
 import type { BatchStore, CatalogKeys } from '../catalog';
 import type { TextTokenizer } from '../engine';
@@ -34,7 +34,18 @@ export interface InferenceDeps {
 export function inferenceProcessor(d: InferenceDeps) {
   return async (job: Job): Promise<ServeResult | { cancelled: true }> => {
     const pickedAt = wallClockMs();
-    const data = InferenceJob.parse(job.data);
+    const parsed = InferenceJob.safeParse(job.data);
+    if (!parsed.success) {
+      // The API checks what it enqueues against the same schema, so this is a contract fault (another producer, an
+      // old API): the client hears it now, not at its timeout, and retrying cannot help.
+      const message = `invalid job data: ${parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ')}`;
+      const raw = (job.data ?? {}) as { replyTo?: unknown; stream?: unknown; request?: { id?: unknown } };
+      const id = typeof raw.request?.id === 'string' ? raw.request.id : undefined;
+      if (id && typeof raw.replyTo === 'string') await d.publisher.publish(raw.replyTo, JSON.stringify({ id, error: message } satisfies Reply)).catch(() => undefined);
+      if (id && raw.stream === true) await d.publisher.publish(d.keys.stream(id), JSON.stringify({ done: true, error: message } satisfies StreamEvent)).catch(() => undefined);
+      throw new UnrecoverableError(message);
+    }
+    const data = parsed.data;
     if (data.batchId !== undefined) {
       const b = await d.batches.get(data.tenant, data.batchId);
       if (!b || b.status === 'cancelling' || b.status === 'cancelled') return { cancelled: true };
@@ -94,15 +105,18 @@ export function inferenceProcessor(d: InferenceDeps) {
   };
 }
 
+const BatchSlot = InferenceJob.pick({ tenant: true, batchId: true, index: true });
+
 /**
- * After a job's last attempt failed: record the failure in its batch, so the batch still completes. `final` skips the
+ * After a job's last attempt (or an unrecoverable one) failed: record the failure in its batch, so the batch still completes. `final` skips the
  * attempts check, for jobs BullMQ failed itself (stalled more than maxStalledCount times: its worker died each time).
  */
 export async function recordFailure(batches: BatchStore, job: Job | undefined, err: Error, final = false): Promise<void> {
   if (!job) return;
-  const parsed = InferenceJob.safeParse(job.data);
-  if (!parsed.success || parsed.data.batchId === undefined) return;
+  // Read the batch's coordinates alone: a job whose data failed the schema still belongs to its batch.
+  const where = BatchSlot.safeParse(job.data);
+  if (!where.success || where.data.batchId === undefined) return;
   const attempts = job.opts.attempts ?? 1;
-  if (!final && job.attemptsMade < attempts) return;
-  await batches.record(parsed.data.tenant, parsed.data.batchId, parsed.data.index ?? 0, false, { error: err.message });
+  if (!final && !(err instanceof UnrecoverableError) && job.attemptsMade < attempts) return;
+  await batches.record(where.data.tenant, where.data.batchId, where.data.index ?? 0, false, { error: err.message });
 }

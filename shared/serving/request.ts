@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import { z } from 'zod';
-import { contextSharable, LINK_MODES, modeLabel, type LinkOptions } from '../linking';
+import { contextSharable, LINK_MODES, MIN_R, modeLabel, type LinkOptions } from '../linking';
 
 /**
  * A request as the worker serves it: plain data, already tokenised by the API (so the worker never sees document
@@ -9,7 +9,7 @@ import { contextSharable, LINK_MODES, modeLabel, type LinkOptions } from '../lin
 export const ModeSpec = z.object({
   mode: z.enum(LINK_MODES).default('attnlink'),
   k: z.number().int().min(0).optional(),
-  r: z.number().gt(0).max(1).optional(),
+  r: z.number().min(MIN_R).max(1).optional(),
 });
 export type ModeSpec = z.infer<typeof ModeSpec>;
 

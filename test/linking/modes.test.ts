@@ -112,7 +112,7 @@ describe('link modes', () => {
     await expect(link(c, { ...input, chunks: [] }, { mode: 'naive' })).rejects.toThrow('at least one chunk');
     await expect(link(c, input, { mode: 'bogus' as never })).rejects.toThrow(/unknown mode 'bogus'/);
     await expect(link(c, input, { mode: 'attnlink', k: -1 })).rejects.toThrow(/k must be an integer >= 0/);
-    await expect(link(c, input, { mode: 'cacheblend', r: 0 })).rejects.toThrow(/r must be in \(0, 1\]/);
+    await expect(link(c, input, { mode: 'cacheblend', r: 0 })).rejects.toThrow(/r must be in \[0.0001, 1\]/);
     await expect(link(c, input, { mode: 'cacheblend', r: 1.5 })).rejects.toThrow(LinkInputError);
     const long = { ...input, chunks: [...input.chunks, Array(5000).fill(7)] };
     await expect(link(c, long, { mode: 'naive' })).rejects.toThrow(/chunk 3 ends past the context/);

@@ -41,4 +41,30 @@ describe('completion replies', () => {
       Object.defineProperty(replies, 'channel', { value: real, configurable: true });
     }
   }, 30_000);
+
+  test('a job whose data fails the worker\'s schema fails at once (no retries) and its waiting clients hear why', async () => {
+    const d = s.deps;
+    const id = `bad-${Date.now()}`;
+    const reply = d.replies!.wait(id);
+    const events: string[] = [];
+    const channel = d.keys.stream(id);
+    const onMessage = (ch: string, msg: string) => void (ch === channel && events.push(msg));
+    d.subscriber.on('message', onMessage);
+    await d.subscriber.subscribe(channel);
+    try {
+      // What no API of this version enqueues: r = 0 (the API refuses it with a 400).
+      const request = { id, chunks: [[5, 6, 7]], question: [8], maxTokens: 2, mode: { mode: 'cacheblend', r: 0 } };
+      const job = await d.inference.add('request', { tenant: 'default', request, stream: true, replyTo: d.replies!.channel }, { jobId: id, attempts: 3 });
+      await expect(reply.promise).rejects.toThrow(/invalid job data: request\.mode\.r/);
+      for (let i = 0; i < 50 && !events.length; i++) await new Promise((r) => setTimeout(r, 20));
+      expect(events.map((e) => JSON.parse(e))).toEqual([{ done: true, error: expect.stringMatching(/invalid job data/) }]);
+      await expect(job.waitUntilFinished(d.inferenceEvents, 5000)).rejects.toThrow(/invalid job data/);
+      const after = await d.inference.getJob(id);
+      expect([await after!.getState(), after!.attemptsMade]).toEqual(['failed', 1]);
+    } finally {
+      reply.cancel();
+      d.subscriber.off('message', onMessage);
+      await d.subscriber.unsubscribe(channel);
+    }
+  });
 });
