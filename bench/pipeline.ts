@@ -1,5 +1,5 @@
 /**
- * npm run bench:pipeline [-- --model DIR --requests N --overhead-runs N]
+ * npm run bench:pipeline [-- --model DIR --requests N --overhead-runs N --modes attnlink-16,prefix,full]
  *
  * Starts the whole system (npm start's processes: API, inference worker, precompute worker) on free ports with its own
  * queue prefix, ingests a corpus, and measures, in one run:
@@ -65,6 +65,19 @@ function postHttp(url: string, body: unknown): Promise<{ status: number; json: a
   });
 }
 
+/** GET over the same keep-alive client: the HTTP round trip alone, the floor under every request's overhead. */
+function getHttp(url: string): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const req = httpRequest(url, { agent: keepAlive }, (res) => {
+      res.resume();
+      res.on('end', () => resolve(res.statusCode ?? 0));
+      res.on('error', reject);
+    });
+    req.on('error', reject);
+    req.end();
+  });
+}
+
 /** One Server-Timing metric's duration (ms), 0 when absent. */
 function timing(header: string | null, name: string): number {
   const m = new RegExp(`(?:^|,\\s*)${name};dur=([\\d.]+)`).exec(header ?? '');
@@ -77,7 +90,7 @@ function workerMs(header: string | null): number {
 }
 
 async function main() {
-  const { values } = parseArgs({ options: { model: { type: 'string' }, requests: { type: 'string' }, 'overhead-runs': { type: 'string' } } });
+  const { values } = parseArgs({ options: { model: { type: 'string' }, requests: { type: 'string' }, 'overhead-runs': { type: 'string' }, modes: { type: 'string' } } });
   const modelDir = values.model ?? modelDirFromArgs([]);
   // 192 requests: enough that throughput is measured in steady state, not in the ramp-up of the first batch.
   const nReq = Number(values.requests ?? 192);
@@ -178,6 +191,12 @@ async function main() {
     const overheadFetch: number[] = [];
     const direct: number[] = [];
     const parts = { api: [] as number[], queue: [] as number[], worker: [] as number[], reply: [] as number[] };
+    const floor: number[] = [];
+    for (let i = 0; i < overheadRuns + 5; i++) {
+      const t0 = performance.now();
+      if ((await getHttp(`${base}/healthz`)) !== 200) throw new Error('/healthz did not answer 200');
+      if (i >= 5) floor.push(performance.now() - t0);
+    }
     const bar = new SingleBar({ format: 'overhead {bar} {value}/{total}', stream: process.stderr }, Presets.shades_classic);
     bar.start(3 * overheadRuns, 0);
     // Phase A, through the API (node:http keep-alive client, then fetch); phase B, the same requests on the engine in
@@ -221,11 +240,14 @@ async function main() {
     await store.close();
 
     // 2. Throughput: the same batch in each mode.
-    const modes = [
+    const allModes = [
       { label: 'attnlink-16', mode: 'attnlink', k: 16 },
       { label: 'prefix', mode: 'prefix' },
       { label: 'full', mode: 'full' },
     ];
+    // --modes picks some (profiling one mode); the ratios need all three.
+    const wanted = values.modes?.split(',') ?? allModes.map((m) => m.label);
+    const modes = allModes.filter((m) => wanted.includes(m.label));
     const thr: Record<string, { seconds: number; jobs_per_s: number }> = {};
     for (const m of modes) {
       const t0 = performance.now();
@@ -253,6 +275,8 @@ async function main() {
       overhead_ms_p90: quantile(overhead, 0.9),
       // The same requests sent with Node's fetch (undici) instead of node:http: the client library's own cost.
       overhead_ms_p50_fetch_client: quantile(overheadFetch, 0.5),
+      // GET /healthz over the same client: the HTTP round trip that every request pays, with no work behind it.
+      http_floor_ms_p50: quantile(floor, 0.5),
       // Where the overhead goes (the API's Server-Timing): validate+resolve+enqueue, queue wait, worker bookkeeping,
       // result back to the API; the rest is HTTP between the client and the API.
       overhead_breakdown_ms_p50: Object.fromEntries(Object.entries(parts).map(([k, v]) => [k, quantile(v, 0.5)])),
@@ -260,8 +284,8 @@ async function main() {
       direct_engine_ms_p50: quantile(direct, 0.5),
       e2e_minus_direct_ms_p50: quantile(e2e, 0.5) - quantile(direct, 0.5),
       throughput_jobs_per_s: Object.fromEntries(Object.entries(thr).map(([k, v]) => [k, v.jobs_per_s])),
-      throughput_ratio_attnlink_vs_full: thr['attnlink-16'].jobs_per_s / thr.full.jobs_per_s,
-      throughput_ratio_attnlink_vs_prefix: thr['attnlink-16'].jobs_per_s / thr.prefix.jobs_per_s,
+      throughput_ratio_attnlink_vs_full: thr['attnlink-16'] && thr.full ? thr['attnlink-16'].jobs_per_s / thr.full.jobs_per_s : null,
+      throughput_ratio_attnlink_vs_prefix: thr['attnlink-16'] && thr.prefix ? thr['attnlink-16'].jobs_per_s / thr.prefix.jobs_per_s : null,
     };
     console.log(`model ${modelDir}; ${corpus.length} documents; ${requests.length} requests of 8 documents each`);
     console.log(
@@ -270,6 +294,7 @@ async function main() {
           'overhead p50 ms': result.overhead_ms_p50,
           'overhead p90 ms': result.overhead_ms_p90,
           'overhead p50 ms (fetch client)': result.overhead_ms_p50_fetch_client,
+          'HTTP floor p50 ms': result.http_floor_ms_p50,
           'API e2e p50 ms': result.e2e_ms_p50,
           'direct engine p50 ms': result.direct_engine_ms_p50,
         },
@@ -278,9 +303,10 @@ async function main() {
     console.log(`overhead p50 by part (ms): ${Object.entries(result.overhead_breakdown_ms_p50).map(([k, v]) => `${k} ${v.toFixed(2)}`).join(', ')}`);
     console.log(table(modes.map((m) => ({ mode: m.label, 'jobs/s': thr[m.label].jobs_per_s, seconds: thr[m.label].seconds }))));
     console.log(
-      `attnlink-16 vs full: ${result.throughput_ratio_attnlink_vs_full.toFixed(2)}x jobs/s; vs prefix: ${result.throughput_ratio_attnlink_vs_prefix.toFixed(2)}x; API+queue overhead p50 ${result.overhead_ms_p50.toFixed(2)} ms`,
+      `attnlink-16 vs full: ${result.throughput_ratio_attnlink_vs_full?.toFixed(2) ?? '-'}x jobs/s; vs prefix: ${result.throughput_ratio_attnlink_vs_prefix?.toFixed(2) ?? '-'}x; API+queue overhead p50 ${result.overhead_ms_p50.toFixed(2)} ms`,
     );
-    console.log(`wrote ${writeResult('pipeline', result)}`);
+    // The committed result is a whole run's: a partial one (--modes) is printed, not written.
+    if (modes.length === allModes.length) console.log(`wrote ${writeResult('pipeline', result)}`);
   } finally {
     keepAlive.destroy();
     await stop();

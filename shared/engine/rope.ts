@@ -83,17 +83,18 @@ export class Rope {
   rotateRun(src: Float32Array, srcOff: number, dst: Float32Array, dstOff: number, n: number, cos: Float64Array, sin: Float64Array): void {
     const h = this.half;
     const D = this.headDim;
-    for (let t = 0; t < n; t++) {
-      const s0 = srcOff + t * D;
-      const d0 = dstOff + t * D;
-      const c0 = t * h;
+    // Running offsets instead of products per element: this loop is the placing of every cached token's key.
+    let s0 = srcOff;
+    let d0 = dstOff;
+    let c0 = 0;
+    for (let t = 0; t < n; t++, s0 += D, d0 += D, c0 += h) {
       for (let i = 0; i < h; i++) {
         const x1 = src[s0 + i];
-        const x2 = src[s0 + i + h];
+        const x2 = src[s0 + h + i];
         const c = cos[c0 + i];
         const sn = sin[c0 + i];
         dst[d0 + i] = x1 * c - x2 * sn;
-        dst[d0 + i + h] = x2 * c + x1 * sn;
+        dst[d0 + h + i] = x2 * c + x1 * sn;
       }
     }
   }
