@@ -82,7 +82,7 @@ async function main() {
   const dir = values.model ?? modelDirFromArgs([]);
   const evalFile = values.eval ?? join(ROOT, 'data', 'eval', 'qa-heldout.jsonl');
   const engine = await Engine.load(dir);
-  const layered = await LayeredModel.load(engine.config);
+  const layered = await LayeredModel.load(engine.config, engine.sessionOptions);
   const items = loadEvalSet(evalFile, values.limit ? Number(values.limit) : undefined);
   const mem = () => KVStore.open({ modelId: engine.id, shape: engine.shape, memory: { budgetBytes: 2 ** 31 }, disk: false, redis: false });
   const chunkStore = await mem();

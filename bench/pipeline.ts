@@ -95,6 +95,16 @@ async function main() {
   // 192 requests: enough that throughput is measured in steady state, not in the ramp-up of the first batch.
   const nReq = Number(values.requests ?? 192);
   const overheadRuns = Number(values['overhead-runs'] ?? 100);
+  const allModes = [
+    { label: 'attnlink-16', mode: 'attnlink', k: 16 },
+    { label: 'prefix', mode: 'prefix' },
+    { label: 'full', mode: 'full' },
+  ];
+  // --modes picks some (profiling one mode); the ratios need all three.
+  const wanted = values.modes?.split(',') ?? allModes.map((m) => m.label);
+  const unknown = wanted.filter((w) => !allModes.some((m) => m.label === w));
+  if (unknown.length) throw new Error(`--modes: unknown ${unknown.join(', ')}; one of ${allModes.map((m) => m.label).join(', ')}`);
+  const modes = allModes.filter((m) => wanted.includes(m.label));
   const evalFile = join(ROOT, 'data', 'eval', 'qa-heldout.jsonl');
   const trained = modelDir.endsWith('epic-qa') && existsSync(evalFile);
   // Corpus: the documents of the first 8 held-out items (64 documents of ~256 tokens) for the trained model.
@@ -240,14 +250,7 @@ async function main() {
     await store.close();
 
     // 2. Throughput: the same batch in each mode.
-    const allModes = [
-      { label: 'attnlink-16', mode: 'attnlink', k: 16 },
-      { label: 'prefix', mode: 'prefix' },
-      { label: 'full', mode: 'full' },
-    ];
-    // --modes picks some (profiling one mode); the ratios need all three.
-    const wanted = values.modes?.split(',') ?? allModes.map((m) => m.label);
-    const modes = allModes.filter((m) => wanted.includes(m.label));
+
     const thr: Record<string, { seconds: number; jobs_per_s: number }> = {};
     for (const m of modes) {
       const t0 = performance.now();

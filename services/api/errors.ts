@@ -34,8 +34,10 @@ export function isRedisDown(e: unknown): boolean {
  */
 export function errorHandlerWith(errors?: ErrorMetrics, onServerError?: (err: unknown, req: Request, status: number) => void) {
   return (err: unknown, req: Request, res: Response, next: NextFunction): void => {
+    // An error after the answer started (a stream) cannot change its status: it is the server's, and is logged.
+    const started = res.headersSent;
     errorHandler(err, req, res, next);
-    const s = res.statusCode;
+    const s = started ? 500 : res.statusCode;
     errors?.count(s === 503 ? 'queue' : s === 504 ? 'timeout' : s >= 500 ? 'internal' : 'bad_request');
     if (s >= 500) onServerError?.(err, req, s);
   };

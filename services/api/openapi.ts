@@ -1,4 +1,5 @@
 /** The REST API's OpenAPI description, served at /openapi.json. */
+import { MIN_R } from '../../shared/linking';
 const errorRef = { $ref: '#/components/schemas/Error' };
 const json = (schema: object) => ({ content: { 'application/json': { schema } } });
 const errors = {
@@ -38,7 +39,7 @@ export const openapi = {
           max_tokens: { type: 'integer', minimum: 0, default: 16 },
           mode: { $ref: '#/components/schemas/Mode' },
           k: { type: 'integer', minimum: 0, description: 'attnlink: tokens recomputed per chunk (default 16)' },
-          r: { type: 'number', minimum: 0.0001, maximum: 1, description: 'cacheblend: fraction recomputed (default 0.15)' },
+          r: { type: 'number', minimum: MIN_R, maximum: 1, description: 'cacheblend: fraction recomputed (default 0.15)' },
           stop: { oneOf: [{ type: 'string' }, { type: 'array', items: { type: 'string' }, maxItems: 4 }] },
           ignore_eos: { type: 'boolean', description: 'generate max_tokens tokens even past the end token (as vLLM)' },
         },

@@ -74,7 +74,8 @@ export async function runStreaming(d: ApiDeps, tenant: string, request: ServeReq
     await d.subscriber.unsubscribe(channel).catch(() => undefined);
   };
   try {
-    await d.inference.add('request', { tenant, request, stream: true } satisfies InferenceJob, { jobId: request.id });
+    // One attempt: a stream ends at its first failure (the client has seen some tokens; a retry would start over).
+    await d.inference.add('request', { tenant, request, stream: true } satisfies InferenceJob, { jobId: request.id, attempts: 1 });
   } catch (e) {
     await stop();
     throw e;

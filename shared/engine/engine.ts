@@ -147,6 +147,8 @@ export class Engine {
     readonly config: ModelConfig,
     readonly tokenizer: TextTokenizer,
     private readonly graph: GraphSession,
+    /** The options its sessions were opened with: other graphs of the model (LayeredModel) open with the same. */
+    readonly sessionOptions: SessionOptions,
   ) {
     this.shape = kvShape(config);
     this.rope = new Rope(config.headDim, config.ropeTheta);
@@ -174,7 +176,8 @@ export class Engine {
       }
       graph = await openGraph(config, 'primitive', config.graphs.primitive, opts);
     }
-    const engine = new Engine(config, tokenizer, graph);
+    const { executionProvider, intraOpThreads, spinning, flushDenormals } = opts;
+    const engine = new Engine(config, tokenizer, graph, { executionProvider, intraOpThreads, spinning, flushDenormals });
     if (opts.selfCheck !== false) await engine.checkRope();
     return engine;
   }

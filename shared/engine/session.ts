@@ -18,8 +18,10 @@ export interface SessionOptions {
    * leaves many probabilities in the denormal range, which x86 computes with slow microcode: measured here, one
    * attnlink-16 link took 8.4-9.3 ms p50 without and 6.4-6.8 ms with. The flag sets the FTZ/DAZ bits of the thread
    * that creates the session, which in Node is the JavaScript thread: from then on that process's JavaScript also
-   * reads denormal doubles (below 2.2e-308) as zero. Nothing the engine computes in JavaScript is that small, and the
-   * job contract (shared/serving/request.ts) keeps every float it carries out of that range.
+   * computes with denormals as zero: a double below 2.2e-308 reads as 0, and so does a float32 below 1.2e-38 read
+   * from or stored into a Float32Array (the keys Rope re-rotates, CacheBlend's deviations), as onnxruntime does
+   * inside the graph. The job contract keeps its one float (CacheBlend's r, MIN_R) far from that range, so the API,
+   * which loads no session, and the worker accept the same requests.
    */
   flushDenormals?: boolean;
 }

@@ -93,7 +93,7 @@ export async function link(ctx: LinkContext, input: LinkInput, o: LinkOptions, m
       break;
     }
     case 'cacheblend': {
-      ctx.layered ??= await (ctx.loadLayered ? ctx.loadLayered() : LayeredModel.load(engine.config));
+      ctx.layered ??= await (ctx.loadLayered ? ctx.loadLayered() : LayeredModel.load(engine.config, engine.sessionOptions));
       const r = await linkCacheBlend(engine, ctx.layered, ctx.source, input, lay, cache, {
         r: o.r ?? LINK_DEFAULTS.r,
         checkLayer: o.checkLayer ?? LINK_DEFAULTS.checkLayer,

@@ -18,9 +18,9 @@ export const LINK_DEFAULTS = {
 };
 
 /**
- * CacheBlend's smallest r. Below it no context of this server's lengths recomputes a token more than r = 0 would
- * (at least one is always kept); and a worker reads doubles below 2.2e-308 as zero (shared/engine/session.ts,
- * flushDenormals), so a bound far above that keeps the API's and the worker's checks the same.
+ * CacheBlend's smallest r. CacheBlend keeps ceil(r × n) deviating tokens, so for any context up to 10,000 tokens every
+ * r in (0, MIN_R] keeps exactly one: nothing useful is refused. And a worker reads doubles below 2.2e-308 as zero
+ * (shared/engine/session.ts, flushDenormals): a bound far above that keeps the API's and the worker's checks the same.
  */
 export const MIN_R = 1e-4;
 

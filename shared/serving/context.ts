@@ -9,6 +9,6 @@ import { storeSource, type BlockStore, type LinkContext } from '../linking';
  */
 export function linkContextFactory(engine: Engine, store: KVStore, prefixStore: BlockStore): (tenantSalt: string) => LinkContext {
   let layered: Promise<LayeredModel> | undefined;
-  const loadLayered = () => (layered ??= LayeredModel.load(engine.config));
+  const loadLayered = () => (layered ??= LayeredModel.load(engine.config, engine.sessionOptions));
   return (tenantSalt) => ({ engine, source: storeSource(engine, store, tenantSalt), prefixStore, tenantSalt, loadLayered });
 }

@@ -36,8 +36,9 @@ export function inferenceProcessor(d: InferenceDeps) {
     const pickedAt = wallClockMs();
     const parsed = InferenceJob.safeParse(job.data);
     if (!parsed.success) {
-      // The API checks what it enqueues against the same schema, so this is a contract fault (another producer, an
-      // old API): the client hears it now, not at its timeout, and retrying cannot help.
+      // The API's request schemas (RequestSpec, ModeSpec) hold every bound this schema does, so this is a contract
+      // fault (another producer, an API of another version): the client hears it now, not at its timeout, and
+      // retrying cannot help.
       const message = `invalid job data: ${parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ')}`;
       const raw = (job.data ?? {}) as { replyTo?: unknown; stream?: unknown; request?: { id?: unknown } };
       const id = typeof raw.request?.id === 'string' ? raw.request.id : undefined;
@@ -97,7 +98,8 @@ export function inferenceProcessor(d: InferenceDeps) {
     } catch (e) {
       d.metrics?.record({ mode: data.request.mode.mode, status: 'error' });
       d.errors?.count('engine');
-      // Only the last attempt answers the client; earlier ones are retried.
+      // Only the last attempt answers a waiting client; earlier ones are retried. A stream ends at the first failure:
+      // a retry would start its tokens over, and the client has already seen some of them.
       if (job.attemptsMade + 1 >= (job.opts.attempts ?? 1)) void reply({ error: (e as Error).message })?.catch(() => undefined);
       if (data.stream) await d.publisher.publish(channel, JSON.stringify({ done: true, error: (e as Error).message } satisfies StreamEvent));
       throw e;

@@ -104,7 +104,7 @@ describe('API fuzz', () => {
     console.log(`fuzz: ${JSON.stringify(summary)}\nby route: ${JSON.stringify(Object.fromEntries(Object.entries(byRoute).filter(([, v]) => Object.values(v).reduce((a, b) => a + b) >= 20)))}`);
     const report = [...problems.values()].sort((a, b) => b.n - a.n).map((p) => `${p.n}× ${p.example}`);
     // A 5xx's cause is in the API's log (and a worker's, when it failed the request): show it with the failure.
-    if (report.length) console.log(`service logs, failures:\n${s.output().split('\n').filter((l) => /"level":(40|50|60)/.test(l)).slice(-20).join('\n')}`);
+    if (report.length || unfinished.length) console.log(`service logs, failures:\n${s.output().split('\n').filter((l) => /"level":(40|50|60)/.test(l)).slice(-20).join('\n')}`);
     expect(report).toEqual([]);
     expect(unfinished).toEqual([]);
     expect(sent).toBeGreaterThanOrEqual(COUNT);

@@ -184,7 +184,7 @@ const EDGE: Record<string, () => unknown[]> = {
   max_tokens: () => [0, 1, 64],
   max_completion_tokens: () => [0, 1],
   k: () => [0, 1, 2 ** 31, Number.MAX_SAFE_INTEGER],
-  r: () => [5e-324, 1e-9, 1],
+  r: () => [1e-4, 1],
   mode: () => MODES,
   stop: () => ['', ['', '', '', ''], 'Q', ['\u0000'], 'x'.repeat(10_000)],
   prompt: () => [' ', '\n', '\ud800', '🦄', 'Q', '\u0000', '  \t  ', 'A :'.repeat(300)],

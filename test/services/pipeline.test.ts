@@ -83,8 +83,8 @@ describe(`pipeline: API → BullMQ → workers (${MODEL.split('/').pop()})`, () 
       ['/v1/jobs', { requests: [{ documents: ['nope'], question: 'x' }] }, 404, /unknown document id "nope"/],
       ['/v1/jobs', { requests: [{ documents: docIds, question: 'x', mode: 'turbo' }] }, 400, /mode/],
       ['/v1/jobs', { requests: [{ documents: docIds, question: 'x', k: -1 }] }, 400, /k/],
-      // a denormal r: a worker (flushDenormals) would read it as 0, so the API refuses what the worker would
-      ['/v1/jobs', { requests: [{ documents: docIds, question: 'x', mode: 'cacheblend', r: 5e-324 }] }, 400, /r/],
+      // below MIN_R (the worker, which flushes denormals, must accept exactly what the API accepts)
+      ['/v1/jobs', { requests: [{ documents: docIds, question: 'x', mode: 'cacheblend', r: 1e-5 }] }, 400, /r/],
       ['/v1/jobs', { requests: [{ documents: docIds, question: 'x', max_tokens: 'ten' }] }, 400, /max_tokens/],
       ['/v1/jobs', { requests: [{ question: 'the '.repeat(3000), max_tokens: 2000 }] }, 400, /context length/],
       ['/v1/jobs', { requests: [{ documents: docIds }] }, 400, /question or a prompt/],
