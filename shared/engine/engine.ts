@@ -142,6 +142,11 @@ export class Engine {
   readonly graphKind: 'primitive' | 'stock';
   /** Buffers for request caches (see newCache / KVCache.release). */
   readonly pool = new BufferPool();
+  /**
+   * Attention-bias buffers, pooled apart from KV buffers: a KV buffer is handed out uncleared (KVCache), which is safe
+   * only if all it can hold is KV; a bias buffer's -1e9s in a masked key slot would outweigh the mask.
+   */
+  private readonly biasPool = new BufferPool(64 * 1024 * 1024);
 
   private constructor(
     readonly config: ModelConfig,
@@ -264,7 +269,7 @@ export class Engine {
     const P = anyValid ? C : 1;
     const T = P + S;
     // The bias is B × S × (P + S) floats (megabytes for a batch): pooled, so it is not garbage on every call.
-    const bias = buildBias(cache, rows, S, P, cache.slotValid, this.pool.acquire(B * S * T, NEG_INF));
+    const bias = buildBias(cache, rows, S, P, cache.slotValid, this.biasPool.acquire(B * S * T, NEG_INF));
     const feeds: Record<string, ort.Tensor> = {
       input_ids: new ort.Tensor('int64', ids, [B, S]),
       position_ids: new ort.Tensor('int64', pos, [B, S]),
@@ -280,7 +285,7 @@ export class Engine {
     try {
       res = await this.graph.session.run(feeds);
     } finally {
-      this.pool.release(bias);
+      this.biasPool.release(bias);
     }
     return this.collect(res, 'primitive', S, 0);
   }

@@ -9,19 +9,22 @@ export class BufferPool {
 
   constructor(readonly maxPooledBytes = 512 * 1024 * 1024) {}
 
-  /** A view of `floats` floats, every one set to `fill` (0 by default). */
-  acquire(floats: number, fill = 0): Float32Array {
+  /**
+   * A view of `floats` floats, every one set to `fill` (0 by default). `null`: contents unspecified (a reused buffer
+   * keeps what its last user wrote), for callers that write before they read, or never read what they did not write.
+   */
+  acquire(floats: number, fill: number | null = 0): Float32Array {
     const size = floats <= 1024 ? 1024 : 2 ** Math.ceil(Math.log2(floats));
     const list = this.free.get(size * 4);
     const buf = list?.pop();
     if (buf) {
       this.pooledBytes -= buf.byteLength;
       const view = new Float32Array(buf, 0, floats);
-      view.fill(fill);
+      if (fill !== null) view.fill(fill);
       return view;
     }
     const view = new Float32Array(new ArrayBuffer(size * 4), 0, floats);
-    if (fill !== 0) view.fill(fill);
+    if (fill !== null && fill !== 0) view.fill(fill);
     return view;
   }
 
