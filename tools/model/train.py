@@ -4,8 +4,12 @@
         /usr/bin/python3 tools/model/train.py --out runs/qa --minutes 80 --seed 1234
     # a short check of one curriculum level before a long run:
     ... train.py --out runs/check --minutes 3 --start-level 0 --pin-level --eval-every 100000
-    # continue from a checkpoint at a given curriculum level (fresh optimizer):
+    # continue from a checkpoint at a given curriculum level (fresh optimizer; the checkpoint's shape is used):
     ... train.py --out runs/qa2 --init runs/qa/last.pt --start-level 6 --minutes 30 --seed 1235
+    # grow a shipped model by a layer (tools/model/from_onnx.py) and train it on the final level:
+    /usr/bin/python3 tools/model/from_onnx.py --model models/epic-qa --out runs/grown3.pt --layers 3
+    ... train.py --out runs/qa3 --init runs/grown3.pt --start-level 6 --minutes 65 --seed 1235 --lr 6e-4 \
+        --type-weight 0.35,0.35,0.3 --distinct-questions
 
 The malloc settings matter: without them about half the CPU time went to the kernel (large attention tensors mmapped
 and unmapped every step).  models/epic-qa was trained with the first command; see its MODEL_CARD.md.
@@ -16,7 +20,8 @@ Recipe (../../shared/DESIGN.md section 6, plus an LM loss on the context so the 
   lr, then cosine to 5% over the final curriculum level (time based, so the run ends on time).
 * Tokens per optimiser step set per level (2k for the short early levels, 4k-6k later), run as micro-batches of
   <= 1,800 tokens (gradient accumulation).  Each sequence: <bos> + documents + 16 questions (drawn with
-  replacement, question type chosen by TYPE_WEIGHT among the types present), each "<question> <answer> <eos>".
+  replacement, or distinct with --distinct-questions; question type chosen by TYPE_WEIGHT or --type-weight among
+  the types present), each "<question> <answer> <eos>".
 * Loss = mean CE on answer+<eos> tokens + lm_weight * mean CE on document tokens (next-token LM on the context).
 * Format curriculum over world.Level (LEVELS): bare "Name Value" pairs from 64 names -> from all names -> one
   article per document, 1-2 facts -> several people sharing relations -> notes (fillers) -> 3-5 pages cut anywhere
@@ -86,21 +91,37 @@ def encode_sample(tok: WordPiece, s: world.Sample, qs):
     return ids, kind, qtypes
 
 
-def pick_questions(rng: random.Random, qs, n: int):
+def pick_questions(rng: random.Random, qs, n: int, weight=None, distinct=False):
+    """n questions; each draw picks a type by weight among the types present, then a question of it.  With `distinct`
+    each question is asked at most once (types drop out as they run out): drawn with replacement, ~75% of cross-chunk
+    answers could be copied from an earlier asking in the same sequence, which teaches copying, not reading.  The
+    default (with replacement) is what the shipped model was trained with."""
+    weight = weight or TYPE_WEIGHT
     by = {}
     for q in qs:
         by.setdefault(q.type, []).append(q)
-    types = sorted(by)
-    w = [TYPE_WEIGHT[t] for t in types]
-    return [rng.choice(by[rng.choices(types, w)[0]]) for _ in range(n)]
+    if not distinct:
+        types = sorted(by)
+        w = [weight[t] for t in types]
+        return [rng.choice(by[rng.choices(types, w)[0]]) for _ in range(n)]
+    for v in by.values():
+        rng.shuffle(v)
+    out = []
+    while len(out) < n and by:
+        types = sorted(by)
+        t = rng.choices(types, [weight[t] for t in types])[0]
+        out.append(by[t].pop())
+        if not by[t]:
+            del by[t]
+    return out
 
 
-def make_batch(tok, rng, lv: world.Level, batch_tokens: int, n_q: int):
+def make_batch(tok, rng, lv: world.Level, batch_tokens: int, n_q: int, weight=None, distinct=False):
     seqs = []
     total = 0
     while total < batch_tokens:
         s = world.sample(rng, lv)
-        qs = pick_questions(rng, s.questions, n_q)
+        qs = pick_questions(rng, s.questions, n_q, weight, distinct)
         ids, kind, qt = encode_sample(tok, s, qs)
         seqs.append((ids, kind, qt))
         total += len(ids)
@@ -211,7 +232,11 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--start-level", type=int, default=0)
     ap.add_argument("--pin-level", action="store_true", help="stay at --start-level (short checks of one level)")
-    ap.add_argument("--init", help="start from this checkpoint's weights (a resumed run; optimizer state is fresh)")
+    ap.add_argument("--init", help="start from this checkpoint's weights and shape (optimizer state is fresh); "
+                    "tools/model/from_onnx.py makes one from a shipped model, optionally grown by layers")
+    ap.add_argument("--distinct-questions", action="store_true", help="ask each question at most once per sequence")
+    ap.add_argument("--type-weight", default="", help="single_hop,cross_chunk,two_hop draw weights (default %s)"
+                    % ",".join(str(TYPE_WEIGHT[t]) for t in TYPES))
     ap.add_argument("--micro-tokens", type=int, default=1800, help="max tokens per forward (gradient accumulation)")
     a = ap.parse_args()
 
@@ -220,12 +245,25 @@ def main():
     rng = random.Random(a.seed)
     os.makedirs(a.out, exist_ok=True)
     tok = tokenizer()
+    weight = TYPE_WEIGHT
+    if a.type_weight:
+        w = [float(x) for x in a.type_weight.split(",")]
+        if len(w) != len(TYPES) or min(w) <= 0:
+            ap.error(f"--type-weight needs {len(TYPES)} positive weights ({','.join(TYPES)}), got {a.type_weight!r}")
+        weight = dict(zip(TYPES, w))
     cfg = LlamaConfig(vocab_size=len(tok), hidden_size=a.hidden, num_hidden_layers=a.layers,
                       num_attention_heads=a.heads, num_key_value_heads=a.heads, intermediate_size=a.ffn,
                       max_position_embeddings=4096)
+    init = torch.load(a.init, map_location="cpu") if a.init else None
+    if init:
+        if init["vocab"] != tok.vocab:
+            raise SystemExit(f"{a.init}: its vocabulary is not world.vocabulary()'s")
+        cfg = LlamaConfig.from_hf(init["config"])
+        a.layers, a.hidden, a.heads, a.ffn = (cfg.num_hidden_layers, cfg.hidden_size, cfg.num_attention_heads,
+                                              cfg.intermediate_size)
     model = Llama(cfg)
-    if a.init:
-        model.load_state_dict(torch.load(a.init, map_location="cpu")["state_dict"])
+    if init:
+        model.load_state_dict(init["state_dict"])
     opt = torch.optim.AdamW(param_groups(model, a.wd), lr=a.lr, betas=(0.9, 0.95))
     mon = monitor_set(tok, a.monitor_seed, 48)
     log = open(os.path.join(a.out, "log.jsonl"), "a")
@@ -273,7 +311,7 @@ def main():
             lr *= 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * f))
         for g in opt.param_groups:
             g["lr"] = lr
-        ids, kind, qt = make_batch(tok, rng, lv, batch * a.batch_scale, a.questions)
+        ids, kind, qt = make_batch(tok, rng, lv, batch * a.batch_scale, a.questions, weight, a.distinct_questions)
         opt.zero_grad(set_to_none=True)
         # micro-batches keep each attention tensor small (under glibc's mmap threshold: far less system time)
         mb = max(1, min(ids.shape[0], a.micro_tokens // ids.shape[1]))
