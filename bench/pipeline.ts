@@ -278,11 +278,7 @@ async function main() {
         process.stderr.write(`throughput ${m.label} (repetition ${rep + 1}/${reps}): ${(batch.length / s).toFixed(2)} jobs/s\n`);
       }
     }
-    const thr: Record<string, { seconds: number; jobs_per_s: number }> = {};
-    for (const m of modes) {
-      const jps = quantile(perRep[m.label], 0.5);
-      thr[m.label] = { seconds: requests.length / jps, jobs_per_s: jps };
-    }
+    const jobsPerS: Record<string, number> = Object.fromEntries(modes.map((m) => [m.label, quantile(perRep[m.label], 0.5)]));
     const result = {
       model: modelDir,
       machine: machine(),
@@ -303,10 +299,10 @@ async function main() {
       e2e_minus_direct_ms_p50: quantile(e2e, 0.5) - quantile(direct, 0.5),
       throughput_repetitions: reps,
       // median over the repetitions; every repetition's figure beside it
-      throughput_jobs_per_s: Object.fromEntries(Object.entries(thr).map(([k, v]) => [k, v.jobs_per_s])),
+      throughput_jobs_per_s: jobsPerS,
       throughput_jobs_per_s_each: perRep,
-      throughput_ratio_attnlink_vs_full: thr['attnlink-16'] && thr.full ? thr['attnlink-16'].jobs_per_s / thr.full.jobs_per_s : null,
-      throughput_ratio_attnlink_vs_prefix: thr['attnlink-16'] && thr.prefix ? thr['attnlink-16'].jobs_per_s / thr.prefix.jobs_per_s : null,
+      throughput_ratio_attnlink_vs_full: jobsPerS['attnlink-16'] && jobsPerS.full ? jobsPerS['attnlink-16'] / jobsPerS.full : null,
+      throughput_ratio_attnlink_vs_prefix: jobsPerS['attnlink-16'] && jobsPerS.prefix ? jobsPerS['attnlink-16'] / jobsPerS.prefix : null,
     };
     console.log(`model ${modelDir}; ${corpus.length} documents; ${requests.length} requests of 8 documents each`);
     console.log(
@@ -322,7 +318,7 @@ async function main() {
       ]),
     );
     console.log(`overhead p50 by part (ms): ${Object.entries(result.overhead_breakdown_ms_p50).map(([k, v]) => `${k} ${v.toFixed(2)}`).join(', ')}`);
-    console.log(table(modes.map((m) => ({ mode: m.label, 'jobs/s (median)': thr[m.label].jobs_per_s, 'each repetition': perRep[m.label].map((v) => v.toFixed(1)).join(' / ') }))));
+    console.log(table(modes.map((m) => ({ mode: m.label, 'jobs/s (median)': jobsPerS[m.label], 'each repetition': perRep[m.label].map((v) => v.toFixed(1)).join(' / ') }))));
     console.log(
       `attnlink-16 vs full: ${result.throughput_ratio_attnlink_vs_full?.toFixed(2) ?? '-'}x jobs/s; vs prefix: ${result.throughput_ratio_attnlink_vs_prefix?.toFixed(2) ?? '-'}x; API+queue overhead p50 ${result.overhead_ms_p50.toFixed(2)} ms`,
     );

@@ -181,8 +181,7 @@ export class Engine {
       }
       graph = await openGraph(config, 'primitive', config.graphs.primitive, opts);
     }
-    const { executionProvider, intraOpThreads, spinning, flushDenormals } = opts;
-    const engine = new Engine(config, tokenizer, graph, { executionProvider, intraOpThreads, spinning, flushDenormals });
+    const engine = new Engine(config, tokenizer, graph, opts);
     if (opts.selfCheck !== false) await engine.checkRope();
     return engine;
   }

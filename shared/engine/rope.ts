@@ -77,31 +77,9 @@ export class Rope {
   }
 
   /**
-   * Rotate a run of n head-rows (n × headDim floats, contiguous) from src[srcOff..] into dst[dstOff..] with per-row
-   * deltas from `deltas()`.
-   */
-  rotateRun(src: Float32Array, srcOff: number, dst: Float32Array, dstOff: number, n: number, cos: Float64Array, sin: Float64Array): void {
-    const h = this.half;
-    const D = this.headDim;
-    // Running offsets instead of products per element: this loop is the placing of every cached token's key.
-    let s0 = srcOff;
-    let d0 = dstOff;
-    let c0 = 0;
-    for (let t = 0; t < n; t++, s0 += D, d0 += D, c0 += h) {
-      for (let i = 0; i < h; i++) {
-        const x1 = src[s0 + i];
-        const x2 = src[s0 + h + i];
-        const c = cos[c0 + i];
-        const sn = sin[c0 + i];
-        dst[d0 + i] = x1 * c - x2 * sn;
-        dst[d0 + h + i] = x2 * c + x1 * sn;
-      }
-    }
-  }
-
-  /**
-   * rotateRun on a run already copied into place: the same arithmetic, reading and writing `buf`. Faster in V8 than
-   * rotating from one array into another (~25% in a micro-benchmark of the placing loop).
+   * Rotate, in place, a run of n head-rows (n × headDim floats, contiguous) of buf from buf[off..], with per-row deltas
+   * from `deltas()`. Callers copy a run into place first: in V8 that is faster than rotating from one array into
+   * another (~25% in a micro-benchmark of the placing loop, the loop every cached token's key goes through).
    */
   rotateInPlace(buf: Float32Array, off: number, n: number, cos: Float64Array, sin: Float64Array): void {
     const h = this.half;
@@ -137,14 +115,13 @@ export class Rope {
       length: n,
       tokens: block.tokens,
       positions: Int32Array.from(positions),
-      keys: block.keys.map(() => new Float32Array(shape.kvHeads * n * shape.headDim)),
+      keys: block.keys.map((k) => k.slice(0, shape.kvHeads * n * shape.headDim)),
       values: block.values,
     };
     const { cos, sin } = this.deltas(block.positions, out.positions);
     for (let l = 0; l < shape.layers; l++) {
       for (let hd = 0; hd < shape.kvHeads; hd++) {
-        const off = hd * n * shape.headDim;
-        this.rotateRun(block.keys[l], off, out.keys[l], off, n, cos, sin);
+        this.rotateInPlace(out.keys[l], hd * n * shape.headDim, n, cos, sin);
       }
     }
     return out;

@@ -124,7 +124,6 @@ function linkStats(o: LinkOptions, promptTokens: number, computed: number, ttftM
   };
 }
 
-/** Modes `linkBatch` can serve: position-independent linking with the one-pass path. */
 /**
  * Whether requests with the same chunks can share one linked context: the context linked alone (`contextOnly`), then
  * each question, gives what linking with the question gives. Not CacheBlend: its blender always recomputes the
@@ -134,6 +133,7 @@ export function contextSharable(o: LinkOptions): boolean {
   return o.mode !== 'cacheblend';
 }
 
+/** Modes `linkBatch` can serve: position-independent linking with the one-pass path. */
 export function batchable(engine: Engine, o: LinkOptions): boolean {
   return engine.graphKind === 'primitive' && (o.mode === 'naive' || o.mode === 'attnlink' || o.mode === 'attnlink0') && (o.path ?? 'one-pass') === 'one-pass';
 }
