@@ -44,6 +44,11 @@ const Env = z.object({
   /** Most KV slots (rows × longest row) in one such batch. */
   WORKER_BATCH_TOKENS: z.coerce.number().int().min(1).default(32768),
   /**
+   * Before taking jobs, run the model once at the largest shapes a batch has (Engine.warmup: WORKER_MAX_BATCH rows,
+   * WORKER_BATCH_TOKENS / WORKER_MAX_BATCH slots each), so the first requests do not pay for onnxruntime's memory.
+   */
+  WORKER_WARMUP: z.enum(['0', '1']).default('1').transform((v) => v === '1'),
+  /**
    * BullMQ job locks (defaults are BullMQ's): a killed worker's jobs are re-run once their lock expired
    * (lockDuration) and a stall check ran (stalledInterval); a job stalled more than maxStalledCount times fails.
    */

@@ -21,6 +21,11 @@ async function main() {
   const store = await openStore(cfg, engine);
   const prefixStore = await openPrefixStore(cfg, engine);
   log.info({ model: engine.id, graph: engine.graphKind, provider: cfg.EXECUTION_PROVIDER }, 'engine loaded');
+  if (cfg.WORKER_WARMUP) {
+    // A linked request computes ~k tokens per chunk and its question: 256 covers 8 chunks at k = 16 with room to spare.
+    const ms = await engine.warmup({ rows: cfg.WORKER_MAX_BATCH, capacity: Math.floor(cfg.WORKER_BATCH_TOKENS / cfg.WORKER_MAX_BATCH), tokens: 256 });
+    log.info({ ms: Math.round(ms) }, 'engine warmed up');
+  }
   const registry = createRegistry('worker');
   const serving = createServingMetrics(registry);
   const errors = createErrorMetrics(registry, 'worker');

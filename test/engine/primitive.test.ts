@@ -64,6 +64,26 @@ describe.each(['primitive', 'stock'] as const)('engine primitive (%s graph)', (g
     expect(maxAbsDiff(r1.logits[0], r2.logits[0])).toBeLessThan(1e-4);
   });
 
+  test('warm-up runs the serving shapes and changes nothing: a prompt answers the same before and after', async () => {
+    const prompt = [engine.config.bosTokenId, ...randomTokens(60, 11, 5, V())];
+    const run = async () => {
+      const c = engine.newCache(2, prompt.length + 4);
+      const { logits } = await engine.forward(c, [0, 1].map(() => ({ tokens: prompt, positions: range(0, prompt.length) })));
+      const gen = await engine.generate(c, logits, { maxTokens: 4, stopIds: [] });
+      c.release();
+      return { logits: logits[0], tokens: gen.tokens };
+    };
+    const before = await run();
+    const poolBefore = engine.pool.bytes;
+    const ms = await engine.warmup({ rows: 4, capacity: 300, tokens: 40 });
+    expect(ms).toBeGreaterThan(0);
+    // Its caches went back to the pool (and come out uncleared for the next request).
+    expect(engine.pool.bytes).toBeGreaterThan(poolBefore);
+    const after = await run();
+    expect(maxAbsDiff(after.logits, before.logits)).toBe(0);
+    expect(after.tokens).toEqual(before.tokens);
+  });
+
   test('a padded batch equals the same prompts run one by one', async () => {
     const prompts = [
       [engine.config.bosTokenId, ...randomTokens(30, 7, 5, V())],
