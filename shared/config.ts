@@ -44,8 +44,9 @@ const Env = z.object({
   /** Most KV slots (rows × longest row) in one such batch. */
   WORKER_BATCH_TOKENS: z.coerce.number().int().min(1).default(32768),
   /**
-   * Before taking jobs, run the model once at the largest shapes a batch has (Engine.warmup: WORKER_MAX_BATCH rows,
-   * WORKER_BATCH_TOKENS / WORKER_MAX_BATCH slots each), so the first requests do not pay for onnxruntime's memory.
+   * Before taking jobs, run the model at a full batch's shapes (Engine.warmup: a prefill of one row, then
+   * WORKER_MAX_BATCH rows of WORKER_BATCH_TOKENS / WORKER_MAX_BATCH slots each, one point of the rows × length
+   * budget), so the first requests do not pay for growing onnxruntime's memory arena.
    */
   WORKER_WARMUP: z.enum(['0', '1']).default('1').transform((v) => v === '1'),
   /**

@@ -446,15 +446,16 @@ export class Engine {
   /**
    * Run the graph once at the largest shapes serving expects, so onnxruntime's memory arena grows now and not during
    * the first requests (vLLM's profile run does the same for its KV memory). The calls: a prefill of one row of
-   * `capacity` tokens (full mode's shape), `rows` rows of `tokens` tokens over a cache of `capacity` valid slots
-   * (a batch of linked requests), and one decode step of `rows` rows. Measured here, in one process, on 64 requests
+   * `capacity` tokens (full mode's shape), `rows` rows of `tokens` tokens after `capacity - tokens - 1` cached
+   * slots each (a batch of linked requests), and one decode step of `rows` rows. Measured here, in one process, on 64 requests
    * linked in attnlink-16 batches of 16 right after loading: 47-52 jobs/s without it, 90-110 after a warm-up of
    * (16 rows, 2,048 slots, 256 tokens), which took ~2 s; the second pass ran at 104-139 either way.
    * Returns the milliseconds it took.
    */
   async warmup(opts: { rows: number; capacity: number; tokens: number }): Promise<number> {
     const t0 = performance.now();
-    const capacity = Math.min(opts.capacity, this.contextLength);
+    // At least one cached slot before the tokens (a budget too small for that still warms up a minimal batch).
+    const capacity = Math.min(this.contextLength, Math.max(opts.capacity, 3));
     const tokens = Math.max(1, Math.min(opts.tokens, capacity - 2));
     const rows = Math.max(1, opts.rows);
     const at = (start: number, n: number) => Array.from({ length: n }, (_, i) => start + i);
