@@ -21,7 +21,10 @@ describe('completion replies', () => {
     expect(r.status).toBe(200);
     expect(r.body.usage.completion_tokens).toBe(3);
     const timing = r.headers.get('server-timing') ?? '';
-    for (const part of ['api', 'queue', 'prefill', 'decode', 'worker', 'reply']) expect(timing).toMatch(new RegExp(`(^|, )${part};dur=\\d+\\.\\d{3}`));
+    for (const part of ['total', 'api', 'queue', 'prefill', 'decode', 'worker', 'reply']) expect(timing).toMatch(new RegExp(`(^|, )${part};dur=\\d+\\.\\d{3}`));
+    // `total` spans the request in the API (arrival to response): it holds the API's own part and the worker's compute.
+    const dur = (part: string) => Number(new RegExp(`${part};dur=([\\d.]+)`).exec(timing)![1]);
+    expect(dur('total')).toBeGreaterThanOrEqual(dur('api') + dur('prefill') + dur('decode'));
     expect(s.deps.replies!.pending).toBe(0);
   });
 

@@ -102,11 +102,13 @@ export function chatObject(id: string, model: string, r: ServeResult) {
 /**
  * Where a completion's time went (W3C Server-Timing, milliseconds): `api` (parse, validate, resolve documents, enqueue),
  * `queue` (enqueued until a worker took it), `prefill` (fetch chunks, link, first token) and `decode` (the rest of
- * the tokens) in the worker, `worker` (the worker's own bookkeeping around them), `reply` (result back to the API).
+ * the tokens) in the worker, `worker` (the worker's own bookkeeping around them), `reply` (result back to the API);
+ * `total` is arrival until the header is written (the parts, and the API's own work after the reply).
  */
 function serverTiming(t0: number, run: OneRun): string {
   const r = run.result;
-  const parts = [`api;dur=${(run.enqueuedAt - t0).toFixed(3)}`];
+  // `total`: arrival until this header is written, so a client can tell the server's time from the HTTP round trip.
+  const parts = [`total;dur=${(wallClockMs() - t0).toFixed(3)}`, `api;dur=${(run.enqueuedAt - t0).toFixed(3)}`];
   if (r.worker) parts.push(`queue;dur=${Math.max(0, r.worker.pickedAt - run.enqueuedAt).toFixed(3)}`);
   parts.push(`prefill;dur=${r.prefillMs.toFixed(3)}`, `decode;dur=${r.decodeMs.toFixed(3)}`);
   if (r.worker) {
