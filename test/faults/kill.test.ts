@@ -25,7 +25,8 @@ describe('workers killed with SIGKILL', () => {
 
   test('three kills during 200 jobs: every job completes exactly once, none lost, none duplicated', async () => {
     // maxStalledCount 3: a job whose worker is killed under it twice is still re-run (BullMQ's default, 1, fails it).
-    s = await ProcStack.start({ redis: r.redis, services: [], env: { ...LOCKS, WORKER_MAX_STALLED_COUNT: '3', WORKER_CONCURRENCY: '4' } });
+    // No warm-up: a replacement worker must join while the batch still runs, or the next kill falls after its end.
+    s = await ProcStack.start({ redis: r.redis, services: [], env: { ...LOCKS, WORKER_MAX_STALLED_COUNT: '3', WORKER_CONCURRENCY: '4', WORKER_WARMUP: '0' } });
     await Promise.all([s.add('api'), s.add('worker'), s.add('worker')]);
     events = new QueueEvents('inference', { connection: { url: r.redis.url }, prefix: s.env.QUEUE_PREFIX });
     await events.waitUntilReady();
