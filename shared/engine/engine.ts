@@ -92,15 +92,15 @@ export function buildBias(
     // sees is every valid slot up to one index, a copy of a prefix of pastRow.
     let monotone = true;
     let lastPos = -Infinity;
-    if (P === C) {
-      for (let j = 0; j < C; j++) {
-        if (!slotValid[b * C + j]) continue;
-        valid.push(j);
-        const pos = cache.slotPos[b * C + j];
-        if (pos >= first) pastBefore = false;
-        if (pos < lastPos) monotone = false;
-        lastPos = pos;
-      }
+    // The past passed is the cache's first P slots (all of them, or a compacted prefix; P = 1 with no valid slot is
+    // the masked placeholder of an empty past).
+    for (let j = 0; j < Math.min(P, C); j++) {
+      if (!slotValid[b * C + j]) continue;
+      valid.push(j);
+      const pos = cache.slotPos[b * C + j];
+      if (pos >= first) pastBefore = false;
+      if (pos < lastPos) monotone = false;
+      lastPos = pos;
     }
     const pastRow = new Float32Array(P).fill(NEG_INF);
     for (const j of valid) pastRow[j] = 0;
@@ -261,11 +261,24 @@ export class Engine {
   private async runPrimitive(cache: KVCache, rows: RowInput[], S: number, ids: BigInt64Array, pos: BigInt64Array) {
     const B = cache.batch;
     const C = cache.capacity;
-    let anyValid = false;
-    for (let i = 0; i < cache.slotValid.length && !anyValid; i++) anyValid = cache.slotValid[i] === 1;
-    // An empty past is passed as one masked zero slot: some exported graphs (GQA head repetition) reject a
-    // zero-length past.
-    const P = anyValid ? C : 1;
+    const { kvHeads, headDim } = this.shape;
+    // One past the highest valid slot of any row: the slots after it hold nothing a query may see.
+    let used = 0;
+    for (let b = 0; b < B; b++) {
+      for (let j = C - 1; j >= used; j--) {
+        if (cache.slotValid[b * C + j]) {
+          used = j + 1;
+          break;
+        }
+      }
+    }
+    const anyValid = used > 0;
+    // Attention spans P + S keys. A past much shorter than the cache (a prefix-cache hit followed by a long prefill)
+    // is passed as a copy of its first `used` slots, when the keys that saves outweigh the copy; otherwise the
+    // cache's buffers go in whole (views, no copy). An empty past is passed as one masked zero slot: some exported
+    // graphs (GQA head repetition) reject a zero-length past.
+    const compact = anyValid && used < C && (C - used) * S > used * headDim;
+    const P = !anyValid ? 1 : compact ? used : C;
     const T = P + S;
     // The bias is B × S × (P + S) floats (megabytes for a batch): pooled, so it is not garbage on every call.
     const bias = buildBias(cache, rows, S, P, cache.slotValid, this.biasPool.acquire(B * S * T, NEG_INF));
@@ -275,16 +288,31 @@ export class Engine {
       attn_bias: new ort.Tensor('float32', bias, [B, 1, S, T]),
     };
     const names = pastInputNames(this.shape.layers);
-    const dummy = anyValid ? null : new Float32Array(B * this.shape.kvHeads * this.shape.headDim);
+    const dummy = anyValid ? null : new Float32Array(B * kvHeads * headDim);
+    const copies: Float32Array[] = [];
+    const past = (buf: Float32Array): Float32Array => {
+      if (dummy) return dummy;
+      if (!compact) return buf;
+      const out = this.pool.acquire(B * kvHeads * P * headDim, null);
+      for (let b = 0; b < B; b++) {
+        for (let h = 0; h < kvHeads; h++) {
+          const src = cache.offset(b, h, 0);
+          out.set(buf.subarray(src, src + P * headDim), (b * kvHeads + h) * P * headDim);
+        }
+      }
+      copies.push(out);
+      return out;
+    };
     for (let l = 0; l < this.shape.layers; l++) {
-      feeds[names[2 * l]] = new ort.Tensor('float32', dummy ?? cache.keys[l], this.kvDims(B, P));
-      feeds[names[2 * l + 1]] = new ort.Tensor('float32', dummy ?? cache.values[l], this.kvDims(B, P));
+      feeds[names[2 * l]] = new ort.Tensor('float32', past(cache.keys[l]), this.kvDims(B, P));
+      feeds[names[2 * l + 1]] = new ort.Tensor('float32', past(cache.values[l]), this.kvDims(B, P));
     }
     let res: ort.InferenceSession.OnnxValueMapType;
     try {
       res = await this.graph.session.run(feeds);
     } finally {
       this.biasPool.release(bias);
+      for (const c of copies) this.pool.release(c);
     }
     return this.collect(res, 'primitive', S, 0);
   }

@@ -33,6 +33,24 @@ describe.each(['primitive', 'stock'] as const)('engine primitive (%s graph)', (g
     expectBlocksClose(split.toBlock(0, 0, n), whole.toBlock(0, 0, n), 1e-4);
   });
 
+  test('a long call after a short past in a large cache (its past passed compacted) equals one prefill', async () => {
+    // 3 rows, 40 cached tokens each, then 150 more, in a cache of 1,000 slots: the past handed to the graph is the
+    // first 40 slots (copied), not all 1,000.
+    const rowsA = [1, 2, 3].map((seed) => [engine.config.bosTokenId, ...randomTokens(39, 20 + seed, 5, V())]);
+    const rowsB = [1, 2, 3].map((seed) => randomTokens(150, 30 + seed, 5, V()));
+    const whole = engine.newCache(3, 190);
+    const all = await engine.forward(whole, rowsA.map((a, i) => ({ tokens: [...a, ...rowsB[i]], positions: range(0, 190) })));
+    const split = engine.newCache(3, 1000);
+    await engine.forward(split, rowsA.map((a) => ({ tokens: a, positions: range(0, 40) })));
+    const tail = await engine.forward(split, rowsB.map((bt) => ({ tokens: bt, positions: range(40, 150) })));
+    for (let i = 0; i < 3; i++) {
+      expect(maxAbsDiff(tail.logits[i], all.logits[i])).toBeLessThan(1e-4);
+      expectBlocksClose(split.toBlock(i, 0, 190), whole.toBlock(i, 0, 190), 1e-4);
+    }
+    whole.release();
+    split.release();
+  });
+
   test('a chunk compiled alone at 0 and rotated to P equals it compiled alone at P (every layer)', async () => {
     const chunk = randomTokens(32, 3, 5, V());
     const at0 = await engine.compile(chunk, 0);
