@@ -18,6 +18,7 @@ async function main() {
   const cfg = loadServiceConfig();
   const log = createLogger('worker', cfg.LOG_LEVEL);
   const engine = await Engine.load(cfg.MODEL_DIR, { executionProvider: cfg.EXECUTION_PROVIDER, intraOpThreads: cfg.ORT_THREADS, spinning: cfg.ORT_SPINNING, flushDenormals: cfg.ORT_FLUSH_DENORMALS });
+  log.info({ model: engine.id, graph: engine.graphKind, provider: cfg.EXECUTION_PROVIDER }, 'engine loaded');
   if (cfg.WORKER_WARMUP) {
     // A linked request computes ~k tokens per chunk and its question: 256 covers 8 chunks at k = 16 with room to spare.
     const ms = await engine.warmup({ rows: cfg.WORKER_MAX_BATCH, capacity: Math.floor(cfg.WORKER_BATCH_TOKENS / cfg.WORKER_MAX_BATCH), tokens: 256 });
@@ -25,7 +26,6 @@ async function main() {
   }
   const store = await openStore(cfg, engine);
   const prefixStore = await openPrefixStore(cfg, engine);
-  log.info({ model: engine.id, graph: engine.graphKind, provider: cfg.EXECUTION_PROVIDER }, 'engine loaded');
   const registry = createRegistry('worker');
   const serving = createServingMetrics(registry);
   const errors = createErrorMetrics(registry, 'worker');

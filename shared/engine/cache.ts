@@ -188,6 +188,37 @@ export class KVCache {
     this.floatsWritten += 2 * layers * kvHeads * headDim * n;
   }
 
+  /** One past the highest valid slot of any row (0 when none is valid): the slots from there on hold nothing to see. */
+  usedSlots(): number {
+    const C = this.capacity;
+    let used = 0;
+    for (let b = 0; b < this.batch; b++) {
+      for (let j = C - 1; j >= used; j--) {
+        if (this.slotValid[b * C + j]) {
+          used = j + 1;
+          break;
+        }
+      }
+    }
+    return used;
+  }
+
+  /**
+   * A layer's buffer (`keys[l]` or `values[l]`) with every (row, head) cut to its first `slots` slots, packed into
+   * `out` as [batch, kvHeads, width, headDim] (width >= slots; what lies past `slots` in each run is left as it is):
+   * a dense past for a graph call that should not span the whole capacity.
+   */
+  packSlots(buf: Float32Array, slots: number, width: number, out: Float32Array): Float32Array {
+    const { kvHeads, headDim } = this.shape;
+    for (let b = 0; b < this.batch; b++) {
+      for (let h = 0; h < kvHeads; h++) {
+        const src = this.offset(b, h, 0);
+        out.set(buf.subarray(src, src + slots * headDim), (b * kvHeads + h) * width * headDim);
+      }
+    }
+    return out;
+  }
+
   /** Slots [start, end) of a row as a standalone block (copies). */
   toBlock(row: number, start: number, end: number): KVBlock {
     const { layers, kvHeads, headDim } = this.shape;

@@ -262,16 +262,7 @@ export class Engine {
     const B = cache.batch;
     const C = cache.capacity;
     const { kvHeads, headDim } = this.shape;
-    // One past the highest valid slot of any row: the slots after it hold nothing a query may see.
-    let used = 0;
-    for (let b = 0; b < B; b++) {
-      for (let j = C - 1; j >= used; j--) {
-        if (cache.slotValid[b * C + j]) {
-          used = j + 1;
-          break;
-        }
-      }
-    }
+    const used = cache.usedSlots();
     const anyValid = used > 0;
     // Attention spans P + S keys. A past much shorter than the cache (a prefix-cache hit followed by a long prefill)
     // is passed as a copy of its first `used` slots, when the keys that saves outweigh the copy; otherwise the
@@ -293,13 +284,7 @@ export class Engine {
     const past = (buf: Float32Array): Float32Array => {
       if (dummy) return dummy;
       if (!compact) return buf;
-      const out = this.pool.acquire(B * kvHeads * P * headDim, null);
-      for (let b = 0; b < B; b++) {
-        for (let h = 0; h < kvHeads; h++) {
-          const src = cache.offset(b, h, 0);
-          out.set(buf.subarray(src, src + P * headDim), (b * kvHeads + h) * P * headDim);
-        }
-      }
+      const out = cache.packSlots(buf, P, P, this.pool.acquire(B * kvHeads * P * headDim, null));
       copies.push(out);
       return out;
     };
@@ -324,12 +309,8 @@ export class Engine {
   private async runStock(cache: KVCache, rows: RowInput[], S: number, ids: BigInt64Array, pos: BigInt64Array) {
     const B = cache.batch;
     const C = cache.capacity;
-    let P = 0;
-    for (let b = 0; b < B; b++) {
-      for (let j = 0; j < C; j++) if (cache.slotValid[b * C + j]) P = Math.max(P, j + 1);
-    }
-    const dense = P; // slots copied from the cache; an empty past becomes one masked zero slot (see runPrimitive)
-    P = Math.max(P, 1);
+    const dense = cache.usedSlots(); // slots copied from the cache; an empty past becomes one masked zero slot (see runPrimitive)
+    const P = Math.max(dense, 1);
     for (let b = 0; b < B; b++) {
       const r = rows[b];
       if (!r.tokens.length) continue;
@@ -357,16 +338,8 @@ export class Engine {
     };
     const names = pastInputNames(this.shape.layers);
     for (let l = 0; l < this.shape.layers; l++) {
-      const k = new Float32Array(B * kvHeads * P * headDim);
-      const v = new Float32Array(B * kvHeads * P * headDim);
-      for (let b = 0; b < B; b++) {
-        for (let h = 0; h < kvHeads; h++) {
-          const src = cache.offset(b, h, 0);
-          const dst = (b * kvHeads + h) * P * headDim;
-          k.set(cache.keys[l].subarray(src, src + dense * headDim), dst);
-          v.set(cache.values[l].subarray(src, src + dense * headDim), dst);
-        }
-      }
+      const k = cache.packSlots(cache.keys[l], dense, P, new Float32Array(B * kvHeads * P * headDim));
+      const v = cache.packSlots(cache.values[l], dense, P, new Float32Array(B * kvHeads * P * headDim));
       feeds[names[2 * l]] = new ort.Tensor('float32', k, this.kvDims(B, P));
       feeds[names[2 * l + 1]] = new ort.Tensor('float32', v, this.kvDims(B, P));
     }
@@ -475,9 +448,9 @@ export class Engine {
    * Run the graph once at the largest shapes serving expects, so onnxruntime's memory arena grows now and not during
    * the first requests (vLLM's profile run does the same for its KV memory). The calls: a prefill of one row of
    * `capacity` tokens (full mode's shape), `rows` rows of `tokens` tokens after `capacity - tokens - 1` cached
-   * slots each (a batch of linked requests), and one decode step of `rows` rows. Measured here, in one process, on 64 requests
-   * linked in attnlink-16 batches of 16 right after loading: 47-52 jobs/s without it, 90-110 after a warm-up of
-   * (16 rows, 2,048 slots, 256 tokens), which took ~2 s; the second pass ran at 104-139 either way.
+   * slots each (a batch of linked requests), and one decode step of `rows` rows. Measured here, in one process, on
+   * 64 requests linked in attnlink-16 batches of 16 right after loading: 47-52 jobs/s without it, 90-110 after a
+   * warm-up of (16 rows, 2,048 slots, 256 tokens), which took ~2 s; the second pass ran at 104-139 either way.
    * Returns the milliseconds it took.
    */
   async warmup(opts: { rows: number; capacity: number; tokens: number }): Promise<number> {

@@ -64,8 +64,8 @@ export async function openSession(file: string, opts: SessionOptions = {}): Prom
       graphOptimizationLevel: 'all',
       intraOpNumThreads: opts.intraOpThreads ?? 0,
       logSeverityLevel: 3,
-      // CPU provider: the arena keeps one call's memory for the next. Memory patterns are off: onnxruntime plans one per input shape,
-      // and a serving engine sees a new shape on almost every call (rows, cache capacity, tokens). Measured here, one
+      // CPU provider: the arena keeps one call's memory for the next. Memory patterns are off: onnxruntime plans one
+      // per input shape, and a serving engine sees a new shape on almost every call (rows, capacity, tokens). Measured: one
       // attnlink-16 batch of 16 rows over and over in one process: with patterns on, the first two passes over 64
       // requests ran at 57-68 jobs/s and later ones at 146-152, and a full-prefill pass in between dropped the next
       // to 114-119; with patterns off the second pass was already at 119-133, and a full pass did not slow the next.

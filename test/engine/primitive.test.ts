@@ -35,7 +35,7 @@ describe.each(['primitive', 'stock'] as const)('engine primitive (%s graph)', (g
 
   test('a long call after a short past in a large cache (its past passed compacted) equals one prefill', async () => {
     // 3 rows, 40 cached tokens each, then 150 more, in a cache of 1,000 slots: the past handed to the graph is the
-    // first 40 slots (copied), not all 1,000.
+    // first 40 slots (copied), not all 1,000 (the primitive graph's compaction; the stock graph always packs them).
     const rowsA = [1, 2, 3].map((seed) => [engine.config.bosTokenId, ...randomTokens(39, 20 + seed, 5, V())]);
     const rowsB = [1, 2, 3].map((seed) => randomTokens(150, 30 + seed, 5, V()));
     const whole = engine.newCache(3, 190);
