@@ -59,6 +59,22 @@ export function argmax(v: Float32Array): number {
   return best;
 }
 
+/** forward's `pastSlots` promise: no valid slot at or past it is visible to (at or before the position of) a token of its row. */
+function checkPastSlots(cache: KVCache, rows: RowInput[], pastSlots: number): void {
+  if (!Number.isInteger(pastSlots) || pastSlots < 0) throw new EngineInputError(`pastSlots must be a non-negative integer, got ${pastSlots}`);
+  const C = cache.capacity;
+  for (let b = 0; b < rows.length; b++) {
+    let last = -Infinity;
+    const ps = rows[b].positions;
+    for (let s = 0; s < ps.length; s++) last = Math.max(last, ps[s]);
+    for (let j = pastSlots; j < C; j++) {
+      if (cache.slotValid[b * C + j] && cache.slotPos[b * C + j] <= last) {
+        throw new EngineInputError(`row ${b}: slot ${j} (position ${cache.slotPos[b * C + j]}) is visible to the call's tokens but lies past pastSlots ${pastSlots}`);
+      }
+    }
+  }
+}
+
 /**
  * The additive attention bias [B, 1, S, P + S] of a primitive call: query s of row b sees a valid cached slot whose
  * position is at most its own, and the call's tokens at positions at most its own. The common shapes (increasing
@@ -196,8 +212,13 @@ export class Engine {
     return [this.config.bosTokenId, ...this.tokenizer.encode(text)];
   }
 
-  /** The primitive. `rows[i]` is row i of the cache (an empty row computes nothing). */
-  async forward(cache: KVCache, rows: RowInput[], opts: { logits?: 'last' | 'all' } = {}): Promise<ForwardResult> {
+  /**
+   * The primitive. `rows[i]` is row i of the cache (an empty row computes nothing). `pastSlots` (primitive graph)
+   * promises that no token of the call sees a cached slot at or past that index, so only the first `pastSlots` slots
+   * are passed: a call whose tokens all sit early in a long cache attends over that much less. The promise is checked
+   * (a valid slot there at or before a token's position is refused).
+   */
+  async forward(cache: KVCache, rows: RowInput[], opts: { logits?: 'last' | 'all'; pastSlots?: number } = {}): Promise<ForwardResult> {
     if (rows.length !== cache.batch) throw new EngineInputError(`forward needs ${cache.batch} rows, got ${rows.length}`);
     const B = cache.batch;
     const S = Math.max(1, ...rows.map((r) => r.tokens.length));
@@ -217,6 +238,7 @@ export class Engine {
         throw new EngineInputError(`row ${b}: ${r.tokens.length} more tokens do not fit the cache (${cache.length[b]} of ${cache.capacity} slots used)`);
       }
     }
+    if (opts.pastSlots !== undefined) checkPastSlots(cache, rows, opts.pastSlots);
     // Every row checked: only now take slots, so a refused call leaves the cache as it was.
     for (let b = 0; b < B; b++) {
       const r = rows[b];
@@ -237,7 +259,7 @@ export class Engine {
       }
     }
     const { logits, newK, newV, srcLen, srcStart, kvFloatsOut } =
-      this.graph.kind === 'primitive' ? await this.runPrimitive(cache, rows, S, ids, pos) : await this.runStock(cache, rows, S, ids, pos);
+      this.graph.kind === 'primitive' ? await this.runPrimitive(cache, rows, S, ids, pos, opts.pastSlots) : await this.runStock(cache, rows, S, ids, pos);
     for (let b = 0; b < B; b++) {
       const r = rows[b];
       if (r.tokens.length) cache.writeNew(b, b, srcLen, srcStart, newK, newV, slots[b], r.positions, r.tokens);
@@ -258,11 +280,11 @@ export class Engine {
   }
 
   /** Primitive graph: the cache's buffers go in whole (views, no copy); a bias hides what a query must not see. */
-  private async runPrimitive(cache: KVCache, rows: RowInput[], S: number, ids: BigInt64Array, pos: BigInt64Array) {
+  private async runPrimitive(cache: KVCache, rows: RowInput[], S: number, ids: BigInt64Array, pos: BigInt64Array, pastSlots = Infinity) {
     const B = cache.batch;
     const C = cache.capacity;
     const { kvHeads, headDim } = this.shape;
-    const used = cache.usedSlots();
+    const used = Math.min(cache.usedSlots(), pastSlots);
     const anyValid = used > 0;
     // Attention spans P + S keys. A past much shorter than the cache (a prefix-cache hit followed by a long prefill)
     // is passed as a copy of its first `used` slots, when the keys that saves outweigh the copy; otherwise the

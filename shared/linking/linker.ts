@@ -2,7 +2,7 @@ import { ContextLengthError, LayeredModel, type Engine, type KVCache, type RowIn
 import { linkCacheBlend } from './cacheblend';
 import { LinkInputError } from './errors';
 import { layout, range } from './layout';
-import { linkPic, picRow } from './pic';
+import { forwardRows, linkPic, picRow, type PicRow } from './pic';
 import { linkPrefix } from './prefix';
 import { LINK_DEFAULTS, LINK_MODES, MIN_R, type BlockStore, type ChunkSource, type CompileVariant, type LinkInput, type LinkOptions, type LinkStats } from './types';
 
@@ -170,11 +170,11 @@ export async function linkBatch(ctx: LinkContext, items: BatchItem[]): Promise<L
   const blocks = await Promise.all(items.map((it, b) => Promise.all(it.input.chunks.map((c) => ctx.source.chunk(c, plans[b].variant)))));
   const fetchMs = performance.now() - f0;
   const cache = engine.newCache(items.length, Math.max(...lays.map((l, i) => l.total + items[i].maxNewTokens)));
-  let rows: RowInput[];
+  let rows: PicRow[];
   let logits: Float32Array[];
   try {
     rows = items.map((it, b) => picRow(engine, cache, b, it.input, lays[b], blocks[b], plans[b].k));
-    ({ logits } = await engine.forward(cache, rows));
+    logits = await forwardRows(engine, cache, rows);
   } catch (e) {
     cache.release();
     throw e;

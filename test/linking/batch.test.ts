@@ -1,5 +1,6 @@
 import { Engine, argmax } from '../../shared/engine';
-import { compileSource, link, linkBatch, LinkInputError, type LinkInput, type LinkOptions } from '../../shared/linking';
+import { compileSource, layout, link, linkBatch, LinkInputError, picRow, type LinkInput, type LinkOptions } from '../../shared/linking';
+import { EngineInputError } from '../../shared/engine';
 import { Scheduler } from '../../shared/serving/scheduler';
 import { serveGroup } from '../../shared/serving/group';
 import type { ServeRequest } from '../../shared/serving/request';
@@ -32,6 +33,48 @@ describe('cross-request batches (different contexts, one forward call)', () => {
       expect(batch.stats[i].computedTokens).toBe(alone.stats.computedTokens);
       expect(batch.stats[i].promptTokens).toBe(alone.stats.promptTokens);
     }
+  });
+
+  test('with 4+ chunks the link is computed in two calls, the first over a shorter past, and equals one call', async () => {
+    const V = engine.config.vocabSize;
+    const bos = engine.config.bosTokenId;
+    const many: LinkInput[] = [
+      { prefix: [bos], chunks: Array.from({ length: 8 }, (_, i) => randomTokens(20 + 3 * i, 10 + i, 5, V)), question: randomTokens(5, 30, 5, V) },
+      { prefix: [bos], chunks: Array.from({ length: 5 }, (_, i) => randomTokens(31 - 2 * i, 40 + i, 5, V)), question: randomTokens(9, 50, 5, V) },
+    ];
+    const spy = jest.spyOn(engine, 'forward');
+    let batch;
+    try {
+      batch = await linkBatch(ctx(), many.map((input) => ({ input, options: { mode: 'attnlink', k: 4 }, maxNewTokens: 2 })));
+      const calls = spy.mock.calls.filter((c) => c[1].length === 2); // the batch's calls (compiling chunks takes others)
+      expect(calls).toHaveLength(2);
+      const first = calls[0];
+      // The first call: the BOS and the link tokens of chunks 0-3 (row 0) and 0-1 (row 1), over fewer slots than the prompt.
+      expect(first[1].map((r) => r.tokens.length)).toEqual([1 + 4 * 4, 1 + 2 * 4]);
+      expect(first[2]?.pastSlots).toBeLessThan(batch.cache.usedSlots());
+    } finally {
+      spy.mockRestore();
+    }
+    // The same rows in one call.
+    const source = compileSource(engine);
+    const lays = many.map((m) => layout(m));
+    const cache = engine.newCache(many.length, Math.max(...lays.map((l) => l.total + 2)));
+    const blocks = await Promise.all(many.map((m) => Promise.all(m.chunks.map((c) => source.chunk(c, { kind: 'plain' })))));
+    const rows = many.map((m, b) => picRow(engine, cache, b, m, lays[b], blocks[b], 4));
+    const one = await engine.forward(cache, rows);
+    for (let b = 0; b < many.length; b++) expect(maxAbsDiff(batch.logits[b], one.logits[b])).toBeLessThan(1e-4);
+    for (let l = 0; l < engine.shape.layers; l++) expect(maxAbsDiff(batch.cache.keys[l], cache.keys[l])).toBeLessThan(1e-4);
+    batch.cache.release();
+    cache.release();
+  });
+
+  test('forward refuses a pastSlots that would hide a slot its tokens can see', async () => {
+    const cache = engine.newCache(1, 16);
+    await engine.forward(cache, [{ tokens: [5, 6, 7, 8], positions: [0, 1, 2, 3] }]);
+    await expect(engine.forward(cache, [{ tokens: [9], positions: [4] }], { pastSlots: 2 })).rejects.toThrow(EngineInputError);
+    expect(cache.length[0]).toBe(4); // refused before any slot was taken
+    await engine.forward(cache, [{ tokens: [9], positions: [4] }], { pastSlots: 4 });
+    cache.release();
   });
 
   test('modes that cannot share a forward call are refused by linkBatch', async () => {
