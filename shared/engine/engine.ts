@@ -279,19 +279,26 @@ export class Engine {
     return [B, this.shape.kvHeads, P, this.shape.headDim];
   }
 
+  /**
+   * How many cached slots a primitive call of S tokens attends over (P). A past much shorter than the cache (a
+   * prefix-cache hit followed by a long prefill, or forward's `pastSlots`) is passed as a copy of its first `used`
+   * slots when the keys that saves outweigh the copy; otherwise the cache's buffers go in whole (views, no copy). An
+   * empty past is passed as one masked zero slot: some exported graphs (GQA head repetition) reject a zero-length past.
+   */
+  pastPlan(cache: KVCache, S: number, pastSlots = Infinity): { used: number; compact: boolean; P: number } {
+    const C = cache.capacity;
+    const used = Math.min(cache.usedSlots(), pastSlots);
+    const compact = used > 0 && used < C && (C - used) * S > used * this.shape.headDim;
+    return { used, compact, P: used === 0 ? 1 : compact ? used : C };
+  }
+
   /** Primitive graph: the cache's buffers go in whole (views, no copy); a bias hides what a query must not see. */
   private async runPrimitive(cache: KVCache, rows: RowInput[], S: number, ids: BigInt64Array, pos: BigInt64Array, pastSlots = Infinity) {
     const B = cache.batch;
     const C = cache.capacity;
     const { kvHeads, headDim } = this.shape;
-    const used = Math.min(cache.usedSlots(), pastSlots);
+    const { used, compact, P } = this.pastPlan(cache, S, pastSlots);
     const anyValid = used > 0;
-    // Attention spans P + S keys. A past much shorter than the cache (a prefix-cache hit followed by a long prefill)
-    // is passed as a copy of its first `used` slots, when the keys that saves outweigh the copy; otherwise the
-    // cache's buffers go in whole (views, no copy). An empty past is passed as one masked zero slot: some exported
-    // graphs (GQA head repetition) reject a zero-length past.
-    const compact = anyValid && used < C && (C - used) * S > used * headDim;
-    const P = !anyValid ? 1 : compact ? used : C;
     const T = P + S;
     // The bias is B × S × (P + S) floats (megabytes for a batch): pooled, so it is not garbage on every call.
     const bias = buildBias(cache, rows, S, P, cache.slotValid, this.biasPool.acquire(B * S * T, NEG_INF));

@@ -56,24 +56,38 @@ export async function linkPic(engine: Engine, source: ChunkSource, input: LinkIn
 }
 
 /** A row built by picRow: its input, and how many of its leading tokens belong to the first half of its chunks. */
-export type PicRow = { tokens: number[]; positions: number[]; slots: number[]; split: number };
+export type PicRow = { tokens: number[]; positions: number[]; slots: number[]; split: number; /** tokens before the first link token (the prefix) */ linkFrom: number };
 
 /**
  * Compute one-pass rows (picRow) in two calls: first each row's prefix and the link tokens of its first half of chunks,
  * over only the slots those can see (forward's `pastSlots`); then the rest and the question, over the whole cache,
  * where the first call's tokens are now cached. Every token sees what it sees in one call, so the result is the same
  * (to float rounding); the attention work is less: with 8 chunks the first half's link tokens attend over ~half the
- * prompt instead of all of it (a quarter fewer query-key pairs in all). One call when there are fewer than 4 chunks,
- * or on the stock graph (no pastSlots). Returns each row's last-token logits.
+ * prompt instead of all of it (a quarter fewer query-key pairs in all). One call when the split would not shorten
+ * the first call's past (few chunks, few link tokens: Engine.pastPlan), on the stock graph (no pastSlots), or when a
+ * row would have nothing left for the second call. Returns each row's last-token logits.
  */
 export async function forwardRows(engine: Engine, cache: KVCache, rows: PicRow[]): Promise<Float32Array[]> {
-  const split = engine.graphKind === 'primitive' && rows.some((r) => r.split > 0 && r.split < r.tokens.length);
-  if (!split) return (await engine.forward(cache, rows)).logits;
+  if (!splitPays(engine, cache, rows)) return (await engine.forward(cache, rows)).logits;
   const part = (r: PicRow, from: number, to: number): RowInput => ({ tokens: r.tokens.slice(from, to), positions: r.positions.slice(from, to), slots: r.slots.slice(from, to) });
+  await engine.forward(cache, rows.map((r) => part(r, 0, r.split)), { pastSlots: firstPast(rows) });
+  return (await engine.forward(cache, rows.map((r) => part(r, r.split, r.tokens.length)))).logits;
+}
+
+/** The slots the first call's tokens can see: every row's slots are in prompt order, so up to its last one. */
+function firstPast(rows: PicRow[]): number {
   let pastSlots = 0;
   for (const r of rows) for (let t = 0; t < r.split; t++) pastSlots = Math.max(pastSlots, r.slots[t] + 1);
-  await engine.forward(cache, rows.map((r) => part(r, 0, r.split)), { pastSlots });
-  return (await engine.forward(cache, rows.map((r) => part(r, r.split, r.tokens.length)))).logits;
+  return pastSlots;
+}
+
+function splitPays(engine: Engine, cache: KVCache, rows: PicRow[]): Promise<boolean> {
+  if (engine.graphKind !== 'primitive') return false;
+  // Every row keeps a token for the second call (its logits come from there), and some row has link tokens to move.
+  if (rows.some((r) => r.tokens.length && r.split >= r.tokens.length)) return false;
+  if (!rows.some((r) => r.split > r.linkFrom)) return false;
+  const S1 = Math.max(...rows.map((r) => r.split));
+  return engine.pastPlan(cache, S1, firstPast(rows)).P < engine.pastPlan(cache, S1).P;
 }
 
 /**
@@ -109,7 +123,7 @@ export function picRow(engine: Engine, cache: KVCache, row: number, input: LinkI
     positions.push(lay.questionOffset + t);
     slots.push(qStart + t);
   }
-  return { tokens, positions, slots, split };
+  return { tokens, positions, slots, split, linkFrom: lay.prefixLen };
 }
 
 /** How many tokens of each chunk are recomputed: the first k, or the whole chunk when it is shorter. */

@@ -35,43 +35,71 @@ describe('cross-request batches (different contexts, one forward call)', () => {
     }
   });
 
-  test('with 4+ chunks the link is computed in two calls, the first over a shorter past, and equals one call', async () => {
-    const V = engine.config.vocabSize;
-    const bos = engine.config.bosTokenId;
-    const many: LinkInput[] = [
-      { prefix: [bos], chunks: Array.from({ length: 8 }, (_, i) => randomTokens(20 + 3 * i, 10 + i, 5, V)), question: randomTokens(5, 30, 5, V) },
-      { prefix: [bos], chunks: Array.from({ length: 5 }, (_, i) => randomTokens(31 - 2 * i, 40 + i, 5, V)), question: randomTokens(9, 50, 5, V) },
-    ];
+  // Each case: the requests, the options, and how many tokens each row computes in the first of two calls (null: one call).
+  const chunksOf = (n: number, base: number, len: (i: number) => number) => Array.from({ length: n }, (_, i) => randomTokens(len(i), base + i, 5, engine.config.vocabSize));
+  const twoCallCases: [string, () => LinkInput[], LinkOptions, number[] | null][] = [
+    ['attnlink-4, 8 and 5 chunks', () => [
+      { prefix: [1], chunks: chunksOf(8, 10, (i) => 20 + 3 * i), question: randomTokens(5, 30, 5, engine.config.vocabSize) },
+      { prefix: [1], chunks: chunksOf(5, 40, (i) => 31 - 2 * i), question: randomTokens(9, 50, 5, engine.config.vocabSize) },
+    ], { mode: 'attnlink', k: 4 }, [1 + 4 * 4, 1 + 2 * 4]],
+    ['attnlink-8, a 2-token prefix, and a 2-chunk row with nothing in the first call', () => [
+      { prefix: [1, 7], chunks: chunksOf(6, 60, (i) => 25 + i), question: randomTokens(4, 70, 5, engine.config.vocabSize) },
+      { prefix: [1], chunks: chunksOf(2, 80, () => 30), question: randomTokens(6, 90, 5, engine.config.vocabSize) },
+    ], { mode: 'attnlink', k: 8 }, [2 + 3 * 8, 0]],
+    ['attnlink with k past the chunks\' length (every chunk recomputed, nothing cached to skip): one call', () => [
+      { prefix: [1], chunks: chunksOf(4, 100, (i) => 12 + i), question: randomTokens(3, 110, 5, engine.config.vocabSize) },
+    ], { mode: 'attnlink', k: 40 }, null],
+    ['naive (no link tokens to move): one call', () => [
+      { prefix: [1], chunks: chunksOf(8, 120, () => 25), question: randomTokens(5, 130, 5, engine.config.vocabSize) },
+    ], { mode: 'naive' }, null],
+  ];
+
+  test.each(twoCallCases)('link in two calls (first over a shorter past) equals one call: %s', async (_name, make, options, firstCall) => {
+    const many = make();
+    const B = many.length;
     const spy = jest.spyOn(engine, 'forward');
-    let batch;
-    try {
-      batch = await linkBatch(ctx(), many.map((input) => ({ input, options: { mode: 'attnlink', k: 4 }, maxNewTokens: 2 })));
-      const calls = spy.mock.calls.filter((c) => c[1].length === 2); // the batch's calls (compiling chunks takes others)
-      expect(calls).toHaveLength(2);
-      const first = calls[0];
-      // The first call: the BOS and the link tokens of chunks 0-3 (row 0) and 0-1 (row 1), over fewer slots than the prompt.
-      expect(first[1].map((r) => r.tokens.length)).toEqual([1 + 4 * 4, 1 + 2 * 4]);
-      expect(first[2]?.pastSlots).toBeLessThan(batch.cache.usedSlots());
-    } finally {
-      spy.mockRestore();
-    }
-    // The same rows in one call.
     const source = compileSource(engine);
-    const lays = many.map((m) => layout(m));
-    const cache = engine.newCache(many.length, Math.max(...lays.map((l) => l.total + 2)));
     const blocks = await Promise.all(many.map((m) => Promise.all(m.chunks.map((c) => source.chunk(c, { kind: 'plain' })))));
-    const rows = many.map((m, b) => picRow(engine, cache, b, m, lays[b], blocks[b], 4));
-    const one = await engine.forward(cache, rows);
-    for (let b = 0; b < many.length; b++) expect(maxAbsDiff(batch.logits[b], one.logits[b])).toBeLessThan(1e-4);
-    for (let l = 0; l < engine.shape.layers; l++) expect(maxAbsDiff(batch.cache.keys[l], cache.keys[l])).toBeLessThan(1e-4);
-    batch.cache.release();
-    cache.release();
+    const batch = await linkBatch({ engine, source }, many.map((input) => ({ input, options, maxNewTokens: 2 })));
+    const calls = spy.mock.calls.filter((c) => c[1].some((r) => r.slots)); // the link's calls: compiling a chunk passes no slots
+    spy.mockRestore();
+    // The same rows in one call.
+    const lays = many.map((m) => layout(m));
+    const cache = engine.newCache(B, Math.max(...lays.map((l) => l.total + 2)));
+    try {
+      if (firstCall) {
+        expect(calls).toHaveLength(2);
+        expect(calls[0][1].map((r) => r.tokens.length)).toEqual(firstCall);
+        expect(calls[0][2]?.pastSlots).toBeLessThan(batch.cache.usedSlots());
+      } else {
+        expect(calls).toHaveLength(1);
+      }
+      const rows = many.map((m, b) => picRow(engine, cache, b, m, lays[b], blocks[b], options.mode === 'naive' ? 0 : options.k!));
+      const one = await engine.forward(cache, rows);
+      for (let b = 0; b < B; b++) {
+        expect(maxAbsDiff(batch.logits[b], one.logits[b])).toBeLessThan(1e-4);
+        // Every row's used slots hold the same keys and values (what decoding attends over next).
+        const used = cache.length[b];
+        expect(batch.cache.length[b]).toBe(used);
+        for (let l = 0; l < engine.shape.layers; l++) {
+          for (let h = 0; h < engine.shape.kvHeads; h++) {
+            const o = cache.offset(b, h, 0);
+            const n = used * engine.shape.headDim;
+            expect(maxAbsDiff(batch.cache.keys[l].subarray(o, o + n), cache.keys[l].subarray(o, o + n))).toBeLessThan(1e-4);
+            expect(maxAbsDiff(batch.cache.values[l].subarray(o, o + n), cache.values[l].subarray(o, o + n))).toBeLessThan(1e-4);
+          }
+        }
+      }
+    } finally {
+      batch.cache.release();
+      cache.release();
+    }
   });
 
   test('forward refuses a pastSlots that would hide a slot its tokens can see', async () => {
     const cache = engine.newCache(1, 16);
     await engine.forward(cache, [{ tokens: [5, 6, 7, 8], positions: [0, 1, 2, 3] }]);
-    await expect(engine.forward(cache, [{ tokens: [9], positions: [4] }], { pastSlots: 2 })).rejects.toThrow(EngineInputError);
+    await expect(engine.forward(cache, [{ tokens: [9], positions: [4] }], { pastSlots: 3 })).rejects.toThrow(EngineInputError); // slot 3 (position 3) is visible
     expect(cache.length[0]).toBe(4); // refused before any slot was taken
     await engine.forward(cache, [{ tokens: [9], positions: [4] }], { pastSlots: 4 });
     cache.release();
