@@ -10,6 +10,10 @@
     /usr/bin/python3 tools/model/from_onnx.py --model models/epic-qa --out runs/grown3.pt --layers 3
     ... train.py --out runs/qa3 --init runs/grown3.pt --start-level 6 --minutes 65 --seed 1235 --lr 6e-4 \
         --type-weight 0.35,0.35,0.3 --distinct-questions
+    # the sixth attempt's continuations (README.md): drill company lookups, pinned or mixed into the final level
+    ... train.py --out runs/pc --init runs/init2.pt --level pairs-companies --minutes 3 --seed 1235 --lr 4e-4
+    ... train.py --out runs/mix --init runs/init2.pt --start-level 6 --minutes 8 --seed 1235 --lr 4e-4 \
+        --distinct-questions --company-weight 3 --mix companies:0.5
 
 The malloc settings matter: without them about half the CPU time went to the kernel (large attention tensors mmapped
 and unmapped every step).  models/epic-qa was trained with the first command; see its MODEL_CARD.md.
@@ -49,6 +53,7 @@ from llama import Llama, LlamaConfig  # noqa: E402
 from wordpiece import WordPiece  # noqa: E402
 
 TYPES = ["single_hop", "cross_chunk", "two_hop"]
+COMPANY_NAMES = frozenset(world.COMPANIES)
 # two-hop needs a 3-step circuit (>= 3 layers); with 2 layers it is asked rarely, so capacity goes to the others
 TYPE_WEIGHT = {"single_hop": 0.45, "cross_chunk": 0.4, "two_hop": 0.15}
 
@@ -65,6 +70,28 @@ LEVELS = [
     ("pages", world.Level(n_docs=(3, 5), persons=(6, 10), companies=(2, 3), fillers=(2, 4)), 0.5, 6144),
     ("final", world.Level(), 1.0, 6144),
 ]
+
+# The same curriculum with companies as subjects from the start (--curriculum companies): the pairs levels draw
+# names from persons and companies (32 + 32 first, then all 360), the article levels hold more companies.  The shipped
+# model's curriculum (LEVELS) pairs persons only and has 0-1 companies in its first article level; its lookups about
+# companies stayed at 0.29-0.52 while persons' reached 0.95-1.0 (README.md, "Sixth attempt").
+LEVELS_COMPANIES = [
+    ("pairs-small", world.Level(pairs=True, pair_names="both", n_docs=(2, 4), facts=(2, 4), pool=32), 0.06, 2048),
+    ("pairs", world.Level(pairs=True, pair_names="both", n_docs=(2, 4), facts=(2, 4)), 0.09, 2048),
+    ("compact", world.Level(n_docs=(0, 0), persons=(2, 3), companies=(1, 2), facts=(1, 2), fillers=(0, 0), cut=False,
+                            two_hop=False), 0.18, 2048),
+    ("multi-fact", world.Level(n_docs=(0, 0), persons=(3, 5), companies=(2, 3), facts=(2, 5), fillers=(0, 0),
+                               cut=False), 0.28, 4096),
+    LEVELS[4], LEVELS[5], LEVELS[6],
+]
+CURRICULA = {"persons": LEVELS, "companies": LEVELS_COMPANIES}
+
+# Levels outside the curriculum, for a continuation run (--level NAME, pinned)
+EXTRA_LEVELS = {
+    "pairs-companies": (world.Level(pairs=True, pair_names="companies", n_docs=(2, 4), facts=(2, 4)), 1.0, 2048),
+    "companies": (world.Level(n_docs=(0, 0), persons=(0, 0), companies=(3, 6), facts=(2, 4), fillers=(0, 1), cut=False,
+                              two_hop=False), 1.0, 4096),
+}
 
 
 def tokenizer() -> WordPiece:
@@ -91,7 +118,7 @@ def encode_sample(tok: WordPiece, s: world.Sample, qs):
     return ids, kind, qtypes
 
 
-def pick_questions(rng: random.Random, qs, n: int, weight=None, distinct=False):
+def pick_questions(rng: random.Random, qs, n: int, weight=None, distinct=False, company_weight=1.0):
     """n questions; each draw picks a type by weight among the types present, then a question of it.  With `distinct`
     each question is asked at most once (types drop out as they run out): drawn with replacement, ~75% of cross-chunk
     answers could be copied from an earlier asking in the same sequence, which teaches copying, not reading.  The
@@ -100,12 +127,21 @@ def pick_questions(rng: random.Random, qs, n: int, weight=None, distinct=False):
     by = {}
     for q in qs:
         by.setdefault(q.type, []).append(q)
+
+    def qw(q):  # a question's draw weight within its type
+        return company_weight if q.entity in COMPANY_NAMES else 1.0
+
     if not distinct:
         types = sorted(by)
         w = [weight[t] for t in types]
-        return [rng.choice(by[rng.choices(types, w)[0]]) for _ in range(n)]
+        if company_weight == 1.0:
+            return [rng.choice(by[rng.choices(types, w)[0]]) for _ in range(n)]
+        return [rng.choices(by[t], [qw(q) for q in by[t]])[0] for t in rng.choices(types, w, k=n)]
     for v in by.values():
-        rng.shuffle(v)
+        if company_weight == 1.0:
+            rng.shuffle(v)
+        else:  # weighted order without replacement (Efraimidis-Spirakis): heavier questions come out first
+            v.sort(key=lambda q: rng.random() ** (1.0 / qw(q)))
     out = []
     while len(out) < n and by:
         types = sorted(by)
@@ -116,12 +152,15 @@ def pick_questions(rng: random.Random, qs, n: int, weight=None, distinct=False):
     return out
 
 
-def make_batch(tok, rng, lv: world.Level, batch_tokens: int, n_q: int, weight=None, distinct=False):
+def make_batch(tok, rng, lv: world.Level, batch_tokens: int, n_q: int, weight=None, distinct=False, company_weight=1.0,
+               mix=None):
+    """mix: (Level, fraction): that share of the sequences comes from another level (a continuation that keeps the
+    level it trains on while it drills another)."""
     seqs = []
     total = 0
     while total < batch_tokens:
-        s = world.sample(rng, lv)
-        qs = pick_questions(rng, s.questions, n_q, weight, distinct)
+        s = world.sample(rng, mix[0] if mix and rng.random() < mix[1] else lv)
+        qs = pick_questions(rng, s.questions, n_q, weight, distinct, company_weight)
         ids, kind, qt = encode_sample(tok, s, qs)
         seqs.append((ids, kind, qt))
         total += len(ids)
@@ -231,12 +270,20 @@ def main():
     ap.add_argument("--eval-every", type=int, default=150)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--start-level", type=int, default=0)
+    ap.add_argument("--curriculum", choices=sorted(CURRICULA), default="persons",
+                    help="persons: the shipped model's levels (LEVELS); companies: LEVELS_COMPANIES")
+    ap.add_argument("--level", choices=sorted(EXTRA_LEVELS),
+                    help="train on this level outside the curriculum, pinned (replaces --curriculum and --start-level; "
+                    "the lr decays over the whole run)")
     ap.add_argument("--pin-level", action="store_true", help="stay at --start-level (short checks of one level)")
     ap.add_argument("--init", help="start from this checkpoint's weights and shape (optimizer state is fresh); "
                     "tools/model/from_onnx.py makes one from a shipped model, optionally grown by layers")
     ap.add_argument("--distinct-questions", action="store_true", help="ask each question at most once per sequence")
     ap.add_argument("--type-weight", default="", help="single_hop,cross_chunk,two_hop draw weights (default %s)"
                     % ",".join(str(TYPE_WEIGHT[t]) for t in TYPES))
+    ap.add_argument("--company-weight", type=float, default=1.0,
+                    help="draw weight of questions about a company (persons: 1) within each question type")
+    ap.add_argument("--mix", default="", help="NAME:FRACTION: that share of each batch's sequences from an extra level")
     ap.add_argument("--micro-tokens", type=int, default=1800, help="max tokens per forward (gradient accumulation)")
     a = ap.parse_args()
 
@@ -279,30 +326,44 @@ def main():
 
     budget = a.minutes * 60
     t0 = time.time()
-    level = a.start_level
+    levels, level = CURRICULA[a.curriculum], a.start_level
+    mix = None
+    if a.mix:
+        mname, _, frac = a.mix.partition(":")
+        try:
+            mix = (EXTRA_LEVELS[mname][0], float(frac))
+        except (KeyError, ValueError):
+            mix = None
+        if not mix or not 0 < mix[1] <= 1:
+            ap.error(f"--mix needs NAME:FRACTION, NAME one of {', '.join(sorted(EXTRA_LEVELS))} and 0 < FRACTION <= 1, "
+                     f"got {a.mix!r}")
+    if a.company_weight <= 0:
+        ap.error(f"--company-weight must be positive, got {a.company_weight}")
+    if a.level:  # one extra level, pinned
+        levels, level, a.pin_level = [(a.level, *EXTRA_LEVELS[a.level])], 0, True
     level_start = 0.0
     level_step = 0
     run = []  # running (ok) over recent answers
     step = 0
     final_start = None
     emit({"event": "start", "params": sum(p.numel() for p in model.parameters()), "vocab": len(tok),
-          "level": LEVELS[level][0], **card})
+          "level": levels[level][0], **card})
     while True:
         el = time.time() - t0
         if el >= budget or (a.max_steps and step >= a.max_steps):
             break
-        name, lv, share, batch = LEVELS[level]
+        name, lv, share, batch = levels[level]
         # level advance: gate on running accuracy, or its time share ran out
         racc = sum(run) / len(run) if len(run) >= 200 and step - level_step >= 20 else 0.0
-        if not a.pin_level and level < len(LEVELS) - 1 and (racc >= a.gate or el >= share * budget):
+        if not a.pin_level and level < len(levels) - 1 and (racc >= a.gate or el >= share * budget):
             level += 1
             run.clear()
             level_start = el
             level_step = step
-            emit({"event": "level", "step": step, "level": LEVELS[level][0], "why": "gate" if racc >= a.gate else "time",
+            emit({"event": "level", "step": step, "level": levels[level][0], "why": "gate" if racc >= a.gate else "time",
                   "racc": round(racc, 4)})
-            name, lv, share, batch = LEVELS[level]
-        if level == len(LEVELS) - 1 and final_start is None:
+            name, lv, share, batch = levels[level]
+        if level == len(levels) - 1 and final_start is None:
             final_start = el
         # lr: warmup, constant, cosine to 5% over the final level
         lr = a.lr * min(1.0, (step + 1) / 50)
@@ -311,7 +372,8 @@ def main():
             lr *= 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * f))
         for g in opt.param_groups:
             g["lr"] = lr
-        ids, kind, qt = make_batch(tok, rng, lv, batch * a.batch_scale, a.questions, weight, a.distinct_questions)
+        ids, kind, qt = make_batch(tok, rng, lv, batch * a.batch_scale, a.questions, weight, a.distinct_questions,
+                                  a.company_weight, mix)
         opt.zero_grad(set_to_none=True)
         # micro-batches keep each attention tensor small (under glibc's mmap threshold: far less system time)
         mb = max(1, min(ids.shape[0], a.micro_tokens // ids.shape[1]))
@@ -337,7 +399,7 @@ def main():
             card["last_monitor"] = m
             save(os.path.join(a.out, "last.pt"), model, tok, cfg, card)
     m = monitor(model, tok, mon)
-    card.update(last_monitor=m, steps=step, train_seconds=round(time.time() - t0, 1), final_level=LEVELS[level][0])
+    card.update(last_monitor=m, steps=step, train_seconds=round(time.time() - t0, 1), final_level=levels[level][0])
     emit({"event": "done", "step": step, **m})
     save(os.path.join(a.out, "final.pt"), model, tok, cfg, card)
 

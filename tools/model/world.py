@@ -161,6 +161,7 @@ class Level:
     two_hop: bool = True
     pool: int = 0  # draw names from the first `pool` of each name pool (0 = all): small pools first
     pairs: bool = False  # curriculum start: documents are bare "Name Value" pairs, questions "Name"
+    pair_names: str = "persons"  # whose names the pairs use: "persons", "companies" or "both"
 
 
 def _filler(rng: random.Random, subj: str, company: bool) -> str:
@@ -178,7 +179,9 @@ def _pool(names, lv):
 
 def _pairs_sample(rng, lv, n_questions):
     n_docs = rng.randint(*lv.n_docs)
-    names = rng.sample(_pool(PERSONS, lv), n_docs * lv.facts[1])
+    pool = {"persons": _pool(PERSONS, lv), "companies": _pool(COMPANIES, lv),
+            "both": _pool(PERSONS, lv) + _pool(COMPANIES, lv)}[lv.pair_names]
+    names = rng.sample(pool, n_docs * lv.facts[1])
     docs, qs = [], []
     for d in range(n_docs):
         k = rng.randint(*lv.facts)
