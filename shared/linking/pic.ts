@@ -81,7 +81,7 @@ function firstPast(rows: PicRow[]): number {
   return pastSlots;
 }
 
-function splitPays(engine: Engine, cache: KVCache, rows: PicRow[]): Promise<boolean> {
+function splitPays(engine: Engine, cache: KVCache, rows: PicRow[]): boolean {
   if (engine.graphKind !== 'primitive') return false;
   // Every row keeps a token for the second call (its logits come from there), and some row has link tokens to move.
   if (rows.some((r) => r.tokens.length && r.split >= r.tokens.length)) return false;
