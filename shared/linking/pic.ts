@@ -68,26 +68,26 @@ export type PicRow = { tokens: number[]; positions: number[]; slots: number[]; s
  * row would have nothing left for the second call. Returns each row's last-token logits.
  */
 export async function forwardRows(engine: Engine, cache: KVCache, rows: PicRow[]): Promise<Float32Array[]> {
-  if (!splitPays(engine, cache, rows)) return (await engine.forward(cache, rows)).logits;
+  const pastSlots = splitPast(engine, cache, rows);
+  if (pastSlots === undefined) return (await engine.forward(cache, rows)).logits;
   const part = (r: PicRow, from: number, to: number): RowInput => ({ tokens: r.tokens.slice(from, to), positions: r.positions.slice(from, to), slots: r.slots.slice(from, to) });
-  await engine.forward(cache, rows.map((r) => part(r, 0, r.split)), { pastSlots: firstPast(rows) });
+  await engine.forward(cache, rows.map((r) => part(r, 0, r.split)), { pastSlots });
   return (await engine.forward(cache, rows.map((r) => part(r, r.split, r.tokens.length)))).logits;
 }
 
-/** The slots the first call's tokens can see: every row's slots are in prompt order, so up to its last one. */
-function firstPast(rows: PicRow[]): number {
+/**
+ * The first call's `pastSlots` when splitting pays, else undefined. Its tokens see only slots up to their own: every
+ * row's slots are in prompt order, so the past ends after the last slot of a first-call token.
+ */
+function splitPast(engine: Engine, cache: KVCache, rows: PicRow[]): number | undefined {
+  if (engine.graphKind !== 'primitive') return undefined;
+  // Every row keeps a token for the second call (its logits come from there), and some row has link tokens to move.
+  if (rows.some((r) => r.tokens.length && r.split >= r.tokens.length)) return undefined;
+  if (!rows.some((r) => r.split > r.linkFrom)) return undefined;
   let pastSlots = 0;
   for (const r of rows) for (let t = 0; t < r.split; t++) pastSlots = Math.max(pastSlots, r.slots[t] + 1);
-  return pastSlots;
-}
-
-function splitPays(engine: Engine, cache: KVCache, rows: PicRow[]): boolean {
-  if (engine.graphKind !== 'primitive') return false;
-  // Every row keeps a token for the second call (its logits come from there), and some row has link tokens to move.
-  if (rows.some((r) => r.tokens.length && r.split >= r.tokens.length)) return false;
-  if (!rows.some((r) => r.split > r.linkFrom)) return false;
   const S1 = Math.max(...rows.map((r) => r.split));
-  return engine.pastPlan(cache, S1, firstPast(rows)).P < engine.pastPlan(cache, S1).P;
+  return engine.pastPlan(cache, S1, pastSlots).P < engine.pastPlan(cache, S1).P ? pastSlots : undefined;
 }
 
 /**

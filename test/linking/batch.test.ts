@@ -1,6 +1,5 @@
-import { Engine, argmax } from '../../shared/engine';
+import { Engine, EngineInputError, argmax } from '../../shared/engine';
 import { compileSource, layout, link, linkBatch, LinkInputError, picRow, type LinkInput, type LinkOptions } from '../../shared/linking';
-import { EngineInputError } from '../../shared/engine';
 import { Scheduler } from '../../shared/serving/scheduler';
 import { serveGroup } from '../../shared/serving/group';
 import type { ServeRequest } from '../../shared/serving/request';

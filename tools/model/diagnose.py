@@ -40,7 +40,7 @@ def main():
     model.eval()
     tok = train.tokenizer()
     inv = {i: w for w, i in tok.vocab.items()}
-    companies = set(world.COMPANIES)
+    companies = train.COMPANY_NAMES
     rng = random.Random(a.seed)
     res: dict = {}
     wrong = same_kind = 0

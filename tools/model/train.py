@@ -286,6 +286,18 @@ def main():
     ap.add_argument("--mix", default="", help="NAME:FRACTION: that share of each batch's sequences from an extra level")
     ap.add_argument("--micro-tokens", type=int, default=1800, help="max tokens per forward (gradient accumulation)")
     a = ap.parse_args()
+    mix = None
+    if a.mix:
+        mname, _, frac = a.mix.partition(":")
+        try:
+            mix = (EXTRA_LEVELS[mname][0], float(frac))
+        except (KeyError, ValueError):
+            mix = None
+        if not mix or not 0 < mix[1] <= 1:
+            ap.error(f"--mix needs NAME:FRACTION, NAME one of {', '.join(sorted(EXTRA_LEVELS))} and 0 < FRACTION <= 1, "
+                     f"got {a.mix!r}")
+    if a.company_weight <= 0:
+        ap.error(f"--company-weight must be positive, got {a.company_weight}")
 
     torch.set_num_threads(a.threads)
     torch.manual_seed(a.seed)
@@ -327,18 +339,6 @@ def main():
     budget = a.minutes * 60
     t0 = time.time()
     levels, level = CURRICULA[a.curriculum], a.start_level
-    mix = None
-    if a.mix:
-        mname, _, frac = a.mix.partition(":")
-        try:
-            mix = (EXTRA_LEVELS[mname][0], float(frac))
-        except (KeyError, ValueError):
-            mix = None
-        if not mix or not 0 < mix[1] <= 1:
-            ap.error(f"--mix needs NAME:FRACTION, NAME one of {', '.join(sorted(EXTRA_LEVELS))} and 0 < FRACTION <= 1, "
-                     f"got {a.mix!r}")
-    if a.company_weight <= 0:
-        ap.error(f"--company-weight must be positive, got {a.company_weight}")
     if a.level:  # one extra level, pinned
         levels, level, a.pin_level = [(a.level, *EXTRA_LEVELS[a.level])], 0, True
     level_start = 0.0
