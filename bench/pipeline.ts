@@ -13,6 +13,9 @@
  *     corpus in its own order. Each mode's batch runs --reps times (default 3, other document orders each time, the
  *     modes interleaved); the median is the figure. The time a batch's POST takes (validation, documents resolved,
  *     every job enqueued) is reported apart, as part of the batch's time.
+ *  3. The transport floor (bench/transport.ts): the same HTTP → BullMQ → worker → reply path with a job of the same
+ *     size and a worker that spins as long as the real one computed, but no model, documents or validation: what
+ *     HTTP, Redis and BullMQ alone cost on this machine, beside the overhead of 1.
  * Writes bench/results/pipeline.json.
  */
 import { spawn } from 'node:child_process';
@@ -27,6 +30,7 @@ import { KVStore } from '../shared/kvstore';
 import { link, storeSource } from '../shared/linking';
 import { ROOT, machine, modelDirFromArgs, quantile, table, writeResult } from './common';
 import { freePort } from '../test/helpers/net';
+import { measureTransportFloor } from './transport';
 
 function rng(seed: number) {
   let s = seed >>> 0;
@@ -207,6 +211,8 @@ async function main() {
     const e2e: number[] = [];
     const overhead: number[] = [];
     const overheadFetch: number[] = [];
+    // What the worker computed per request (Server-Timing prefill + decode): the floor's worker spins as long.
+    const computeMs: number[] = [];
     const direct: number[] = [];
     // Server-Timing parts; `http` is the client's latency minus the server's `total` (the round trip, both HTTP stacks).
     const parts = { api: [] as number[], queue: [] as number[], worker: [] as number[], reply: [] as number[], http: [] as number[] };
@@ -234,6 +240,7 @@ async function main() {
           overheadFetch.push(ms - workerMs(res.timing));
         } else {
           e2e.push(ms);
+          computeMs.push(workerMs(res.timing));
           overhead.push(ms - workerMs(res.timing));
           for (const k of ['api', 'queue', 'worker', 'reply'] as const) parts[k].push(timing(res.timing, k));
           parts.http.push(ms - timing(res.timing, 'total'));
@@ -258,6 +265,16 @@ async function main() {
     }
     bar.stop();
     await store.close();
+    process.stderr.write('transport floor (HTTP + BullMQ + reply, no model)...\n');
+    const floorMs = await measureTransportFloor({
+      redisUrl: process.env.REDIS_URL ?? 'redis://127.0.0.1:6379',
+      runs: overheadRuns,
+      warmup: 20,
+      spinMs: quantile(computeMs, 0.5),
+      // The real job's size: its chunks' and question's token ids.
+      tokens: (await chunksOf(requests[0].documents)).reduce((n, c) => n + c.length, 0),
+      tag,
+    });
 
     // 2. Throughput: the same batch in each mode, `reps` times with other document orders, the modes interleaved
     // (attnlink-16's batch takes ~2 s, so one run of it is at the mercy of the machine's moment); the median counts.
@@ -295,6 +312,11 @@ async function main() {
       overhead_ms_p90: quantile(overhead, 0.9),
       // The same requests sent with Node's fetch (undici) instead of node:http: the client library's own cost.
       overhead_ms_p50_fetch_client: quantile(overheadFetch, 0.5),
+      // The same path (HTTP, BullMQ, worker, reply) with no model, documents or validation, and a worker busy as long
+      // as the real one: what the transport alone costs on this machine (bench/transport.ts).
+      transport_floor_ms_p50: floorMs.p50,
+      transport_floor_ms_p90: floorMs.p90,
+      overhead_above_floor_ms_p50: quantile(overhead, 0.5) - floorMs.p50,
       // GET /healthz over the same client: the HTTP round trip that every request pays, with no work behind it.
       http_floor_ms_p50: quantile(floor, 0.5),
       // Where the overhead goes (Server-Timing): validate+resolve+enqueue, queue wait, worker bookkeeping, result back to
@@ -319,6 +341,7 @@ async function main() {
           'overhead p50 ms': result.overhead_ms_p50,
           'overhead p90 ms': result.overhead_ms_p90,
           'overhead p50 ms (fetch client)': result.overhead_ms_p50_fetch_client,
+          'transport floor p50 ms': result.transport_floor_ms_p50,
           'HTTP floor p50 ms': result.http_floor_ms_p50,
           'API e2e p50 ms': result.e2e_ms_p50,
           'direct engine p50 ms': result.direct_engine_ms_p50,

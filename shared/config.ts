@@ -64,6 +64,11 @@ const Env = z.object({
   KV_SHARE_ACROSS_TENANTS: z.enum(['true', 'false']).default('false').transform((v) => v === 'true'),
   /** Most requests waiting in the inference queue before the API answers 429. */
   MAX_QUEUE_DEPTH: z.coerce.number().int().min(1).default(100_000),
+  /**
+   * Document records the API keeps in memory (0: none), kept correct by Redis's client-side caching invalidations:
+   * a request naming cached documents resolves them without a round trip.
+   */
+  DOC_CACHE_ENTRIES: z.coerce.number().int().min(0).default(10_000),
   JOB_ATTEMPTS: z.coerce.number().int().min(1).default(3),
   REQUEST_TIMEOUT_MS: z.coerce.number().int().positive().default(120_000),
   /** Largest JSON body the API reads (413 past it). */

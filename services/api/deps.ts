@@ -6,6 +6,7 @@ import type { BatchStore, CatalogKeys, DocumentStore, FileStore } from '../../sh
 import type { ModelConfig, TextTokenizer } from '../../shared/engine';
 import type { KVStore } from '../../shared/kvstore';
 import type { ErrorMetrics } from '../../shared/metrics/metrics';
+import type { Admission } from './admission';
 import type { Replies } from './replies';
 
 /** Everything the API's routes use, built once in main.ts (or by a test). */
@@ -36,7 +37,8 @@ export interface ApiDeps {
   apiKeys: Map<string, string>;
   shareAcrossTenants: boolean;
   requestTimeoutMs: number;
-  maxQueueDepth: number;
+  /** The inference queue's cap (MAX_QUEUE_DEPTH): 429 past it. */
+  admission: Admission;
   /** Largest JSON body (bytes, or a string like '8mb'). */
   bodyLimit?: string | number;
   /**

@@ -1,6 +1,6 @@
 import { Queue, QueueEvents } from 'bullmq';
 import type { Server } from 'node:http';
-import { BatchStore, CatalogKeys, DocumentStore, FileStore } from '../../shared/catalog';
+import { BatchStore, CatalogKeys, DocumentStore, FileStore, TrackedCache, type DocumentRecord } from '../../shared/catalog';
 import { loadServiceConfig } from '../../shared/config';
 import { runService } from '../../shared/lifecycle';
 import { loadModelConfig, loadTokenizer } from '../../shared/engine';
@@ -11,6 +11,7 @@ import { createRegistry } from '../../shared/metrics/server';
 import { QUEUES } from '../../shared/queue/contracts';
 import { producerConnection, workerConnection } from '../../shared/queue/connection';
 import { defaultJobOptions } from '../../shared/queue/options';
+import { queueAdmission } from './admission';
 import { createApp } from './app';
 import { parseApiKeys } from './auth';
 import { answerClientError } from './errors';
@@ -34,6 +35,9 @@ async function main() {
   inferenceEvents.on('error', (e) => log.warn({ err: e.message }, 'queue events error'));
   const kv = await KVStore.open({ modelId: model.id, memory: false, disk: false, redis: { url: cfg.KV_REDIS_URL, prefix: cfg.KV_REDIS_PREFIX }, lease: false });
   const keys = new CatalogKeys();
+  const docCache = cfg.DOC_CACHE_ENTRIES
+    ? await new TrackedCache<DocumentRecord>(cfg.REDIS_URL, keys.docPrefix(), { max: cfg.DOC_CACHE_ENTRIES, onError: (e) => log.warn({ err: e.message }, 'document cache redis error') }).open()
+    : undefined;
   const replies = await Replies.open(subscriber, (id) => keys.reply(id));
   const registry = createRegistry('api');
   createQueueMetrics(registry, [inference, precompute]);
@@ -48,7 +52,7 @@ async function main() {
     subscriber,
     replies,
     keys,
-    documents: new DocumentStore(redis, keys),
+    documents: new DocumentStore(redis, keys, docCache),
     batches: new BatchStore(redis, keys),
     files: new FileStore(redis, keys),
     kv,
@@ -58,7 +62,7 @@ async function main() {
     apiKeys: parseApiKeys(cfg.API_KEYS),
     shareAcrossTenants: cfg.KV_SHARE_ACROSS_TENANTS,
     requestTimeoutMs: cfg.REQUEST_TIMEOUT_MS,
-    maxQueueDepth: cfg.MAX_QUEUE_DEPTH,
+    admission: queueAdmission(inference, cfg.MAX_QUEUE_DEPTH),
     bodyLimit: cfg.MAX_BODY_BYTES,
     adminTenant: cfg.ADMIN_TENANT,
   });
@@ -71,7 +75,7 @@ async function main() {
     log,
     close: async () => {
       server.close();
-      await Promise.allSettled([replies.close(), inferenceEvents.close(), inference.close(), precompute.close(), kv.close()]);
+      await Promise.allSettled([replies.close(), docCache?.close(), inferenceEvents.close(), inference.close(), precompute.close(), kv.close()]);
       redis.disconnect();
       subscriber.disconnect();
     },

@@ -10,14 +10,6 @@ export function newId(prefix: string): string {
   return `${prefix}${randomUUID().replace(/-/g, '')}`;
 }
 
-/** Refuse new work past the queue's cap: 429 with Retry-After, nothing enqueued. */
-export async function checkCapacity(d: ApiDeps, adding: number): Promise<void> {
-  const waiting = await d.inference.getJobCountByTypes('waiting', 'delayed', 'prioritized');
-  if (waiting + adding > d.maxQueueDepth) {
-    throw new ApiError(429, `the queue is full (${waiting} requests waiting, cap ${d.maxQueueDepth}); retry later`, 'rate_limit_error', null, 'queue_full', 2);
-  }
-}
-
 /**
  * Enqueue one request (the caller has checked the queue's room) and wait for its result: the worker's reply on this
  * process's channel, or BullMQ's completion event, whichever comes first (the second covers failures no worker
@@ -62,7 +54,10 @@ export interface OneRun {
  * Subscribes before enqueueing so no token is missed.
  */
 export async function runStreaming(d: ApiDeps, tenant: string, request: ServeRequest, onEvent: (e: StreamEvent) => void): Promise<() => Promise<void>> {
-  await checkCapacity(d, 1);
+  await d.admission.admit(1);
+  // The subscriber connection queues commands while Redis is away (it must outlive restarts): refuse now rather than
+  // wait, as every other route does when the queue's Redis is down.
+  if (d.subscriber.status !== 'ready') throw new ApiError(503, 'the queue is unavailable; retry shortly', 'server_error', null, 'queue_unavailable', 1);
   const channel = d.keys.stream(request.id);
   const handler = (ch: string, msg: string) => {
     if (ch === channel) onEvent(JSON.parse(msg) as StreamEvent);

@@ -1,4 +1,4 @@
-import { Job, Queue, QueueEvents, Worker } from 'bullmq';
+import { Worker } from 'bullmq';
 import { BatchStore, CatalogKeys } from '../../shared/catalog';
 import { loadServiceConfig } from '../../shared/config';
 import { runService } from '../../shared/lifecycle';
@@ -70,25 +70,13 @@ async function main() {
     errors.count('queue');
     log.error({ err: err.message }, 'worker error');
   });
-  // BullMQ fails a job that stalled more than maxStalledCount times (its worker died each time) inside Redis, without
-  // a worker 'failed' event: record those from the queue's events, or their batch would never complete.
-  const queue = new Queue(QUEUES.inference, { connection: redis, prefix: cfg.QUEUE_PREFIX });
-  const events = new QueueEvents(QUEUES.inference, { connection: workerConnection(cfg.REDIS_URL), prefix: cfg.QUEUE_PREFIX });
-  events.on('error', (err) => log.warn({ err: err.message }, 'queue events error'));
-  events.on('failed', ({ jobId, failedReason }) => {
-    if (!/stalled more than allowable limit/.test(failedReason)) return;
-    log.warn({ job: jobId, err: failedReason }, 'job failed');
-    void Job.fromId(queue, jobId)
-      .then((job) => recordFailure(batches, job, new Error(failedReason), true))
-      .catch((e) => log.error({ err: (e as Error).message }, 'recording failure'));
-  });
+  // A job that stalled more than maxStalledCount times (its worker died each time) is failed by the next worker that
+  // takes it (BullMQ 6: a deferred failure, raised as an UnrecoverableError): the 'failed' handler above records it.
   log.info({ queue: QUEUES.inference, concurrency: cfg.WORKER_CONCURRENCY, metricsPort: cfg.WORKER_METRICS_PORT }, 'worker ready');
   return {
     log,
     close: async () => {
       await worker.close();
-      await events.close();
-      await queue.close();
       await store.close();
       await prefixStore.close();
       redis.disconnect();

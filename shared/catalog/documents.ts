@@ -1,4 +1,5 @@
 import { CatalogKeys, type Redis } from './redis';
+import type { TrackedCache } from './tracking';
 
 export interface DocumentChunk {
   /** Content-addressed KV store key (model, tenant salt, tokens, variant). */
@@ -15,30 +16,51 @@ export interface DocumentRecord {
   createdAt: number;
 }
 
-/** Documents: their chunking (token ids and chunk keys), not their text. */
+/**
+ * Documents: their chunking (token ids and chunk keys), not their text. With a TrackedCache (over `keys.docPrefix()`),
+ * reads are served from this process's memory while Redis reports no change to the record: resolving a request's
+ * documents then costs no round trip. Records handed out are shared: callers must not modify them.
+ */
 export class DocumentStore {
   constructor(
     private readonly redis: Redis,
     private readonly keys = new CatalogKeys(),
+    private readonly cache?: TrackedCache<DocumentRecord>,
   ) {}
 
   async put(doc: DocumentRecord): Promise<void> {
-    await this.redis.multi().set(this.keys.doc(doc.tenant, doc.id), JSON.stringify(doc)).zadd(this.keys.docIndex(doc.tenant), doc.createdAt, doc.id).exec();
+    const key = this.keys.doc(doc.tenant, doc.id);
+    this.cache?.evict(key);
+    await this.redis.multi().set(key, JSON.stringify(doc)).zadd(this.keys.docIndex(doc.tenant), doc.createdAt, doc.id).exec();
+    this.cache?.evict(key);
   }
 
   async get(tenant: string, id: string): Promise<DocumentRecord | undefined> {
-    const s = await this.redis.get(this.keys.doc(tenant, id));
-    return s ? (JSON.parse(s) as DocumentRecord) : undefined;
+    return (await this.getMany(tenant, [id]))[0];
   }
 
   async getMany(tenant: string, ids: string[]): Promise<(DocumentRecord | undefined)[]> {
     if (!ids.length) return [];
-    const vals = await this.redis.mget(...ids.map((id) => this.keys.doc(tenant, id)));
-    return vals.map((s) => (s ? (JSON.parse(s) as DocumentRecord) : undefined));
+    const keys = ids.map((id) => this.keys.doc(tenant, id));
+    const out = keys.map((k) => this.cache?.get(k));
+    const missing = keys.filter((_, i) => !out[i]);
+    if (!missing.length) return out;
+    const ticket = this.cache?.ticket() ?? 0;
+    const vals = await this.redis.mget(...missing);
+    const read = new Map(missing.map((k, i) => [k, vals[i] ? (JSON.parse(vals[i]!) as DocumentRecord) : undefined]));
+    return keys.map((k, i) => {
+      if (out[i]) return out[i];
+      const rec = read.get(k);
+      if (rec) this.cache?.keep(k, rec, ticket);
+      return rec;
+    });
   }
 
   async delete(tenant: string, id: string): Promise<boolean> {
-    const [[, n]] = (await this.redis.multi().del(this.keys.doc(tenant, id)).zrem(this.keys.docIndex(tenant), id).exec()) as [[unknown, number]];
+    const key = this.keys.doc(tenant, id);
+    this.cache?.evict(key);
+    const [[, n]] = (await this.redis.multi().del(key).zrem(this.keys.docIndex(tenant), id).exec()) as [[unknown, number]];
+    this.cache?.evict(key);
     return n > 0;
   }
 

@@ -2,3 +2,4 @@ export * from './redis';
 export * from './documents';
 export * from './batches';
 export * from './files';
+export * from './tracking';

@@ -7,7 +7,11 @@ import type IORedis from 'ioredis';
 export class CatalogKeys {
   constructor(readonly prefix = 'epic:{api}') {}
   doc(tenant: string, id: string) {
-    return `${this.prefix}:doc:${tenant}:${id}`;
+    return `${this.docPrefix()}${tenant}:${id}`;
+  }
+  /** Every document record's key starts with this (and no other key does): what the API's document cache tracks. */
+  docPrefix() {
+    return `${this.prefix}:doc:`;
   }
   docIndex(tenant: string) {
     return `${this.prefix}:docs:${tenant}`;

@@ -110,15 +110,16 @@ export function inferenceProcessor(d: InferenceDeps) {
 const BatchSlot = InferenceJob.pick({ tenant: true, batchId: true, index: true });
 
 /**
- * After a job's last attempt (or an unrecoverable one) failed: record the failure in its batch, so the batch still completes. `final` skips the
- * attempts check, for jobs BullMQ failed itself (stalled more than maxStalledCount times: its worker died each time).
+ * After a job's last attempt (or an unrecoverable one) failed: record the failure in its batch, so the batch still
+ * completes. A job that stalled more than maxStalledCount times (its worker died each time) arrives here too: BullMQ
+ * fails it in the next worker that takes it, with an UnrecoverableError.
  */
-export async function recordFailure(batches: BatchStore, job: Job | undefined, err: Error, final = false): Promise<void> {
+export async function recordFailure(batches: BatchStore, job: Job | undefined, err: Error): Promise<void> {
   if (!job) return;
   // Read the batch's coordinates alone: a job whose data failed the schema still belongs to its batch.
   const where = BatchSlot.safeParse(job.data);
   if (!where.success || where.data.batchId === undefined) return;
   const attempts = job.opts.attempts ?? 1;
-  if (!final && !(err instanceof UnrecoverableError) && job.attemptsMade < attempts) return;
+  if (!(err instanceof UnrecoverableError) && job.attemptsMade < attempts) return;
   await batches.record(where.data.tenant, where.data.batchId, where.data.index ?? 0, false, { error: err.message });
 }

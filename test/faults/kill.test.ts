@@ -45,15 +45,19 @@ describe('workers killed with SIGKILL', () => {
     const count = () => batches.resultCount('default', id);
 
     const kills: { atResults: number; activeJobs: number }[] = [];
+    const joining: Promise<unknown>[] = [];
     for (const at of [30, 80, 130]) {
       await waitFor(async () => ((await count()) >= at ? true : undefined), 60_000, `${at} results`);
+      // The oldest worker alive: one that has been taking jobs.
       const victim = s.of('worker')[0];
       const active = Number(await r.client.llen(`${s.env.QUEUE_PREFIX}:inference:active`));
       await victim.kill();
       kills.push({ atResults: await count(), activeJobs: active });
-      // A replacement joins while the survivor carries on.
-      await s.add('worker');
+      // A replacement starts while the survivors carry on; the next kill does not wait for it (a worker takes seconds
+      // to start, in which the survivors could finish the batch).
+      joining.push(s.add('worker'));
     }
+    await Promise.all(joining);
     const done = await waitFor(
       async () => {
         const b = await batches.get('default', id);

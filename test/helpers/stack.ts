@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { Queue, QueueEvents, Worker } from 'bullmq';
 import IORedis from 'ioredis';
 import { Registry } from 'prom-client';
-import { BatchStore, CatalogKeys, DocumentStore, FileStore } from '../../shared/catalog';
+import { BatchStore, CatalogKeys, DocumentStore, FileStore, TrackedCache, type DocumentRecord } from '../../shared/catalog';
 import { Engine } from '../../shared/engine';
 import { KVStore } from '../../shared/kvstore';
 import { QUEUES } from '../../shared/queue/contracts';
@@ -15,6 +15,7 @@ import { inferenceProcessor, recordFailure } from '../../shared/serving/inferenc
 import { PrecomputeJob, precomputeChunk } from '../../shared/serving/precompute';
 import { Replies } from '../../services/api/replies';
 import { Scheduler } from '../../shared/serving/scheduler';
+import { queueAdmission } from '../../services/api/admission';
 import { createApp } from '../../services/api/app';
 import type { ApiDeps } from '../../services/api/deps';
 
@@ -63,6 +64,8 @@ export async function startStack(modelDir: string, opts: { apiKeys?: Map<string,
   const batches = new BatchStore(redis, keys);
   const subscriber = conn();
   const replies = await Replies.open(subscriber, (id) => keys.reply(id));
+  // As services/api/main.ts: documents cached in memory, invalidated by Redis.
+  const docCache = await new TrackedCache<DocumentRecord>(REDIS, keys.docPrefix(), { max: 10_000 }).open();
   const deps: ApiDeps = {
     model: engine.config,
     tokenizer: engine.tokenizer,
@@ -73,7 +76,7 @@ export async function startStack(modelDir: string, opts: { apiKeys?: Map<string,
     subscriber,
     replies,
     keys,
-    documents: new DocumentStore(redis, keys),
+    documents: new DocumentStore(redis, keys, docCache),
     batches,
     files: new FileStore(redis, keys),
     kv: apiKv,
@@ -81,7 +84,7 @@ export async function startStack(modelDir: string, opts: { apiKeys?: Map<string,
     apiKeys: opts.apiKeys ?? new Map(),
     shareAcrossTenants: false,
     requestTimeoutMs: 60_000,
-    maxQueueDepth: opts.maxQueueDepth ?? 100_000,
+    admission: queueAdmission(inference, opts.maxQueueDepth ?? 100_000),
   };
   const prefixStore = await KVStore.open({ modelId: engine.id, shape: engine.shape, memory: { budgetBytes: 2 ** 28 }, disk: false, redis: false });
   const scheduler = new Scheduler(linkContextFactory(engine, kv, prefixStore));
@@ -110,6 +113,7 @@ export async function startStack(modelDir: string, opts: { apiKeys?: Map<string,
       await worker.close();
       await pworker.close();
       await replies.close();
+      await docCache.close();
       await inferenceEvents.close();
       await inference.obliterate({ force: true }).catch(() => undefined);
       await precompute.obliterate({ force: true }).catch(() => undefined);

@@ -7,7 +7,7 @@ import type { ServeRequest } from '../../../shared/serving/request';
 import { tenantSalt } from '../../../shared/serving/tenancy';
 import type { ApiDeps } from '../deps';
 import { ApiError } from '../errors';
-import { checkCapacity, enqueueBatch, newId, removeWaiting } from '../submit';
+import { enqueueBatch, newId, removeWaiting } from '../submit';
 import { checkId, parseBody } from '../validate';
 
 const JobBody = z
@@ -63,7 +63,7 @@ export function jobsRouter(d: ApiDeps): Router {
     const body = parseBody(JobBody, req.body);
     const id = newId('job_');
     const requests = await resolveAll(d, req.tenant, body.requests, (i) => `${id}-r${i}`, (i) => `requests[${i}]`);
-    await checkCapacity(d, requests.length);
+    await d.admission.admit(requests.length);
     const b: BatchRecord = {
       id,
       tenant: req.tenant,

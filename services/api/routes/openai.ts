@@ -7,7 +7,7 @@ import type { ServeResult } from '../../../shared/serving/request';
 import { ModeSpec } from '../../../shared/serving/request';
 import type { ApiDeps } from '../deps';
 import { ApiError, uploadError } from '../errors';
-import { enqueueBatch, checkCapacity, newId, removeWaiting, runOne, runStreaming, type OneRun } from '../submit';
+import { enqueueBatch, newId, removeWaiting, runOne, runStreaming, type OneRun } from '../submit';
 import { wallClockMs } from '../../../shared/serving/request';
 import { checkId, parseBody } from '../validate';
 import { resolveAll } from './jobs';
@@ -127,8 +127,9 @@ async function serve(d: ApiDeps, req: Request, res: Response, kind: 'completion'
   const id = newId(kind === 'completion' ? 'cmpl-' : 'chatcmpl-');
   if (!body.stream) {
     const t0: number = res.locals.arrivedAt ?? wallClockMs();
-    // Resolving the documents and checking the queue's room are independent round trips: run them together.
-    const [[request]] = await Promise.all([resolveAll(d, req.tenant, [toSpec(body, text)], () => id, () => 'body'), checkCapacity(d, 1)]);
+    // Resolving the documents (from the document cache, or one MGET) and admission (a queue count, or none) are
+    // independent: run them together.
+    const [[request]] = await Promise.all([resolveAll(d, req.tenant, [toSpec(body, text)], () => id, () => 'body'), d.admission.admit(1)]);
     const run = await runOne(d, req.tenant, request);
     const r = run.result;
     res.set('Server-Timing', serverTiming(t0, run));
@@ -351,7 +352,7 @@ export function openaiRouter(d: ApiDeps): Router {
       }
     });
     const requests = await resolveAll(d, req.tenant, specs, (i) => `${id}-r${i}`, (i) => `line ${i + 1}`);
-    await checkCapacity(d, requests.length);
+    await d.admission.admit(requests.length);
     const rec: BatchRecord = {
       id,
       tenant: req.tenant,
