@@ -1,4 +1,4 @@
-import type { Queue, QueueEvents } from 'bullmq';
+import type { Queue } from 'bullmq';
 import type IORedis from 'ioredis';
 import type { Logger } from 'pino';
 import type { Registry } from 'prom-client';
@@ -15,12 +15,11 @@ export interface ApiDeps {
   tokenizer: TextTokenizer;
   inference: Queue;
   precompute: Queue;
-  inferenceEvents: QueueEvents;
   /** Commands (fail fast when Redis is down). */
   redis: IORedis;
   /** A subscriber connection for streamed tokens. */
   subscriber: IORedis;
-  /** Results pushed by workers for this process's interactive requests (absent: BullMQ's completion events only). */
+  /** Results pushed by workers for this process's interactive requests (absent: the job's record is polled). */
   replies?: Replies;
   keys: CatalogKeys;
   documents: DocumentStore;

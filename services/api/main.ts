@@ -1,4 +1,4 @@
-import { Queue, QueueEvents } from 'bullmq';
+import { Queue } from 'bullmq';
 import type { Server } from 'node:http';
 import { BatchStore, CatalogKeys, DocumentStore, FileStore, TrackedCache, type DocumentRecord } from '../../shared/catalog';
 import { loadServiceConfig } from '../../shared/config';
@@ -29,14 +29,16 @@ async function main() {
   const opts = { connection: redis, prefix: cfg.QUEUE_PREFIX, defaultJobOptions: defaultJobOptions(cfg.JOB_ATTEMPTS) };
   const inference = new Queue(QUEUES.inference, opts);
   const precompute = new Queue(QUEUES.precompute, opts);
-  const inferenceEvents = new QueueEvents(QUEUES.inference, { connection: workerConnection(cfg.REDIS_URL), prefix: cfg.QUEUE_PREFIX });
   inference.on('error', (e) => log.warn({ err: e.message }, 'queue error'));
   precompute.on('error', (e) => log.warn({ err: e.message }, 'queue error'));
-  inferenceEvents.on('error', (e) => log.warn({ err: e.message }, 'queue events error'));
   const kv = await KVStore.open({ modelId: model.id, memory: false, disk: false, redis: { url: cfg.KV_REDIS_URL, prefix: cfg.KV_REDIS_PREFIX }, lease: false });
   const keys = new CatalogKeys();
   const docCache = cfg.DOC_CACHE_ENTRIES
-    ? await new TrackedCache<DocumentRecord>(cfg.REDIS_URL, keys.docPrefix(), { max: cfg.DOC_CACHE_ENTRIES, onError: (e) => log.warn({ err: e.message }, 'document cache redis error') }).open()
+    ? await new TrackedCache<DocumentRecord>(cfg.REDIS_URL, keys.docPrefix(), { max: cfg.DOC_CACHE_ENTRIES, onError: (e) => log.warn({ err: e.message }, 'document cache redis error') })
+        .open()
+        .catch((e: Error) => {
+          throw new Error(`${e.message}; DOC_CACHE_ENTRIES=0 runs the API without the document cache`);
+        })
     : undefined;
   const replies = await Replies.open(subscriber, (id) => keys.reply(id));
   const registry = createRegistry('api');
@@ -47,7 +49,6 @@ async function main() {
     tokenizer,
     inference,
     precompute,
-    inferenceEvents,
     redis,
     subscriber,
     replies,
@@ -75,7 +76,7 @@ async function main() {
     log,
     close: async () => {
       server.close();
-      await Promise.allSettled([replies.close(), docCache?.close(), inferenceEvents.close(), inference.close(), precompute.close(), kv.close()]);
+      await Promise.allSettled([replies.close(), docCache?.close(), inference.close(), precompute.close(), kv.close()]);
       redis.disconnect();
       subscriber.disconnect();
     },

@@ -5,9 +5,9 @@ import type { ServeResult } from '../../shared/serving/request';
 
 /**
  * Results of this API process's interactive requests, pushed by the worker on one channel per process (the
- * reply-queue pattern of RPC over a broker). It takes BullMQ's job completion and queue-events round trip off the
- * client's wait; runOne falls back to `job.waitUntilFinished` when a reply is late, which covers jobs that fail
- * outside a worker (stalled past the limit) and lost messages.
+ * reply-queue pattern of RPC over a broker). It takes BullMQ's job completion off the client's wait; runOne falls
+ * back to the job's record (`jobOutcome`) when a reply is late, which covers jobs that fail outside a worker and lost
+ * messages.
  */
 export class Replies {
   readonly channel: string;

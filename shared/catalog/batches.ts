@@ -55,6 +55,9 @@ return 1
 /** Fields the client supplies, kept apart from the record the RECORD script decodes and re-encodes. */
 type ClientFields = Pick<BatchRecord, 'metadata' | 'customIds'>;
 
+/** KEYS[1] = ARGV[2] if it still holds ARGV[1]: 1 when written, 0 when the value changed since it was read. */
+const SET_IF_UNCHANGED = `if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('SET', KEYS[1], ARGV[2]) return 1 end return 0`;
+
 export class BatchStore {
   constructor(
     private readonly redis: Redis,
@@ -86,22 +89,18 @@ export class BatchStore {
   /** Compare-and-set of fields (status transitions); returns the updated record. */
   async update(tenant: string, id: string, patch: Partial<BatchRecord>, onlyIf?: BatchStatus[]): Promise<BatchRecord | undefined> {
     const key = this.keys.batch(tenant, id);
+    // Compare-and-set by a script that writes only if the record is still the one read: not WATCH, which holds for the
+    // whole connection, so another request's MULTI on the same shared connection would run under it (and its EXEC
+    // come back empty when this record changed: the fuzz run found a DELETE answered 500 that way).
     for (let attempt = 0; attempt < 20; attempt++) {
-      await this.redis.watch(key);
       const s = await this.redis.get(key);
-      if (!s) {
-        await this.redis.unwatch();
-        return undefined;
-      }
+      if (!s) return undefined;
       const b = JSON.parse(s) as BatchRecord;
       const client = async () => merge(s, await this.redis.get(this.keys.batchClientFields(tenant, id)));
-      if (onlyIf && !onlyIf.includes(b.status)) {
-        await this.redis.unwatch();
-        return client();
-      }
+      if (onlyIf && !onlyIf.includes(b.status)) return client();
       const { metadata: _m, customIds: _c, ...rest } = patch;
-      const ok = await this.redis.multi().set(key, JSON.stringify({ ...b, ...rest })).exec();
-      if (ok) return { ...(await client()), ...rest };
+      const ok = await this.redis.eval(SET_IF_UNCHANGED, 1, key, s, JSON.stringify({ ...b, ...rest }));
+      if (ok === 1) return { ...(await client()), ...rest };
     }
     throw new Error(`batch ${id}: too much contention updating it`);
   }

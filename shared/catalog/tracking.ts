@@ -62,7 +62,10 @@ export class TrackedCache<V extends object> {
   async open(): Promise<this> {
     await this.conn.connect();
     for (let i = 0; i < 200 && !this.live; i++) await new Promise((r) => setTimeout(r, 5));
-    if (!this.live) throw new Error(`client-side caching of ${this.prefix}* could not be registered with Redis`);
+    if (!this.live) {
+      await this.close();
+      throw new Error(`client-side caching of ${this.prefix}* could not be registered with Redis (CLIENT TRACKING needs Redis 6 or later)`);
+    }
     return this;
   }
 

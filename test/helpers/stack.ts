@@ -2,7 +2,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import type { Server } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Queue, QueueEvents, Worker } from 'bullmq';
+import { Queue, Worker } from 'bullmq';
 import IORedis from 'ioredis';
 import { Registry } from 'prom-client';
 import { BatchStore, CatalogKeys, DocumentStore, FileStore, TrackedCache, type DocumentRecord } from '../../shared/catalog';
@@ -59,8 +59,6 @@ export async function startStack(modelDir: string, opts: { apiKeys?: Map<string,
   const qopts = { connection: conn(), prefix, defaultJobOptions: defaultJobOptions(3) };
   const inference = new Queue(QUEUES.inference, qopts);
   const precompute = new Queue(QUEUES.precompute, qopts);
-  const inferenceEvents = new QueueEvents(QUEUES.inference, { connection: conn(), prefix });
-  await inferenceEvents.waitUntilReady();
   const batches = new BatchStore(redis, keys);
   const subscriber = conn();
   const replies = await Replies.open(subscriber, (id) => keys.reply(id));
@@ -71,7 +69,6 @@ export async function startStack(modelDir: string, opts: { apiKeys?: Map<string,
     tokenizer: engine.tokenizer,
     inference,
     precompute,
-    inferenceEvents,
     redis,
     subscriber,
     replies,
@@ -114,7 +111,6 @@ export async function startStack(modelDir: string, opts: { apiKeys?: Map<string,
       await pworker.close();
       await replies.close();
       await docCache.close();
-      await inferenceEvents.close();
       await inference.obliterate({ force: true }).catch(() => undefined);
       await precompute.obliterate({ force: true }).catch(() => undefined);
       await inference.close();

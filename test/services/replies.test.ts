@@ -1,8 +1,9 @@
 import { TINY } from '../helpers/model';
+import { jobOutcome } from '../../services/api/submit';
 import { postJson, startStack, type Stack } from '../helpers/stack';
 
 /**
- * Completions wait for the worker's reply on the API's channel; BullMQ's completion event is the fallback. A lost
+ * Completions wait for the worker's reply on the API's channel; the job's record in Redis is the fallback. A lost
  * pub/sub message cannot be caused for real, so the API here listens on a channel no worker is told about.
  */
 describe('completion replies', () => {
@@ -28,7 +29,7 @@ describe('completion replies', () => {
     expect(s.deps.replies!.pending).toBe(0);
   });
 
-  test('without a reply (lost message) the answer still comes, from BullMQ completion, after the grace period', async () => {
+  test('without a reply (lost message) the answer still comes, from the job\'s record, after the grace period', async () => {
     const replies = s.deps.replies!;
     const real = replies.channel;
     // Jobs now name a channel nobody subscribed to: the worker's reply is lost.
@@ -61,7 +62,7 @@ describe('completion replies', () => {
       await expect(reply.promise).rejects.toThrow(/invalid job data: request\.mode\.r/);
       for (let i = 0; i < 50 && !events.length; i++) await new Promise((r) => setTimeout(r, 20));
       expect(events.map((e) => JSON.parse(e))).toEqual([{ done: true, error: expect.stringMatching(/invalid job data/) }]);
-      await expect(job.waitUntilFinished(d.inferenceEvents, 5000)).rejects.toThrow(/invalid job data/);
+      await expect(jobOutcome(d.inference, job.id!, 5000)).rejects.toThrow(/invalid job data/);
       const after = await d.inference.getJob(id);
       expect([await after!.getState(), after!.attemptsMade]).toEqual(['failed', 1]);
     } finally {
