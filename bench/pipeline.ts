@@ -272,7 +272,7 @@ async function main() {
       warmup: 20,
       spinMs: quantile(computeMs, 0.5),
       // The real job's size: its chunks' and question's token ids.
-      tokens: (await chunksOf(requests[0].documents)).reduce((n, c) => n + c.length, 0),
+      tokens: (await chunksOf(requests[0].documents)).reduce((n, c) => n + c.length, 0) + engine.tokenizer.encode(requests[0].question).length,
       tag,
     });
 

@@ -41,6 +41,8 @@ async function api(env: FloorEnv): Promise<void> {
     try {
       await queue.add('request', { id, spinMs: Number(req.body.spin_ms) || 0, tokens, replyTo: replies.channel }, { jobId: id });
       res.json(await reply.promise);
+    } catch (e) {
+      res.status(500).json({ error: (e as Error).message });
     } finally {
       reply.cancel();
     }
@@ -79,9 +81,10 @@ export async function measureTransportFloor(opts: { redisUrl: string; runs: numb
         const t0 = performance.now();
         const req = httpRequest(`http://127.0.0.1:${port}/floor`, { method: 'POST', agent, headers: { 'content-type': 'application/json', 'content-length': body.length } }, (res) => {
           res.resume();
-          res.on('end', () => resolve(performance.now() - t0));
+          res.on('end', () => (res.statusCode === 200 ? resolve(performance.now() - t0) : reject(new Error(`transport floor: HTTP ${res.statusCode}`))));
           res.on('error', reject);
         });
+        req.setTimeout(30_000, () => req.destroy(new Error('transport floor: no answer in 30 s')));
         req.on('error', reject);
         req.end(body);
       });

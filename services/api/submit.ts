@@ -4,7 +4,7 @@ import { batchJobId, type InferenceJob } from '../../shared/queue/contracts';
 import type { StreamEvent } from '../../shared/serving/inference';
 import { wallClockMs, type ServeRequest, type ServeResult } from '../../shared/serving/request';
 import type { ApiDeps } from './deps';
-import { ApiError } from './errors';
+import { ApiError, isRedisDown } from './errors';
 
 export function newId(prefix: string): string {
   return `${prefix}${randomUUID().replace(/-/g, '')}`;
@@ -20,7 +20,8 @@ export async function runOne(d: ApiDeps, tenant: string, request: ServeRequest):
   try {
     const job: Job = await d.inference.add('request', { tenant, request, stream: false, replyTo: d.replies?.channel } satisfies InferenceJob, { jobId: request.id });
     const enqueuedAt = wallClockMs();
-    const recorded = () => jobOutcome(d.inference, job.id!, d.requestTimeoutMs);
+    const stop = new AbortController();
+    const recorded = () => jobOutcome(d.inference, job.id!, d.requestTimeoutMs, { signal: stop.signal });
     if (!reply) return { result: await recorded(), enqueuedAt, answeredAt: wallClockMs() };
     // The job's record is read only when the reply is late (a worker that died, a lost pub/sub message).
     let timer: NodeJS.Timeout | undefined;
@@ -32,6 +33,7 @@ export async function runOne(d: ApiDeps, tenant: string, request: ServeRequest):
       return { result: await Promise.race([reply.promise, fallback]), enqueuedAt, answeredAt: wallClockMs() };
     } finally {
       clearTimeout(timer);
+      stop.abort();
     }
   } finally {
     reply?.cancel();
@@ -39,24 +41,33 @@ export async function runOne(d: ApiDeps, tenant: string, request: ServeRequest):
 }
 
 /**
- * A job's outcome from its record in Redis, read every `pollMs` until it completed (its return value) or failed (its
- * reason), or `timeoutMs` passed. No events consumer: a BullMQ QueueEvents reader in the API woke it for every event
- * of every job (~0.5 ms of its CPU a request, measured), to serve the rare late reply.
+ * A job's outcome from its record in Redis, read until it completed (its return value) or failed (its reason), or
+ * `timeoutMs` passed: first after `pollMs`, then less and less often (up to every 2 s: a late reply usually means a
+ * full queue, and reading a job's state scans the queue's lists). A Redis that does not answer is read again until
+ * the deadline; `signal` stops it (the reply came). No events consumer: a BullMQ QueueEvents reader in the API woke
+ * it for every event of every job (~0.5 ms of its CPU a request, measured), to serve the rare late reply.
  */
-export async function jobOutcome(queue: Queue, jobId: string, timeoutMs: number, pollMs = 100): Promise<ServeResult> {
+export async function jobOutcome(queue: Queue, jobId: string, timeoutMs: number, opts: { pollMs?: number; signal?: AbortSignal } = {}): Promise<ServeResult> {
   const end = Date.now() + timeoutMs;
+  let wait = opts.pollMs ?? 100;
   for (;;) {
-    // The state first: once it is final, the record's return value or reason is there (one script writes both).
-    const state = await queue.getJobState(jobId);
-    if (state === 'completed' || state === 'failed') {
-      const job = await Job.fromId(queue, jobId);
-      if (!job) throw new Error(`request ${jobId} is no longer in the queue`);
-      if (state === 'completed') return job.returnvalue as ServeResult;
-      throw new Error(job.failedReason || 'the request failed');
+    if (opts.signal?.aborted) throw new Error(`request ${jobId}: no longer waited for`);
+    try {
+      // The state first: once it is final, the record's return value or reason is there (one script writes both).
+      const state = await queue.getJobState(jobId);
+      if (state === 'completed' || state === 'failed') {
+        const job = await Job.fromId(queue, jobId);
+        if (!job) throw new Error(`request ${jobId} is no longer in the queue`);
+        if (state === 'completed') return job.returnvalue as ServeResult;
+        throw new Error(job.failedReason || 'the request failed');
+      }
+      if (state === 'unknown') throw new Error(`request ${jobId} is no longer in the queue`);
+    } catch (e) {
+      if (!isRedisDown(e) || Date.now() >= end) throw e;
     }
-    if (state === 'unknown') throw new Error(`request ${jobId} is no longer in the queue`);
     if (Date.now() >= end) throw new Error(`request ${jobId} timed out after ${timeoutMs} ms`);
-    await new Promise((r) => setTimeout(r, pollMs));
+    await new Promise((r) => setTimeout(r, Math.min(wait, Math.max(0, end - Date.now()))));
+    wait = Math.min(2000, wait * 1.5);
   }
 }
 

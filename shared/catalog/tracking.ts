@@ -23,6 +23,10 @@ export class TrackedCache<V extends object> {
   /** Bumped by every invalidation and reconnection: a read's ticket is good only while it is unchanged. */
   private epoch = 0;
   private closed = false;
+  /** Bumped when the connection drops: a registration started on an earlier connection must not mark this one live. */
+  private connection = 0;
+  private failures = 0;
+  private retry?: NodeJS.Timeout;
   private readonly counts = { hits: 0, misses: 0, invalidations: 0 };
 
   constructor(
@@ -31,8 +35,9 @@ export class TrackedCache<V extends object> {
     opts: { max: number; onError?: (e: Error) => void },
   ) {
     this.entries = new LRUCache<string, V>({ max: opts.max });
-    // RESP2 so invalidations are pub/sub messages; tracking is re-registered (not re-subscribed) after a reconnect.
-    this.conn = new IORedis(url, { protocol: 2, autoResubscribe: false, maxRetriesPerRequest: null, lazyConnect: true });
+    // RESP2 so invalidations are pub/sub messages; tracking is re-registered (not re-subscribed) after a reconnect, and
+    // a registration cut off by a dropped connection is not replayed on the next one.
+    this.conn = new IORedis(url, { protocol: 2, autoResubscribe: false, autoResendUnfulfilledCommands: false, maxRetriesPerRequest: null, lazyConnect: true });
     this.conn.on('messageBuffer', (channel: Buffer, keys: unknown) => {
       if (channel.toString() !== INVALIDATE) return;
       this.epoch++;
@@ -41,41 +46,52 @@ export class TrackedCache<V extends object> {
       if (!Array.isArray(keys)) this.entries.clear();
       else for (const k of keys) this.entries.delete(String(k));
     });
-    const down = () => {
+    this.conn.on('close', () => {
+      this.connection++;
       this.live = false;
       this.epoch++;
       this.entries.clear();
-    };
-    this.conn.on('close', down);
+    });
     this.conn.on('ready', () => {
       if (this.closed) return;
-      this.register().catch((e: Error) => {
+      const connection = this.connection;
+      this.register(connection).catch((e: Error) => {
+        if (this.closed || connection !== this.connection) return; // that connection is gone already
         opts.onError?.(e);
-        // Not tracked: stay off and let the connection start over.
-        this.conn.disconnect(true);
+        // Not tracked: stay off and start the connection over, waiting longer after each failure in a row.
+        const wait = Math.min(5000, 50 * 2 ** this.failures++);
+        this.retry = setTimeout(() => connection === this.connection && !this.closed && this.conn.disconnect(true), wait);
       });
     });
     this.conn.on('error', (e: Error) => opts.onError?.(e));
   }
 
-  /** Connect and register tracking; resolves once the cache answers. */
+  /** Connects and registers tracking; resolves once the cache answers. On failure nothing is left running. */
   async open(): Promise<this> {
-    await this.conn.connect();
-    for (let i = 0; i < 200 && !this.live; i++) await new Promise((r) => setTimeout(r, 5));
-    if (!this.live) {
+    try {
+      await this.conn.connect();
+      for (let i = 0; i < 200 && !this.live; i++) await new Promise((r) => setTimeout(r, 5));
+      if (!this.live) throw new Error(`client-side caching of ${this.prefix}* could not be registered with Redis (CLIENT TRACKING needs Redis 6 or later)`);
+      return this;
+    } catch (e) {
       await this.close();
-      throw new Error(`client-side caching of ${this.prefix}* could not be registered with Redis (CLIENT TRACKING needs Redis 6 or later)`);
+      throw e;
     }
-    return this;
   }
 
-  private async register(): Promise<void> {
+  /** Registers tracking on connection number `connection`; gives up silently if that connection dropped meanwhile. */
+  private async register(connection: number): Promise<void> {
+    const current = () => connection === this.connection && !this.closed;
     const id = String(await this.conn.client('ID'));
+    if (!current()) return;
     await this.conn.call('CLIENT', 'TRACKING', 'ON', 'REDIRECT', id, 'BCAST', 'PREFIX', this.prefix);
+    if (!current()) return;
     await this.conn.subscribe(INVALIDATE);
+    if (!current()) return;
     // Whatever was read before now could have changed unseen.
     this.epoch++;
     this.entries.clear();
+    this.failures = 0;
     this.live = true;
   }
 
@@ -113,8 +129,11 @@ export class TrackedCache<V extends object> {
 
   async close(): Promise<void> {
     this.closed = true;
+    clearTimeout(this.retry);
     this.live = false;
     this.entries.clear();
-    await this.conn.quit().catch(() => this.conn.disconnect());
+    // QUIT only on a live connection: on one that is reconnecting it would wait in the offline queue.
+    if (this.conn.status === 'ready') await this.conn.quit().catch(() => this.conn.disconnect());
+    else this.conn.disconnect();
   }
 }

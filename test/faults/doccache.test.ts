@@ -7,7 +7,7 @@
 import { Queue } from 'bullmq';
 import { CatalogKeys, DocumentStore, TrackedCache, type DocumentRecord } from '../../shared/catalog';
 import { Admission, queueAdmission } from '../../services/api/admission';
-import { waitFor } from '../helpers/net';
+import { freePort, waitFor } from '../helpers/net';
 import { suiteRedis } from './procs';
 
 const doc = (id: string, tokens: number[]): DocumentRecord => ({ id, tenant: 't', chars: 10, chunks: [{ key: `k-${id}`, tokens }], metadata: {}, createdAt: 1 });
@@ -93,6 +93,17 @@ describe('document cache', () => {
     await r.client.set(keys.doc('t', 'a'), JSON.stringify(doc('a', [10])));
     await waitFor(async () => ((await docs.get('t', 'a'))?.chunks[0].tokens[0] === 10 ? true : undefined), 2000, 'invalidations after the reconnect');
   });
+});
+
+test('open() against a Redis that does not answer fails and leaves no connection retrying', async () => {
+  const cache = new TrackedCache<DocumentRecord>(`redis://127.0.0.1:${await freePort()}`, 'x:doc:', { max: 1 });
+  await expect(cache.open()).rejects.toThrow();
+  // ioredis would try again within 50 ms (its first retry delay): watch for any attempt.
+  const conn = (cache as unknown as { conn: import('ioredis').default }).conn;
+  let attempts = 0;
+  conn.on('connecting', () => attempts++);
+  await new Promise((r) => setTimeout(r, 500));
+  expect(attempts).toBe(0);
 });
 
 describe('admission', () => {
