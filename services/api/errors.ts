@@ -22,6 +22,11 @@ export function errorBody(message: string, type: string, param: string | null = 
   return { error: { message, type, param, code } };
 }
 
+/** The answer when the queue's Redis does not answer: 503 with Retry-After. */
+export function queueUnavailable(): ApiError {
+  return new ApiError(503, 'the queue is unavailable; retry shortly', 'server_error', null, 'queue_unavailable', 1);
+}
+
 /** Errors from a Redis that does not answer (the queue's): the API answers 503 with Retry-After. */
 export function isRedisDown(e: unknown): boolean {
   const m = (e as Error)?.message ?? '';
@@ -99,7 +104,7 @@ export function errorHandler(err: unknown, _req: Request, res: Response, _next: 
     return;
   }
   if (isRedisDown(err)) {
-    res.set('Retry-After', '1').status(503).json(errorBody('the queue is unavailable; retry shortly', 'server_error', null, 'queue_unavailable'));
+    errorHandler(queueUnavailable(), _req, res, _next);
     return;
   }
   if (typeof e?.status === 'number' && e.status >= 400 && e.status < 500) {

@@ -1,6 +1,6 @@
 import { Queue } from 'bullmq';
 import type { Server } from 'node:http';
-import { BatchStore, CatalogKeys, DocumentStore, FileStore, TrackedCache, type DocumentRecord } from '../../shared/catalog';
+import { BatchStore, CatalogKeys, DocumentStore, FileStore, TrackedCache, TrackingUnavailableError, type DocumentRecord } from '../../shared/catalog';
 import { loadServiceConfig } from '../../shared/config';
 import { runService } from '../../shared/lifecycle';
 import { loadModelConfig, loadTokenizer } from '../../shared/engine';
@@ -37,7 +37,7 @@ async function main() {
     ? await new TrackedCache<DocumentRecord>(cfg.REDIS_URL, keys.docPrefix(), { max: cfg.DOC_CACHE_ENTRIES, onError: (e) => log.warn({ err: e.message }, 'document cache redis error') })
         .open()
         .catch((e: Error) => {
-          throw new Error(/CLIENT TRACKING/.test(e.message) ? `${e.message}; DOC_CACHE_ENTRIES=0 runs the API without the document cache` : `document cache: ${e.message}`);
+          throw new Error(e instanceof TrackingUnavailableError ? `${e.message}; DOC_CACHE_ENTRIES=0 runs the API without the document cache` : `document cache: ${e.message}`);
         })
     : undefined;
   const replies = await Replies.open(subscriber, (id) => keys.reply(id));

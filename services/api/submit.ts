@@ -4,7 +4,7 @@ import { batchJobId, type InferenceJob } from '../../shared/queue/contracts';
 import type { StreamEvent } from '../../shared/serving/inference';
 import { wallClockMs, type ServeRequest, type ServeResult } from '../../shared/serving/request';
 import type { ApiDeps } from './deps';
-import { ApiError, isRedisDown } from './errors';
+import { isRedisDown, queueUnavailable } from './errors';
 
 export function newId(prefix: string): string {
   return `${prefix}${randomUUID().replace(/-/g, '')}`;
@@ -42,7 +42,7 @@ export async function runOne(d: ApiDeps, tenant: string, request: ServeRequest):
 
 /**
  * A job's outcome from its record in Redis, read until it completed (its return value) or failed (its reason), or
- * `timeoutMs` passed: first after `pollMs`, then less and less often (up to every 2 s: a late reply usually means a
+ * `timeoutMs` passed: at once, then after `pollMs`, then less and less often (up to every 2 s: a late reply usually means a
  * full queue, and reading a job's state scans the queue's lists). A Redis that does not answer is read again until
  * the deadline; `signal` stops it (the reply came). No events consumer: a BullMQ QueueEvents reader in the API woke
  * it for every event of every job (~0.5 ms of its CPU a request, measured), to serve the rare late reply.
@@ -89,7 +89,7 @@ export async function runStreaming(d: ApiDeps, tenant: string, request: ServeReq
   await d.admission.admit(1);
   // The subscriber connection queues commands while Redis is away (it must outlive restarts): refuse now rather than
   // wait, as every other route does when the queue's Redis is down.
-  if (d.subscriber.status !== 'ready') throw new ApiError(503, 'the queue is unavailable; retry shortly', 'server_error', null, 'queue_unavailable', 1);
+  if (d.subscriber.status !== 'ready') throw queueUnavailable();
   const channel = d.keys.stream(request.id);
   const handler = (ch: string, msg: string) => {
     if (ch === channel) onEvent(JSON.parse(msg) as StreamEvent);

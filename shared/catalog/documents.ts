@@ -19,7 +19,9 @@ export interface DocumentRecord {
 /**
  * Documents: their chunking (token ids and chunk keys), not their text. With a TrackedCache (over `keys.docPrefix()`),
  * reads are served from this process's memory while Redis reports no change to the record: resolving a request's
- * documents then costs no round trip. Records handed out are shared: callers must not modify them.
+ * documents then costs no round trip. A write evicts its key once it is done (which also voids every read in flight:
+ * see TrackedCache.evict), so this process reads its own writes. Records handed out are shared: callers must not
+ * modify them.
  */
 export class DocumentStore {
   constructor(
@@ -30,7 +32,6 @@ export class DocumentStore {
 
   async put(doc: DocumentRecord): Promise<void> {
     const key = this.keys.doc(doc.tenant, doc.id);
-    this.cache?.evict(key);
     await this.redis.multi().set(key, JSON.stringify(doc)).zadd(this.keys.docIndex(doc.tenant), doc.createdAt, doc.id).exec();
     this.cache?.evict(key);
   }
@@ -58,7 +59,6 @@ export class DocumentStore {
 
   async delete(tenant: string, id: string): Promise<boolean> {
     const key = this.keys.doc(tenant, id);
-    this.cache?.evict(key);
     const [[, n]] = (await this.redis.multi().del(key).zrem(this.keys.docIndex(tenant), id).exec()) as [[unknown, number]];
     this.cache?.evict(key);
     return n > 0;

@@ -16,6 +16,9 @@ const INVALIDATE = '__redis__:invalidate';
  * A writer in this process evicts its key itself as well, so it reads its own writes at once; other processes see them
  * once the invalidation message arrives (sub-millisecond on one machine).
  */
+/** Redis answered but would not track keys for this cache (a Redis before 6, CLIENT denied by an ACL). */
+export class TrackingUnavailableError extends Error {}
+
 export class TrackedCache<V extends object> {
   private readonly entries: LRUCache<string, V>;
   private readonly conn: IORedis;
@@ -71,7 +74,7 @@ export class TrackedCache<V extends object> {
     try {
       await this.conn.connect();
       for (let i = 0; i < 200 && !this.live; i++) await new Promise((r) => setTimeout(r, 5));
-      if (!this.live) throw new Error(`client-side caching of ${this.prefix}* could not be registered with Redis (CLIENT TRACKING needs Redis 6 or later)`);
+      if (!this.live) throw new TrackingUnavailableError(`client-side caching of ${this.prefix}* could not be registered with Redis (CLIENT TRACKING needs Redis 6 or later)`);
       return this;
     } catch (e) {
       await this.close();
@@ -117,7 +120,10 @@ export class TrackedCache<V extends object> {
     if (this.live && ticket === this.epoch) this.entries.set(key, value);
   }
 
-  /** This process wrote or deleted `key`: forget it now rather than when the invalidation arrives. */
+  /**
+   * This process wrote or deleted `key`: forget it now rather than when the invalidation arrives, and void every read
+   * in flight (its value may predate the write).
+   */
   evict(key: string): void {
     this.epoch++;
     this.entries.delete(key);
