@@ -28,7 +28,7 @@ import { SingleBar, Presets } from 'cli-progress';
 import { Engine } from '../shared/engine';
 import { KVStore } from '../shared/kvstore';
 import { link, storeSource } from '../shared/linking';
-import { ROOT, machine, modelDirFromArgs, quantile, table, writeResult } from './common';
+import { ROOT, dropKeys, machine, modelDirFromArgs, quantile, table, writeResult } from './common';
 import { freePort } from '../test/helpers/net';
 import { measureTransportFloor } from './transport';
 
@@ -134,13 +134,15 @@ async function main() {
   const [api, wm, pm] = [await freePort(), await freePort(), await freePort()];
   const kvDir = mkdtempSync(join(tmpdir(), 'epic-bench-kv-'));
   const tag = `${process.pid}`;
+  // Everything the stack writes to Redis goes under the bench's own prefixes (queue, catalog, KV), dropped at the end:
+  // a bench on a Redis that a running epic-serve shares neither touches its documents and batches nor leaves keys.
+  const prefixes = { QUEUE_PREFIX: `{epic-bench-${tag}}`, CATALOG_PREFIX: `epic-bench-${tag}:{api}`, KV_REDIS_PREFIX: `epic-bench-${tag}:kv` };
   const env = {
     ...process.env,
     API_PORT: String(api),
     WORKER_METRICS_PORT: String(wm),
     PRECOMPUTE_METRICS_PORT: String(pm),
-    QUEUE_PREFIX: `{epic-bench-${tag}}`,
-    KV_REDIS_PREFIX: `epic-bench-${tag}:kv`,
+    ...prefixes,
     KV_DISK_DIR: kvDir,
     MODEL_DIR: modelDir,
     LOG_LEVEL: 'warn',
@@ -156,6 +158,9 @@ async function main() {
       await exited;
     }
     rmSync(kvDir, { recursive: true, force: true });
+    const queueRedis = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
+    await dropKeys(queueRedis, [prefixes.QUEUE_PREFIX, prefixes.CATALOG_PREFIX]);
+    await dropKeys(process.env.KV_REDIS_URL ?? queueRedis, [prefixes.KV_REDIS_PREFIX]);
   };
   try {
     for (let i = 0; i < 600 && !out.includes('epic-serve is up'); i++) await new Promise((r) => setTimeout(r, 100));

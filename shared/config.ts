@@ -1,6 +1,7 @@
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { z } from 'zod';
+import { CatalogKeys } from './catalog/redis';
 
 /**
  * Service configuration from the environment, validated once. Every variable has a local default, so
@@ -19,6 +20,14 @@ const Env = z.object({
   /** The KV store's Redis; separate from the queue's in production (allkeys-lru vs noeviction). */
   KV_REDIS_URL: z.string().url().optional(),
   QUEUE_PREFIX: z.string().min(1).default('{epic}'),
+  /**
+   * Where the API's records (documents, batches, files) and its reply and stream channels live in the queue's Redis;
+   * the API and the workers must agree. One {hash tag}: every record of the catalog shares a Redis Cluster slot.
+   */
+  CATALOG_PREFIX: z
+    .string()
+    .regex(/^[^{}]*\{[^{}]+\}[^{}]*$/, 'must hold exactly one {hash tag}, as in epic:{api}')
+    .default(CatalogKeys.DEFAULT_PREFIX),
   MODEL_DIR: z.string().min(1).default(defaultModelDir),
   API_HOST: z.string().default('127.0.0.1'),
   API_PORT: z.coerce.number().int().min(0).max(65535).default(8080),

@@ -32,7 +32,7 @@ async function main() {
   inference.on('error', (e) => log.warn({ err: e.message }, 'queue error'));
   precompute.on('error', (e) => log.warn({ err: e.message }, 'queue error'));
   const kv = await KVStore.open({ modelId: model.id, memory: false, disk: false, redis: { url: cfg.KV_REDIS_URL, prefix: cfg.KV_REDIS_PREFIX }, lease: false });
-  const keys = new CatalogKeys();
+  const keys = new CatalogKeys(cfg.CATALOG_PREFIX);
   const docCache = cfg.DOC_CACHE_ENTRIES
     ? await new TrackedCache<DocumentRecord>(cfg.REDIS_URL, keys.docPrefix(), { max: cfg.DOC_CACHE_ENTRIES, onError: (e) => log.warn({ err: e.message }, 'document cache redis error') })
         .open()

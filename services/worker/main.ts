@@ -32,7 +32,8 @@ async function main() {
   createStoreMetrics(registry, () => store.stats());
   const metrics = await serveMetrics(registry, cfg.WORKER_METRICS_PORT, cfg.METRICS_HOST);
   const redis = workerConnection(cfg.REDIS_URL);
-  const batches = new BatchStore(redis);
+  const keys = new CatalogKeys(cfg.CATALOG_PREFIX);
+  const batches = new BatchStore(redis, keys);
   const scheduler = new Scheduler(linkContextFactory(engine, store, prefixStore), {
     maxBatch: cfg.WORKER_MAX_BATCH,
     maxBatchTokens: cfg.WORKER_BATCH_TOKENS,
@@ -43,7 +44,7 @@ async function main() {
     inferenceProcessor({
       scheduler,
       batches,
-      keys: new CatalogKeys(),
+      keys,
       publisher: redis,
       tokenizer: engine.tokenizer,
       metrics: serving,

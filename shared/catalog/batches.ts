@@ -1,4 +1,4 @@
-import { CatalogKeys, type Redis } from './redis';
+import type { CatalogKeys, Redis } from './redis';
 
 export type BatchStatus = 'validating' | 'in_progress' | 'finalizing' | 'completed' | 'failed' | 'expired' | 'cancelling' | 'cancelled';
 
@@ -61,7 +61,7 @@ const SET_IF_UNCHANGED = `if redis.call('GET', KEYS[1]) == ARGV[1] then redis.ca
 export class BatchStore {
   constructor(
     private readonly redis: Redis,
-    private readonly keys = new CatalogKeys(),
+    private readonly keys: CatalogKeys,
   ) {}
 
   async create(b: BatchRecord): Promise<void> {

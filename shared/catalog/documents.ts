@@ -1,4 +1,4 @@
-import { CatalogKeys, type Redis } from './redis';
+import type { CatalogKeys, Redis } from './redis';
 import type { TrackedCache } from './tracking';
 
 export interface DocumentChunk {
@@ -26,7 +26,7 @@ export interface DocumentRecord {
 export class DocumentStore {
   constructor(
     private readonly redis: Redis,
-    private readonly keys = new CatalogKeys(),
+    private readonly keys: CatalogKeys,
     private readonly cache?: TrackedCache<DocumentRecord>,
   ) {}
 

@@ -1,4 +1,4 @@
-import { CatalogKeys, type Redis } from './redis';
+import type { CatalogKeys, Redis } from './redis';
 
 export interface FileRecord {
   id: string;
@@ -13,7 +13,7 @@ export interface FileRecord {
 export class FileStore {
   constructor(
     private readonly redis: Redis,
-    private readonly keys = new CatalogKeys(),
+    private readonly keys: CatalogKeys,
   ) {}
 
   async put(rec: FileRecord, content: Buffer): Promise<void> {

@@ -5,7 +5,9 @@ import type IORedis from 'ioredis';
  * tenant so one tenant's ids never reach another's records.
  */
 export class CatalogKeys {
-  constructor(readonly prefix = 'epic:{api}') {}
+  /** The default prefix (CATALOG_PREFIX's default). */
+  static readonly DEFAULT_PREFIX = 'epic:{api}';
+  constructor(readonly prefix = CatalogKeys.DEFAULT_PREFIX) {}
   doc(tenant: string, id: string) {
     return `${this.docPrefix()}${tenant}:${id}`;
   }

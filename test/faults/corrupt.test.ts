@@ -39,7 +39,7 @@ describe('corrupt KV blobs in the disk and Redis tiers', () => {
       return r.body;
     };
     const first = await ask(); // compiles the chunks, writes them to disk and Redis
-    const docs = await new DocumentStore(client, new CatalogKeys()).getMany('default', ids);
+    const docs = await new DocumentStore(client, new CatalogKeys(s!.env.CATALOG_PREFIX)).getMany('default', ids);
     const keys = [...new Set(docs.flatMap((d) => d!.chunks.map((c) => c.key)))];
     expect(keys.length).toBeGreaterThanOrEqual(4);
     const model = 'tiny-random';

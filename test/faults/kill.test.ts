@@ -41,7 +41,7 @@ describe('workers killed with SIGKILL', () => {
     const sub = await httpJson(s.base, 'POST', '/v1/jobs', { requests });
     expect(sub.status).toBe(202);
     const id: string = sub.body.id;
-    const batches = new BatchStore(r.client, new CatalogKeys());
+    const batches = new BatchStore(r.client, new CatalogKeys(s.env.CATALOG_PREFIX));
     const count = () => batches.resultCount('default', id);
 
     const kills: { atResults: number; activeJobs: number }[] = [];
@@ -100,7 +100,7 @@ describe('workers killed with SIGKILL', () => {
     await waitFor(async () => ((await client2.llen(`${s!.env.QUEUE_PREFIX}:inference:active`)) > 0 ? true : undefined), 30_000, 'active jobs');
     await s.of('worker')[0].kill();
     await s.add('worker');
-    const batches = new BatchStore(r.client, new CatalogKeys());
+    const batches = new BatchStore(r.client, new CatalogKeys(s.env.CATALOG_PREFIX));
     const done = await waitFor(
       async () => {
         const b = await batches.get('default', sub.body.id);

@@ -208,6 +208,8 @@ export class ProcStack {
       REDIS_URL: o.redis.url,
       KV_REDIS_URL: (o.kvRedis ?? o.redis).url,
       QUEUE_PREFIX: '{epic-fault}',
+      // Not the default: a service that ignored CATALOG_PREFIX would put its records where these tests do not look.
+      CATALOG_PREFIX: 'epic-fault:{api}',
       KV_REDIS_PREFIX: 'epic-fault:kv',
       KV_DISK_DIR: diskDir,
       MODEL_DIR: TINY,

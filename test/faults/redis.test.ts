@@ -38,7 +38,7 @@ describe('Redis faults', () => {
     for (const text of w.documents) docs.push((await httpJson(s.base, 'POST', '/v1/documents', { text })).body.id);
     const modes = [{ mode: 'attnlink' }, { mode: 'naive' }, { mode: 'cacheblend', r: 0.3 }, { mode: 'attnlink', k: 4 }];
     const requests = Array.from({ length: 200 }, (_, i) => ({ documents: docs.slice(i % 3), question: w.questions[i % 40], max_tokens: 32, ...modes[i % modes.length] }));
-    const batches = new BatchStore(qc, new CatalogKeys());
+    const batches = new BatchStore(qc, new CatalogKeys(s.env.CATALOG_PREFIX));
     const run = async (during?: (count: () => Promise<number>) => Promise<void>) => {
       const sub = await httpJson(s!.base, 'POST', '/v1/jobs', { requests });
       expect(sub.status).toBe(202);

@@ -94,7 +94,7 @@ describe('tenants', () => {
 
     // Cache isolation: the same text gives Bob other chunk keys than Alice, so neither can hit (or time) the other's.
     expect((await B('POST', '/v1/documents', { text: SECRET_DOC, id: 'same-text' })).status).toBe(201);
-    const docs = new DocumentStore(client, new CatalogKeys());
+    const docs = new DocumentStore(client, new CatalogKeys(s!.env.CATALOG_PREFIX));
     const keysOf = async (tenant: string, id: string) => (await docs.get(tenant, id))!.chunks.map((c) => c.key);
     const [ka, kb] = [await keysOf('alice', 'vault'), await keysOf('bob', 'same-text')];
     expect(ka.length).toBe(kb.length);
