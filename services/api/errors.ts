@@ -99,7 +99,7 @@ export function errorHandler(err: unknown, _req: Request, res: Response, _next: 
     res.status(413).json(errorBody('request body too large', 'invalid_request_error', null, 'body_too_large'));
     return;
   }
-  if (/timed out/i.test(e?.message ?? '')) {
+  if (err instanceof RequestTimeoutError || /timed out/i.test(e?.message ?? '')) {
     res.status(504).json(errorBody('the request timed out in the queue or the worker', 'server_error', null, 'timeout'));
     return;
   }
@@ -112,4 +112,14 @@ export function errorHandler(err: unknown, _req: Request, res: Response, _next: 
     return;
   }
   res.status(500).json(errorBody('internal error', 'server_error'));
+}
+
+/** A request that got no outcome within REQUEST_TIMEOUT_MS (504). */
+export class RequestTimeoutError extends Error {
+  constructor(
+    readonly jobId: string,
+    readonly timeoutMs: number,
+  ) {
+    super(`request ${jobId} timed out after ${timeoutMs} ms`);
+  }
 }

@@ -1,10 +1,11 @@
 import { randomUUID } from 'node:crypto';
 import { Job, type Queue } from 'bullmq';
+import type { BatchRecord } from '../../shared/catalog';
 import { batchJobId, type InferenceJob } from '../../shared/queue/contracts';
 import type { StreamEvent } from '../../shared/serving/inference';
 import { wallClockMs, type ServeRequest, type ServeResult } from '../../shared/serving/request';
 import type { ApiDeps } from './deps';
-import { isRedisDown, queueUnavailable } from './errors';
+import { isRedisDown, queueUnavailable, RequestTimeoutError } from './errors';
 
 export function newId(prefix: string): string {
   return `${prefix}${randomUUID().replace(/-/g, '')}`;
@@ -21,7 +22,13 @@ export async function runOne(d: ApiDeps, tenant: string, request: ServeRequest):
     const job: Job = await d.inference.add('request', { tenant, request, stream: false, replyTo: d.replies?.channel } satisfies InferenceJob, { jobId: request.id });
     const enqueuedAt = wallClockMs();
     const stop = new AbortController();
-    const recorded = () => jobOutcome(d.inference, job.id!, d.requestTimeoutMs, { signal: stop.signal });
+    // The client hears 504 and may send the request again: a job no worker has taken goes, rather than run for no one
+    // (BullMQ does not remove a job a worker holds).
+    const recorded = () =>
+      jobOutcome(d.inference, job.id!, d.requestTimeoutMs, { signal: stop.signal }).catch(async (e) => {
+        if (e instanceof RequestTimeoutError) await d.inference.remove(job.id!).catch(() => 0);
+        throw e;
+      });
     if (!reply) return { result: await recorded(), enqueuedAt, answeredAt: wallClockMs() };
     // The job's record is read only when the reply is late (a worker that died, a lost pub/sub message).
     let timer: NodeJS.Timeout | undefined;
@@ -65,7 +72,7 @@ export async function jobOutcome(queue: Queue, jobId: string, timeoutMs: number,
     } catch (e) {
       if (!isRedisDown(e) || Date.now() >= end) throw e;
     }
-    if (Date.now() >= end) throw new Error(`request ${jobId} timed out after ${timeoutMs} ms`);
+    if (Date.now() >= end) throw new RequestTimeoutError(jobId, timeoutMs);
     await new Promise((r) => setTimeout(r, Math.min(wait, Math.max(0, end - Date.now()))));
     wait = Math.min(2000, wait * 1.5);
   }
@@ -110,8 +117,22 @@ export async function runStreaming(d: ApiDeps, tenant: string, request: ServeReq
   return stop;
 }
 
-/** Enqueue a batch's requests, one job each with an idempotent id. */
-export async function enqueueBatch(d: ApiDeps, tenant: string, batchId: string, requests: ServeRequest[]): Promise<void> {
+/**
+ * Record a batch and enqueue its requests, one job each with an idempotent id. The record comes first (a worker that
+ * takes a job checks its batch); when the enqueue fails the record is removed again, so a client that heard an error
+ * finds no batch stuck in progress with no jobs. (addBulk is one transaction: all jobs or none.)
+ */
+export async function startBatch(d: ApiDeps, record: BatchRecord, requests: ServeRequest[]): Promise<void> {
+  await d.batches.create(record);
+  try {
+    await enqueueBatch(d, record.tenant, record.id, requests);
+  } catch (e) {
+    await d.batches.delete(record.tenant, record.id).catch(() => undefined);
+    throw e;
+  }
+}
+
+async function enqueueBatch(d: ApiDeps, tenant: string, batchId: string, requests: ServeRequest[]): Promise<void> {
   await d.inference.addBulk(
     requests.map((request, index) => ({
       name: 'request',
@@ -121,17 +142,19 @@ export async function enqueueBatch(d: ApiDeps, tenant: string, batchId: string, 
   );
 }
 
-/** Remove a batch's jobs that have not started. */
+/**
+ * Remove a batch's jobs that no worker holds (waiting, or delayed for a retry): BullMQ refuses to remove a job whose
+ * lock a worker holds, and such a job finds its batch cancelled when it starts, or records its result. Finished jobs
+ * go too (their results are in the batch's record). Many at a time: a batch has up to MAX_BATCH_REQUESTS jobs, and one
+ * round trip each in turn took seconds.
+ */
 export async function removeWaiting(d: ApiDeps, batchId: string, total: number): Promise<number> {
   let removed = 0;
-  for (let i = 0; i < total; i++) {
-    const job = await d.inference.getJob(batchJobId(batchId, i));
-    if (job && (await job.getState()) === 'waiting') {
-      await job.remove().then(
-        () => removed++,
-        () => undefined,
-      );
-    }
+  const PAGE = 256;
+  for (let i = 0; i < total; i += PAGE) {
+    const page = Array.from({ length: Math.min(PAGE, total - i) }, (_, k) => batchJobId(batchId, i + k));
+    const done = await Promise.all(page.map((id) => d.inference.remove(id)));
+    removed += done.filter((n) => n === 1).length;
   }
   return removed;
 }

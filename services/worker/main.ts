@@ -65,7 +65,7 @@ async function main() {
   worker.on('failed', (job, err) => {
     errors.count('job_failed');
     log.warn({ job: job?.id, attempts: job?.attemptsMade, err: err.message }, 'job failed');
-    void recordFailure(batches, job, err).catch((e) => log.error({ err: (e as Error).message }, 'recording failure'));
+    void recordFailure({ batches, publisher: redis, keys }, job, err).catch((e) => log.error({ err: (e as Error).message }, 'recording failure'));
   });
   worker.on('error', (err) => {
     errors.count('queue');

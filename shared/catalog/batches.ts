@@ -17,6 +17,8 @@ export interface BatchRecord {
   inputFileId?: string;
   outputFileId?: string;
   errorFileId?: string;
+  /** Results the output and error files were written from (a cancelled batch's are rewritten when more land). */
+  outputCount?: number;
   /** custom_id of each request, in order (OpenAI batches). */
   customIds?: string[];
   metadata: Record<string, unknown>;
@@ -72,6 +74,15 @@ export class BatchStore {
       .set(this.keys.batchClientFields(b.tenant, b.id), JSON.stringify(client))
       .set(this.keys.batch(b.tenant, b.id), JSON.stringify(core))
       .zadd(this.keys.batchIndex(b.tenant), b.createdAt, b.id)
+      .exec();
+  }
+
+  /** Remove a batch's record, client fields, results and index entry (a batch whose jobs could not be enqueued). */
+  async delete(tenant: string, id: string): Promise<void> {
+    await this.redis
+      .multi()
+      .del(this.keys.batch(tenant, id), this.keys.batchClientFields(tenant, id), this.keys.batchResults(tenant, id))
+      .zrem(this.keys.batchIndex(tenant), id)
       .exec();
   }
 

@@ -1,5 +1,6 @@
 import { UnrecoverableError, type Job } from 'bullmq';
 import type IORedis from 'ioredis';
+import { z } from 'zod';
 import type { BatchStore, CatalogKeys } from '../catalog';
 import type { TextTokenizer } from '../engine';
 import type { ErrorMetrics, ServingMetrics } from '../metrics/metrics';
@@ -47,6 +48,13 @@ export function inferenceProcessor(d: InferenceDeps) {
       throw new UnrecoverableError(message);
     }
     const data = parsed.data;
+    if (data.stream && job.stalledCounter > 0) {
+      // A stream whose worker died under it: its client has seen some tokens, and a re-run would send them again from
+      // the first. It ends here, with an error the client reads (streams are never retried; see runStreaming).
+      const message = 'the worker serving this stream stopped; send the request again';
+      await d.publisher.publish(d.keys.stream(data.request.id), JSON.stringify({ done: true, error: message } satisfies StreamEvent)).catch(() => undefined);
+      throw new UnrecoverableError(message);
+    }
     if (data.batchId !== undefined) {
       const b = await d.batches.get(data.tenant, data.batchId);
       if (!b || b.status === 'cancelling' || b.status === 'cancelled') return { cancelled: true };
@@ -100,7 +108,13 @@ export function inferenceProcessor(d: InferenceDeps) {
       d.errors?.count('engine');
       // Only the last attempt answers a waiting client; earlier ones are retried. A stream ends at the first failure:
       // a retry would start its tokens over, and the client has already seen some of them.
-      if (job.attemptsMade + 1 >= (job.opts.attempts ?? 1)) void reply({ error: (e as Error).message })?.catch(() => undefined);
+      if (job.attemptsMade + 1 >= (job.opts.attempts ?? 1)) {
+        void reply({ error: (e as Error).message })?.catch(() => undefined);
+        // A batch's request fails here, before BullMQ marks the job failed: a worker that died between the two would
+        // leave no one to record it (the 'failed' handler runs after), and the batch would never complete. Recorded
+        // once (the handler's second record is a no-op).
+        if (data.batchId !== undefined) await d.batches.record(data.tenant, data.batchId, data.index ?? 0, false, { error: (e as Error).message });
+      }
       if (data.stream) await d.publisher.publish(channel, JSON.stringify({ done: true, error: (e as Error).message } satisfies StreamEvent));
       throw e;
     }
@@ -108,18 +122,25 @@ export function inferenceProcessor(d: InferenceDeps) {
 }
 
 const BatchSlot = InferenceJob.pick({ tenant: true, batchId: true, index: true });
+const StreamSlot = z.object({ stream: z.literal(true), request: z.object({ id: z.string() }) });
 
 /**
  * After a job's last attempt (or an unrecoverable one) failed: record the failure in its batch, so the batch still
- * completes. A job that stalled more than maxStalledCount times (its worker died each time) arrives here too: BullMQ
- * fails it in the next worker that takes it, with an UnrecoverableError.
+ * completes, and end a stream's client. A job that stalled more than maxStalledCount times (its worker died each time)
+ * arrives here without its processor having run: BullMQ fails it in the next worker that takes it, with an
+ * UnrecoverableError. (A failure the processor saw was recorded and announced there already; doing it again is a no-op
+ * for the batch, and a second end of stream finds no listener.)
  */
-export async function recordFailure(batches: BatchStore, job: Job | undefined, err: Error): Promise<void> {
+export async function recordFailure(d: Pick<InferenceDeps, 'batches' | 'publisher' | 'keys'>, job: Job | undefined, err: Error): Promise<void> {
   if (!job) return;
+  const stream = StreamSlot.safeParse(job.data);
+  if (stream.success) {
+    await d.publisher.publish(d.keys.stream(stream.data.request.id), JSON.stringify({ done: true, error: err.message } satisfies StreamEvent)).catch(() => undefined);
+  }
   // Read the batch's coordinates alone: a job whose data failed the schema still belongs to its batch.
   const where = BatchSlot.safeParse(job.data);
   if (!where.success || where.data.batchId === undefined) return;
   const attempts = job.opts.attempts ?? 1;
   if (!(err instanceof UnrecoverableError) && job.attemptsMade < attempts) return;
-  await batches.record(where.data.tenant, where.data.batchId, where.data.index ?? 0, false, { error: err.message });
+  await d.batches.record(where.data.tenant, where.data.batchId, where.data.index ?? 0, false, { error: err.message });
 }

@@ -12,7 +12,8 @@ export const RequestSpec = z
     documents: z.array(z.union([z.string().min(1).max(128), z.object({ text: z.string().min(1) }).strict()])).max(64).default([]),
     question: z.string().optional(),
     prompt: z.string().optional(),
-    max_tokens: z.number().int().min(0).max(MAX_TOKENS_CAP).default(16),
+    /** Absent: the caller's default (resolveRequest's `defaultMaxTokens`). */
+    max_tokens: z.number().int().min(0).max(MAX_TOKENS_CAP).optional(),
     mode: ModeSpec.shape.mode.optional(),
     k: ModeSpec.shape.k,
     r: ModeSpec.shape.r,
@@ -57,8 +58,22 @@ export function chunkText(r: Pick<Resolver, 'model' | 'tokenizer'>, text: string
   }));
 }
 
+/**
+ * max_tokens when a request gives none: a number, or `rest`, what the context leaves after the prompt (at most
+ * MAX_TOKENS_CAP), as OpenAI's and vLLM's chat completions default.
+ */
+export type DefaultMaxTokens = number | 'rest';
+export const DEFAULT_MAX_TOKENS = 16;
+
 /** Turn a client request into the worker's plain data: documents resolved to chunk tokens, everything checked. */
-export async function resolveRequest(r: Resolver, spec: RequestSpec, id: string, tenant: string, salt: string): Promise<ServeRequest> {
+export async function resolveRequest(
+  r: Resolver,
+  spec: RequestSpec,
+  id: string,
+  tenant: string,
+  salt: string,
+  defaultMaxTokens: DefaultMaxTokens = DEFAULT_MAX_TOKENS,
+): Promise<ServeRequest> {
   const chars = (spec.question ?? spec.prompt ?? '').length + spec.documents.reduce((n, d) => n + (typeof d === 'string' ? 0 : d.text.length), 0);
   if (chars > maxTextChars(r)) {
     throw new ResolveError(`the prompt's text (${chars} characters) exceeds the model's context length (${r.model.contextLength} tokens)`, 400, 'prompt', 'context_length_exceeded');
@@ -76,8 +91,13 @@ export async function resolveRequest(r: Resolver, spec: RequestSpec, id: string,
   const text = spec.question ?? spec.prompt ?? '';
   const question = r.tokenizer.encode(text);
   const promptTokens = 1 + chunks.reduce((s, c) => s + c.length, 0) + question.length;
-  if (promptTokens + spec.max_tokens > r.model.contextLength) {
-    const e = new ContextLengthError(promptTokens + spec.max_tokens, r.model.contextLength, `prompt (${promptTokens} tokens) plus max_tokens (${spec.max_tokens})`);
+  if (spec.max_tokens === undefined && defaultMaxTokens === 'rest' && promptTokens >= r.model.contextLength) {
+    const e = new ContextLengthError(promptTokens + 1, r.model.contextLength, `prompt (${promptTokens} tokens) leaves no room for an answer`);
+    throw new ResolveError(e.message, 400, 'messages', 'context_length_exceeded');
+  }
+  const maxTokens = spec.max_tokens ?? (defaultMaxTokens === 'rest' ? Math.min(MAX_TOKENS_CAP, r.model.contextLength - promptTokens) : defaultMaxTokens);
+  if (promptTokens + maxTokens > r.model.contextLength) {
+    const e = new ContextLengthError(promptTokens + maxTokens, r.model.contextLength, `prompt (${promptTokens} tokens) plus max_tokens (${maxTokens})`);
     throw new ResolveError(e.message, 400, 'max_tokens', 'context_length_exceeded');
   }
   if (!chunks.length && !question.length) throw new ResolveError('the prompt is empty', 400, 'prompt');
@@ -87,7 +107,7 @@ export async function resolveRequest(r: Resolver, spec: RequestSpec, id: string,
     tenantSalt: salt,
     chunks,
     question,
-    maxTokens: spec.max_tokens,
+    maxTokens,
     mode: { mode, k: spec.k, r: spec.r },
     stop: spec.stop === undefined ? undefined : Array.isArray(spec.stop) ? spec.stop : [spec.stop],
     ignoreEos: spec.ignore_eos,

@@ -92,7 +92,8 @@ describe('workers killed with SIGKILL', () => {
   }, 180_000);
 
   test('a job BullMQ fails for stalling too often is recorded as failed, so its batch still completes', async () => {
-    // maxStalledCount 0: the first kill under a job fails it (inside Redis, with no worker 'failed' event).
+    // maxStalledCount 0: the first kill under a job fails it: BullMQ marks it for failure, and the next worker that takes it
+    // fails it with an UnrecoverableError, without running it (the worker's 'failed' handler records it).
     s = await ProcStack.start({ redis: r.redis, services: ['api', 'worker'], env: { ...LOCKS, WORKER_MAX_STALLED_COUNT: '0', WORKER_CONCURRENCY: '2' } });
     const requests = Array.from({ length: 6 }, (_, i) => ({ prompt: `Q : item ${i} ? A :`, max_tokens: 1000 }));
     const sub = await httpJson(s.base, 'POST', '/v1/jobs', { requests });
@@ -114,5 +115,44 @@ describe('workers killed with SIGKILL', () => {
     expect(done.failed).toBeGreaterThan(0);
     expect(done.completed + done.failed).toBe(6);
     for (const r of results.filter((x) => !x.ok)) expect((r.body as any).error).toMatch(/stalled/);
+  }, 120_000);
+
+  test('a stream whose worker is killed ends with an error; no token is sent twice', async () => {
+    s = await ProcStack.start({ redis: r.redis, services: ['api', 'worker'], env: { ...LOCKS, WORKER_CONCURRENCY: '2' } });
+    // Long enough to be killed in the middle: ~4,000 tokens past <eos>.
+    const res = await fetch(`${s.base}/v1/completions`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ prompt: 'Q : item ? A :', max_tokens: 4000, ignore_eos: true, stream: true }),
+    });
+    expect(res.status).toBe(200);
+    const reader = res.body!.getReader();
+    const decoder = new TextDecoder();
+    let raw = '';
+    let killed = false;
+    const deadline = Date.now() + 90_000;
+    while (Date.now() < deadline) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      raw += decoder.decode(value, { stream: true });
+      if (!killed && (raw.match(/"text":"[^"]/g) ?? []).length >= 5) {
+        killed = true;
+        await s.of('worker')[0].kill();
+        await s.add('worker');
+      }
+    }
+    expect(killed).toBe(true);
+    const events = raw.split('\n\n').filter((e) => e.startsWith('data: ')).map((e) => e.slice(6));
+    expect(events.at(-1)).toBe('[DONE]');
+    const parsed = events.slice(0, -1).map((e) => JSON.parse(e));
+    const errors = parsed.filter((e) => e.error);
+    // The re-run refused to stream again: the client hears why, and no finish chunk follows.
+    expect(errors).toHaveLength(1);
+    expect(errors[0].error.message).toMatch(/worker serving this stream stopped/);
+    expect(parsed.filter((e) => e.choices?.[0]?.finish_reason)).toHaveLength(0);
+    // Fewer tokens than asked for arrived, each once: the deltas are those of one run, cut short.
+    const deltas = parsed.filter((e) => e.choices?.[0]?.text).length;
+    expect(deltas).toBeGreaterThanOrEqual(5);
+    expect(deltas).toBeLessThan(4000);
   }, 120_000);
 });

@@ -64,6 +64,27 @@ describe('overload', () => {
     console.log(`overload: ${refused} requests refused with 429 past MAX_QUEUE_DEPTH=40; limits answered 413/400`);
   }, 120_000);
 
+  test('a request that times out (504) or whose streaming client goes away leaves no job behind for no one', async () => {
+    // No worker: nothing takes the jobs.
+    s = await ProcStack.start({ redis: r.redis, services: ['api'], env: { REQUEST_TIMEOUT_MS: '1500' } });
+    const waiting = () => r.client.llen(`${s!.env.QUEUE_PREFIX}:inference:wait`);
+    const timedOut = await httpJson(s.base, 'POST', '/v1/completions', { prompt: 'Q : x ? A :', max_tokens: 2 });
+    expect({ status: timedOut.status, code: timedOut.body?.error?.code }).toEqual({ status: 504, code: 'timeout' });
+    expect(await waiting()).toBe(0);
+
+    const aborted = new AbortController();
+    const res = await fetch(`${s.base}/v1/chat/completions`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ messages: [{ role: 'user', content: 'x' }], stream: true }),
+      signal: aborted.signal,
+    });
+    expect(res.status).toBe(200);
+    await waitFor(async () => ((await waiting()) === 1 ? true : undefined), 5_000, 'the stream\'s job');
+    aborted.abort();
+    await waitFor(async () => ((await waiting()) === 0 ? true : undefined), 5_000, 'the stream\'s job to go');
+  }, 60_000);
+
   test('sustained load (autocannon, 12 s): bounded queue, only 2xx and 429, bounded memory', async () => {
     const cap = 200;
     s = await ProcStack.start({ redis: r.redis, services: [], env: { MAX_QUEUE_DEPTH: String(cap), LOG_LEVEL: 'warn' } });

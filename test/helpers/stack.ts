@@ -85,12 +85,13 @@ export async function startStack(modelDir: string, opts: { apiKeys?: Map<string,
   };
   const prefixStore = await KVStore.open({ modelId: engine.id, shape: engine.shape, memory: { budgetBytes: 2 ** 28 }, disk: false, redis: false });
   const scheduler = new Scheduler(linkContextFactory(engine, kv, prefixStore));
-  const worker = new Worker(QUEUES.inference, inferenceProcessor({ scheduler, batches, keys, publisher: conn(), tokenizer: engine.tokenizer }), {
+  const publisher = conn();
+  const worker = new Worker(QUEUES.inference, inferenceProcessor({ scheduler, batches, keys, publisher, tokenizer: engine.tokenizer }), {
     connection: conn(),
     prefix,
     concurrency: opts.workerConcurrency ?? 32,
   });
-  worker.on('failed', (job, err) => void recordFailure(batches, job, err));
+  worker.on('failed', (job, err) => void recordFailure({ batches, publisher, keys }, job, err));
   const pworker = new Worker(QUEUES.precompute, async (job) => precomputeChunk(engine, kv, PrecomputeJob.parse(job.data)), { connection: conn(), prefix });
   const app = createApp(deps);
   const server: Server = await new Promise((resolve) => {

@@ -88,6 +88,44 @@ describe('the official openai client against the API', () => {
     expect(listed.data.map((x) => x.id)).toContain(batch.id);
   }, 60_000);
 
+  test('a cancelled batch keeps what finished: request_counts and an output file; a cancel left half done is finished by the next', async () => {
+    const n = 300;
+    const lines = Array.from({ length: n }, (_, i) =>
+      JSON.stringify({ custom_id: `c-${i}`, method: 'POST', url: '/v1/completions', body: { prompt: w.questions[i % w.questions.length], max_tokens: 24, ignore_eos: true, ...ext() } }),
+    );
+    const file = await client.files.create({ file: await toFile(Buffer.from(lines.join('\n')), 'many.jsonl'), purpose: 'batch' });
+    const batch = await client.batches.create({ input_file_id: file.id, endpoint: '/v1/completions', completion_window: '24h' });
+    // Cancel once some requests have finished, long before all have.
+    for (let i = 0; i < 200 && (await client.batches.retrieve(batch.id)).request_counts!.completed < 5; i++) await new Promise((r) => setTimeout(r, 25));
+    const cancelled = await client.batches.cancel(batch.id);
+    expect(cancelled.status).toBe('cancelled');
+    expect(cancelled.cancelled_at).not.toBeNull();
+    // Requests a worker held at the cancel may still finish; then nothing changes any more.
+    let b = cancelled;
+    for (let last = -1; last !== b.request_counts!.completed; ) {
+      last = b.request_counts!.completed;
+      await new Promise((r) => setTimeout(r, 500));
+      b = await client.batches.retrieve(batch.id);
+    }
+    const done = b.request_counts!.completed;
+    expect(done).toBeGreaterThanOrEqual(5);
+    expect(done).toBeLessThan(n);
+    expect(b.output_file_id).not.toBeNull();
+    const rows = (await (await client.files.content(b.output_file_id!)).text()).trim().split('\n').map((l) => JSON.parse(l));
+    // The output file holds every request that finished, including any that finished after the cancel.
+    expect(rows).toHaveLength(done);
+    for (const r of rows) expect(r.response.body.object).toBe('text_completion');
+
+    // A cancel that stopped half way (its API died between the two steps) leaves `cancelling`: cancelling again ends it.
+    // (Long requests: the batch must still be running when its record is set back.)
+    const long = lines.slice(0, 50).map((l) => l.replace('"max_tokens":24', '"max_tokens":200'));
+    const file2 = await client.files.create({ file: await toFile(Buffer.from(long.join('\n')), 'some.jsonl'), purpose: 'batch' });
+    const half = await client.batches.create({ input_file_id: file2.id, endpoint: '/v1/completions', completion_window: '24h' });
+    expect(await s.deps.batches.update('acme', half.id, { status: 'cancelling' }, ['in_progress'])).toMatchObject({ status: 'cancelling' });
+    const again = await client.batches.cancel(half.id);
+    expect(again.status).toBe('cancelled');
+  }, 60_000);
+
   test('errors come back as the client expects them', async () => {
     await expect(client.completions.create({ model: 'nope', prompt: 'x' })).rejects.toMatchObject({ status: 404 });
     const bad = new OpenAI({ apiKey: 'wrong', baseURL: `${s.base}/v1`, maxRetries: 0 });

@@ -1,6 +1,7 @@
 import { compileSource, link } from '../../shared/linking';
 import { applyStop } from '../../shared/serving/stop';
-import { getJson, postJson, startStack, type Stack } from '../helpers/stack';
+import { QueueEvents } from 'bullmq';
+import { getJson, postJson, REDIS, startStack, type Stack } from '../helpers/stack';
 import { pipelineModel, workload } from '../helpers/workload';
 import { waitFor } from '../helpers/net';
 
@@ -75,7 +76,14 @@ describe(`pipeline: API → BullMQ → workers (${MODEL.split('/').pop()})`, () 
   }, 60_000);
 
   test('bad input gets a JSON 4xx naming the problem, and nothing is enqueued', async () => {
-    const before = await s.deps.inference.count();
+    // Every job added to either queue while the cases run, in any state (a live worker would have taken one already,
+    // so counting waiting jobs could not see it): BullMQ's own 'added' events.
+    const added: string[] = [];
+    const watchers = [s.deps.inference, s.deps.precompute].map((q) => new QueueEvents(q.name, { connection: { url: REDIS }, prefix: q.opts.prefix }));
+    for (const qe of watchers) {
+      qe.on('added', ({ jobId }) => added.push(jobId));
+      await qe.waitUntilReady();
+    }
     const cases: [string, unknown, number, RegExp][] = [
       ['/v1/jobs', '{"requests": [', 400, /malformed JSON/],
       ['/v1/jobs', { requests: 'all' }, 400, /requests/],
@@ -93,6 +101,9 @@ describe(`pipeline: API → BullMQ → workers (${MODEL.split('/').pop()})`, () 
       ['/v1/completions', { prompt: 1 }, 400, /prompt/],
       ['/v1/completions', { prompt: 'x', model: 'gpt-9' }, 404, /does not exist/],
       ['/v1/chat/completions', { messages: [] }, 400, /messages/],
+      ['/v1/chat/completions', { messages: [{ role: 'user', content: 'x' }], documents: ['nope'] }, 404, /unknown document id "nope"/],
+      // No max_tokens: chat's default is the rest of the context, and a prompt that fills it leaves none.
+      ['/v1/chat/completions', { messages: [{ role: 'user', content: 'the '.repeat(4100) }] }, 400, /leaves no room for an answer/],
     ];
     for (const [path, body, status, msg] of cases) {
       const r = await postJson(s.base, path, body);
@@ -102,6 +113,23 @@ describe(`pipeline: API → BullMQ → workers (${MODEL.split('/').pop()})`, () 
     const big = await postJson(s.base, '/v1/jobs', JSON.stringify({ requests: [{ question: 'a'.repeat(9 * 1024 * 1024) }] }));
     expect(big.status).toBe(413);
     expect((await getJson(s.base, '/v1/documents/..%2F..%2Fetc')).status).toBe(404);
-    expect(await s.deps.inference.count()).toBe(before);
+    // The control: one good request is seen.
+    expect((await postJson(s.base, '/v1/completions', { prompt: 'x', max_tokens: 1 })).status).toBe(200);
+    await waitFor(async () => (added.length ? true : undefined), 5_000, "the good request's 'added' event");
+    await Promise.all(watchers.map((qe) => qe.close()));
+    expect(added).toHaveLength(1);
+  }, 60_000);
+
+  test('max_tokens defaults: 16 for completions (as OpenAI), the rest of the context for chat (as OpenAI and vLLM)', async () => {
+    const completion = await postJson(s.base, '/v1/completions', { prompt: 'the', ignore_eos: true });
+    expect(completion.status).toBe(200);
+    expect(completion.body.usage.completion_tokens).toBe(16);
+    // A prompt that leaves ~100 tokens of the 4,096: the answer runs to the end of the context.
+    const chat = await postJson(s.base, '/v1/chat/completions', { messages: [{ role: 'user', content: 'the '.repeat(3980) }], ignore_eos: true });
+    expect(chat.status).toBe(200);
+    const { prompt_tokens, completion_tokens } = chat.body.usage;
+    expect(completion_tokens).toBeGreaterThan(16);
+    expect(prompt_tokens + completion_tokens).toBe(4096);
+    expect(chat.body.choices[0].finish_reason).toBe('length');
   }, 60_000);
 });

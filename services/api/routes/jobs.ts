@@ -2,12 +2,12 @@ import { Router, type Response } from 'express';
 import { z } from 'zod';
 import type { BatchRecord } from '../../../shared/catalog';
 import { MAX_BATCH_REQUESTS } from '../../../shared/serving/limits';
-import { RequestSpec, resolveRequest, ResolveError } from '../../../shared/serving/resolve';
+import { RequestSpec, resolveRequest, ResolveError, type DefaultMaxTokens } from '../../../shared/serving/resolve';
 import type { ServeRequest } from '../../../shared/serving/request';
 import { tenantSalt } from '../../../shared/serving/tenancy';
 import type { ApiDeps } from '../deps';
 import { ApiError } from '../errors';
-import { enqueueBatch, newId, removeWaiting } from '../submit';
+import { newId, removeWaiting, startBatch } from '../submit';
 import { checkId, parseBody } from '../validate';
 
 const JobBody = z
@@ -19,13 +19,20 @@ const JobBody = z
 
 const TERMINAL = new Set(['completed', 'failed', 'expired', 'cancelled']);
 
-export async function resolveAll(d: ApiDeps, tenant: string, specs: unknown[], idOf: (i: number) => string, where: (i: number) => string): Promise<ServeRequest[]> {
+export async function resolveAll(
+  d: ApiDeps,
+  tenant: string,
+  specs: unknown[],
+  idOf: (i: number) => string,
+  where: (i: number) => string,
+  defaultMaxTokens?: DefaultMaxTokens,
+): Promise<ServeRequest[]> {
   const salt = tenantSalt(tenant, d.shareAcrossTenants);
   const out: ServeRequest[] = [];
   for (let i = 0; i < specs.length; i++) {
     const spec = parseBody(RequestSpec, specs[i], where(i));
     try {
-      out.push(await resolveRequest(d, spec, idOf(i), tenant, salt));
+      out.push(await resolveRequest(d, spec, idOf(i), tenant, salt, defaultMaxTokens));
     } catch (e) {
       if (e instanceof ResolveError) throw new ResolveError(`${where(i)}: ${e.message}`, e.status, e.param ? `${where(i)}.${e.param}` : where(i), e.code);
       throw e;
@@ -75,8 +82,7 @@ export function jobsRouter(d: ApiDeps): Router {
       createdAt: Math.floor(Date.now() / 1000),
       metadata: body.metadata ?? {},
     };
-    await d.batches.create(b);
-    await enqueueBatch(d, req.tenant, id, requests);
+    await startBatch(d, b, requests);
     res.status(202).location(`/v1/jobs/${id}`).json(jobView(b));
   });
 

@@ -2,12 +2,13 @@ import { Router, type Request, type Response } from 'express';
 import multer from 'multer';
 import { z } from 'zod';
 import type { BatchRecord, FileRecord } from '../../../shared/catalog';
-import { MAX_TOKENS_CAP } from '../../../shared/serving/limits';
+import { MAX_BATCH_REQUESTS, MAX_TOKENS_CAP } from '../../../shared/serving/limits';
 import type { ServeResult } from '../../../shared/serving/request';
 import { ModeSpec } from '../../../shared/serving/request';
+import { DEFAULT_MAX_TOKENS, type DefaultMaxTokens } from '../../../shared/serving/resolve';
 import type { ApiDeps } from '../deps';
 import { ApiError, uploadError } from '../errors';
-import { enqueueBatch, newId, removeWaiting, runOne, runStreaming, type OneRun } from '../submit';
+import { newId, removeWaiting, runOne, runStreaming, startBatch, type OneRun } from '../submit';
 import { wallClockMs } from '../../../shared/serving/request';
 import { checkId, parseBody } from '../validate';
 import { resolveAll } from './jobs';
@@ -55,11 +56,17 @@ function chatText(messages: ChatBody['messages']): string {
     .join('\n');
 }
 
+/** max_tokens when a request gives none: OpenAI's legacy completions default to 16; chat (as OpenAI and vLLM) to the rest of the context. */
+function maxTokensDefault(kind: 'completion' | 'chat'): DefaultMaxTokens {
+  return kind === 'chat' ? 'rest' : DEFAULT_MAX_TOKENS;
+}
+
 function toSpec(body: CompletionBody | ChatBody, text: string) {
   return {
     documents: body.documents ?? [],
     question: text,
-    max_tokens: body.max_completion_tokens ?? body.max_tokens ?? 16,
+    // Absent: 16 for completions (OpenAI's default), the rest of the context for chat (resolveAll's default).
+    max_tokens: body.max_completion_tokens ?? body.max_tokens ?? undefined,
     mode: body.mode,
     k: body.k,
     r: body.r,
@@ -127,15 +134,17 @@ async function serve(d: ApiDeps, req: Request, res: Response, kind: 'completion'
   const id = newId(kind === 'completion' ? 'cmpl-' : 'chatcmpl-');
   if (!body.stream) {
     const t0: number = res.locals.arrivedAt ?? wallClockMs();
-    // Resolving the documents (from the document cache, or one MGET) and admission (a queue count, or none) are
-    // independent: run them together.
-    const [[request]] = await Promise.all([resolveAll(d, req.tenant, [toSpec(body, text)], () => id, () => 'body'), d.admission.admit(1)]);
+    // Documents first, then admission: a request that can never succeed (an unknown document, too many tokens) hears
+    // its 4xx, not a 429 that invites a retry. Both are usually answered from memory (the document cache; a recent
+    // queue count), so in turn costs no more than together.
+    const [request] = await resolveAll(d, req.tenant, [toSpec(body, text)], () => id, () => 'body', maxTokensDefault(kind));
+    await d.admission.admit(1);
     const run = await runOne(d, req.tenant, request);
     const r = run.result;
     res.set('Server-Timing', serverTiming(t0, run));
     return void res.json(kind === 'completion' ? completionObject(id, d.model.id, r) : chatObject(id, d.model.id, r));
   }
-  const [request] = await resolveAll(d, req.tenant, [toSpec(body, text)], () => id, () => 'body');
+  const [request] = await resolveAll(d, req.tenant, [toSpec(body, text)], () => id, () => 'body', maxTokensDefault(kind));
   const created = Math.floor(Date.now() / 1000);
   const chunk = (delta: string | null, finish: string | null, extra: object = {}) =>
     kind === 'completion'
@@ -188,7 +197,12 @@ async function serve(d: ApiDeps, req: Request, res: Response, kind: 'completion'
       res.end();
     }
   }, d.requestTimeoutMs);
-  req.on('close', () => void stop?.());
+  res.on('close', () => {
+    if (res.writableFinished) return;
+    // The client went away before its stream ended: a job no worker has taken yet goes (one that runs finishes).
+    void d.inference.remove(id).catch(() => 0);
+    void stop?.();
+  });
   await finished;
   clearTimeout(timeout);
   await stop?.();
@@ -244,9 +258,15 @@ function batchObject(b: BatchRecord) {
   };
 }
 
-/** A completed batch's output and error files, written once (ids derived from the batch id). */
+/**
+ * A finished batch's output and error files (ids derived from the batch id). A completed batch's are written once. A
+ * cancelled batch's hold what finished before the cancel, as OpenAI's do; a request a worker held at the cancel may
+ * still finish after it, so they are written again when more results have landed since.
+ */
 async function finalize(d: ApiDeps, b: BatchRecord): Promise<BatchRecord> {
-  if (b.status !== 'completed' || b.outputFileId) return b;
+  if (b.status !== 'completed' && b.status !== 'cancelled') return b;
+  if (b.status === 'completed' && b.outputFileId) return b;
+  if (b.status === 'cancelled' && b.outputFileId && (await d.batches.resultCount(b.tenant, b.id)) === b.outputCount) return b;
   const results = await d.batches.results(b.tenant, b.id);
   const out: string[] = [];
   const err: string[] = [];
@@ -270,7 +290,7 @@ async function finalize(d: ApiDeps, b: BatchRecord): Promise<BatchRecord> {
   };
   const outputFileId = await write('output', out);
   const errorFileId = err.length ? await write('errors', err) : undefined;
-  return (await d.batches.update(b.tenant, b.id, { outputFileId, errorFileId })) ?? b;
+  return (await d.batches.update(b.tenant, b.id, { outputFileId, errorFileId, outputCount: results.length })) ?? b;
 }
 
 export function openaiRouter(d: ApiDeps): Router {
@@ -329,8 +349,13 @@ export function openaiRouter(d: ApiDeps): Router {
     if (!content) throw new ApiError(404, `file ${fileId} not found`, 'invalid_request_error', 'input_file_id', 'not_found');
     const lines = content.toString('utf8').split('\n').filter((l) => l.trim());
     if (!lines.length) throw new ApiError(400, `file ${fileId} has no requests`, 'invalid_request_error', 'input_file_id');
+    // The same bound as POST /v1/jobs: validating and tokenizing a batch runs on the API's one thread.
+    if (lines.length > MAX_BATCH_REQUESTS) {
+      throw new ApiError(400, `file ${fileId} has ${lines.length} requests; a batch takes at most ${MAX_BATCH_REQUESTS}`, 'invalid_request_error', 'input_file_id');
+    }
     const id = newId('batch_');
     const customIds: string[] = [];
+    const seen = new Set<string>();
     const specs: unknown[] = [];
     lines.forEach((l, i) => {
       let parsed: unknown;
@@ -341,7 +366,8 @@ export function openaiRouter(d: ApiDeps): Router {
       }
       const line = parseBody(BatchLine, parsed, `line ${i + 1}`);
       if (line.url !== body.endpoint) throw new ApiError(400, `line ${i + 1}: url ${line.url} differs from the batch endpoint ${body.endpoint}`, 'invalid_request_error', 'input_file_id');
-      if (customIds.includes(line.custom_id)) throw new ApiError(400, `line ${i + 1}: duplicate custom_id ${line.custom_id}`, 'invalid_request_error', 'input_file_id');
+      if (seen.has(line.custom_id)) throw new ApiError(400, `line ${i + 1}: duplicate custom_id ${line.custom_id}`, 'invalid_request_error', 'input_file_id');
+      seen.add(line.custom_id);
       customIds.push(line.custom_id);
       if (body.endpoint === '/v1/completions') {
         const b = parseBody(CompletionBody, line.body, `line ${i + 1}.body`);
@@ -351,7 +377,7 @@ export function openaiRouter(d: ApiDeps): Router {
         specs.push(toSpec(b, chatText(b.messages)));
       }
     });
-    const requests = await resolveAll(d, req.tenant, specs, (i) => `${id}-r${i}`, (i) => `line ${i + 1}`);
+    const requests = await resolveAll(d, req.tenant, specs, (i) => `${id}-r${i}`, (i) => `line ${i + 1}`, maxTokensDefault(body.endpoint === '/v1/chat/completions' ? 'chat' : 'completion'));
     await d.admission.admit(requests.length);
     const rec: BatchRecord = {
       id,
@@ -366,8 +392,7 @@ export function openaiRouter(d: ApiDeps): Router {
       customIds,
       metadata: body.metadata ?? {},
     };
-    await d.batches.create(rec);
-    await enqueueBatch(d, req.tenant, id, requests);
+    await startBatch(d, rec, requests);
     res.json(batchObject(rec));
   });
   r.get('/v1/batches', async (req, res) => {
@@ -383,11 +408,13 @@ export function openaiRouter(d: ApiDeps): Router {
   r.post('/v1/batches/:id/cancel', async (req, res) => {
     const b = await d.batches.get(req.tenant, checkId(req.params.id, 'batch'));
     if (!b || b.kind === 'jobs') throw new ApiError(404, `batch ${req.params.id} not found`, 'invalid_request_error', 'id', 'not_found');
-    if (b.status !== 'in_progress') return void res.json(batchObject(b));
-    await d.batches.update(req.tenant, b.id, { status: 'cancelling', cancelledAt: Math.floor(Date.now() / 1000) }, ['in_progress']);
+    // A cancel that stopped half way (Redis went away, the API restarted) left the batch `cancelling`: cancelling again
+    // finishes it.
+    if (b.status !== 'in_progress' && b.status !== 'cancelling') return void res.json(batchObject(await finalize(d, b)));
+    if (b.status === 'in_progress') await d.batches.update(req.tenant, b.id, { status: 'cancelling', cancelledAt: Math.floor(Date.now() / 1000) }, ['in_progress']);
     await removeWaiting(d, b.id, b.total);
     const done = await d.batches.update(req.tenant, b.id, { status: 'cancelled' }, ['cancelling']);
-    res.json(batchObject(done ?? b));
+    res.json(batchObject(await finalize(d, done ?? b)));
   });
   return r;
 }
