@@ -106,8 +106,16 @@ async function main() {
       void stopAll(1);
     });
   }
-  const url = `http://${cfg.API_HOST}:${cfg.API_PORT}`;
-  const probes = [`${url}/readyz`, `http://127.0.0.1:${cfg.WORKER_METRICS_PORT}/healthz`, `http://127.0.0.1:${cfg.PRECOMPUTE_METRICS_PORT}/healthz`];
+  // Ctrl-C or SIGTERM while the services start stops them too (they would hold their ports for the next start).
+  process.once('SIGINT', () => void stopAll(0));
+  process.once('SIGTERM', () => void stopAll(0));
+  // Where a service listening on `host` is reached: a wildcard address on loopback; IPv6 in brackets.
+  const reach = (host: string, port: number) => {
+    const h = ['0.0.0.0', '::', ''].includes(host) ? '127.0.0.1' : host;
+    return `http://${h.includes(':') ? `[${h}]` : h}:${port}`;
+  };
+  const url = reach(cfg.API_HOST, cfg.API_PORT);
+  const probes = [`${url}/readyz`, `${reach(cfg.METRICS_HOST, cfg.WORKER_METRICS_PORT)}/healthz`, `${reach(cfg.METRICS_HOST, cfg.PRECOMPUTE_METRICS_PORT)}/healthz`];
   for (let i = 0; i < 600 && !stopping; i++) {
     const ok = await Promise.all(probes.map((p) => fetch(p).then((r) => r.ok, () => false)));
     if (ok.every(Boolean)) {
@@ -116,8 +124,6 @@ async function main() {
     }
     await new Promise((r) => setTimeout(r, 200));
   }
-  process.once('SIGINT', () => void stopAll(0));
-  process.once('SIGTERM', () => void stopAll(0));
 }
 
 main().catch((e) => {

@@ -80,6 +80,8 @@ const Env = z.object({
   DOC_CACHE_ENTRIES: z.coerce.number().int().min(0).default(10_000),
   JOB_ATTEMPTS: z.coerce.number().int().min(1).default(3),
   REQUEST_TIMEOUT_MS: z.coerce.number().int().positive().default(120_000),
+  /** On SIGTERM the API stops taking connections and gives requests in flight this long to finish. */
+  API_DRAIN_MS: z.coerce.number().int().min(0).default(5_000),
   /** Largest JSON body the API reads (413 past it). */
   MAX_BODY_BYTES: z.coerce.number().int().min(1024).default(8 * 1024 * 1024),
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),

@@ -75,7 +75,13 @@ async function main() {
   return {
     log,
     close: async () => {
-      server.close();
+      // Stop taking connections, close the idle ones, and give requests in flight (a completion waiting for its worker,
+      // a stream) up to API_DRAIN_MS to finish before their connections are cut.
+      const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+      server.closeIdleConnections();
+      const cut = setTimeout(() => server.closeAllConnections(), cfg.API_DRAIN_MS);
+      await closed;
+      clearTimeout(cut);
       await Promise.allSettled([replies.close(), docCache?.close(), inference.close(), precompute.close(), kv.close()]);
       redis.disconnect();
       subscriber.disconnect();

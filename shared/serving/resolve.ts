@@ -14,7 +14,7 @@ export const RequestSpec = z
     prompt: z.string().optional(),
     /** Absent: the caller's default (resolveRequest's `defaultMaxTokens`). */
     max_tokens: z.number().int().min(0).max(MAX_TOKENS_CAP).optional(),
-    mode: ModeSpec.shape.mode.optional(),
+    mode: ModeSpec.shape.mode.unwrap().optional(),
     k: ModeSpec.shape.k,
     r: ModeSpec.shape.r,
     stop: z.union([z.string(), z.array(z.string()).max(4)]).optional(),

@@ -155,4 +155,16 @@ describe('workers killed with SIGKILL', () => {
     expect(deltas).toBeGreaterThanOrEqual(5);
     expect(deltas).toBeLessThan(4000);
   }, 120_000);
+
+  test('an API stopped with SIGTERM answers the completions it holds before it exits', async () => {
+    s = await ProcStack.start({ redis: r.redis, services: ['api', 'worker'], env: { WORKER_CONCURRENCY: '4' } });
+    // Requests long enough to still be running when the API is told to stop (~1,000 tokens each past <eos>).
+    const pending = Array.from({ length: 3 }, (_, i) => httpJson(s!.base, 'POST', '/v1/completions', { prompt: `Q : item ${i} ? A :`, max_tokens: 1000, ignore_eos: true }));
+    await waitFor(async () => ((await r.client.llen(`${s!.env.QUEUE_PREFIX}:inference:active`)) > 0 ? true : undefined), 30_000, 'active jobs');
+    const stopped = s.of('api')[0].stop();
+    const answers = await Promise.all(pending);
+    await stopped;
+    expect(answers.map((a) => a.status)).toEqual([200, 200, 200]);
+    for (const a of answers) expect(a.body.usage.completion_tokens).toBe(1000);
+  }, 120_000);
 });

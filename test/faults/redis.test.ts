@@ -86,6 +86,22 @@ describe('Redis faults', () => {
     kc.disconnect();
   }, 180_000);
 
+  test('a document posted again after the KV Redis lost its chunks is warmed again', async () => {
+    // The precompute worker keeps its own memory and disk tiers: it still holds the chunks the KV Redis lost.
+    s = await ProcStack.start({ redis: queue, kvRedis: kv, services: ['api', 'precompute'] });
+    const text = workload(TINY, 1).documents[0];
+    const warm = async () => (await httpJson(s!.base, 'GET', '/v1/documents/again')).body;
+    expect((await httpJson(s.base, 'POST', '/v1/documents', { text, id: 'again' })).status).toBe(201);
+    const first = await waitFor(async () => ((await warm()).warm_chunks === (await warm()).chunks ? await warm() : undefined), 30_000, 'the chunks to be warm');
+    expect(first.chunks).toBeGreaterThan(0);
+    const kc = kv.client();
+    await kc.flushall(); // an eviction of everything, or a KV Redis restarted without persistence
+    kc.disconnect();
+    expect((await warm()).warm_chunks).toBe(0);
+    expect((await httpJson(s.base, 'POST', '/v1/documents', { text, id: 'again' })).status).toBe(201);
+    await waitFor(async () => ((await warm()).warm_chunks === first.chunks ? true : undefined), 30_000, 'the chunks to be warm again');
+  }, 60_000);
+
   test('queue Redis down: 503 with Retry-After within a second on every route; recovery by itself when it returns', async () => {
     s = await ProcStack.start({ redis: queue, kvRedis: kv, services: [] });
     await Promise.all([s.add('api'), s.add('worker')]);

@@ -1,4 +1,6 @@
 import OpenAI, { toFile } from 'openai';
+import { createApp } from '../../services/api/app';
+import { openapi } from '../../services/api/openapi';
 import { startStack, type Stack } from '../helpers/stack';
 import { pipelineModel, workload } from '../helpers/workload';
 
@@ -125,6 +127,27 @@ describe('the official openai client against the API', () => {
     const again = await client.batches.cancel(half.id);
     expect(again.status).toBe('cancelled');
   }, 60_000);
+
+  test('the OpenAPI description covers every route the API serves, with the methods it serves', async () => {
+    // The app's own routing table (Express 5): top-level routes and those of its routers (bull-board's are under
+    // /admin/queues, described as one entry).
+    const served: string[] = [];
+    const walk = (stack: any[], top: boolean) => {
+      for (const l of stack) {
+        if (l.route) for (const m of Object.keys(l.route.methods)) served.push(`${m} ${String(l.route.path).replace(/:(\w+)/g, '{$1}')}`);
+        else if (l.handle?.stack && top) walk(l.handle.stack, false);
+      }
+    };
+    walk((createApp(s.deps) as any).router.stack, true);
+    const described = Object.entries(openapi.paths).flatMap(([path, ops]) => Object.keys(ops).map((m) => `${m} ${path}`));
+    const mine = served.filter((r) => !r.includes('/admin/queues') && !/ \/(api|static)\b/.test(r));
+    expect(mine.length).toBeGreaterThan(20);
+    expect(mine.filter((r) => !described.includes(r))).toEqual([]);
+    expect(described.filter((r) => !r.endsWith('/admin/queues') && !mine.includes(r))).toEqual([]);
+    // Request bodies are the validators' own schemas: the bounds enforced are the ones described.
+    expect((openapi.components.schemas.Request as any).properties.max_tokens).toMatchObject({ type: 'integer', maximum: 4096 });
+    expect((openapi.components.schemas.Job as any).properties.requests).toMatchObject({ maxItems: 10_000 });
+  });
 
   test('errors come back as the client expects them', async () => {
     await expect(client.completions.create({ model: 'nope', prompt: 'x' })).rejects.toMatchObject({ status: 404 });

@@ -132,4 +132,14 @@ describe(`pipeline: API → BullMQ → workers (${MODEL.split('/').pop()})`, () 
     expect(prompt_tokens + completion_tokens).toBe(4096);
     expect(chat.body.choices[0].finish_reason).toBe('length');
   }, 60_000);
+
+  test('without a mode: attnlink over documents, full for a bare prompt', async () => {
+    const sub = await postJson(s.base, '/v1/jobs', { requests: [{ prompt: 'the', max_tokens: 1 }, { documents: docIds.slice(0, 2), question: 'the', max_tokens: 1 }] });
+    expect(sub.status).toBe(202);
+    const done = await waitFor(async () => {
+      const r = await getJson(s.base, `/v1/jobs/${sub.body.id}`);
+      return r.body.status === 'completed' ? r.body : undefined;
+    }, 30_000, 'the job');
+    expect(done.results.map((r: any) => r.result.mode)).toEqual(['full', expect.stringMatching(/^attnlink/)]);
+  }, 60_000);
 });

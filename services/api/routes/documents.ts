@@ -8,7 +8,7 @@ import { ApiError } from '../errors';
 import { checkId, parseBody } from '../validate';
 import { newId } from '../submit';
 
-const DocumentBody = z
+export const DocumentBody = z
   .object({
     text: z.string().min(1),
     id: z.string().regex(/^[A-Za-z0-9_-]{1,128}$/, 'ids are 1-128 letters, digits, _ or -').optional(),
@@ -55,7 +55,10 @@ export function documentsRouter(d: ApiDeps): Router {
     await d.documents.put(doc);
     const unique = [...new Map(chunks.map((c) => [c.key, c])).values()];
     await d.precompute.addBulk(
-      unique.map((c) => ({ name: 'chunk', data: { tokens: c.tokens, tenantSalt: salt, variant: '' }, opts: { jobId: `pc-${c.key}` } })),
+      // One job per chunk while one is waiting or running (BullMQ's deduplication); a chunk posted again after its job
+      // finished is warmed again (it may have been evicted since). A job id would dedupe against finished jobs too,
+      // for as long as they are kept (up to a day).
+      unique.map((c) => ({ name: 'chunk', data: { tokens: c.tokens, tenantSalt: salt, variant: '' }, opts: { deduplication: { id: `pc-${c.key}` } } })),
     );
     res.status(201).json(view(doc, undefined));
   });

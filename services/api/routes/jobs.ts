@@ -10,7 +10,7 @@ import { ApiError } from '../errors';
 import { newId, removeWaiting, startBatch } from '../submit';
 import { checkId, parseBody } from '../validate';
 
-const JobBody = z
+export const JobBody = z
   .object({
     requests: z.array(z.unknown()).min(1).max(MAX_BATCH_REQUESTS),
     metadata: z.record(z.string(), z.union([z.string(), z.number(), z.boolean(), z.null()])).optional(),

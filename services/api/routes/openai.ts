@@ -19,7 +19,7 @@ import { resolveAll } from './jobs';
  */
 const Extensions = {
   documents: z.array(z.union([z.string().min(1).max(128), z.object({ text: z.string().min(1) }).strict()])).max(64).optional(),
-  mode: ModeSpec.shape.mode.optional(),
+  mode: ModeSpec.shape.mode.unwrap().optional(),
   k: ModeSpec.shape.k,
   r: ModeSpec.shape.r,
 };
@@ -39,13 +39,13 @@ const Common = {
   ignore_eos: z.boolean().optional(),
   ...Extensions,
 };
-const CompletionBody = z.object({ ...Common, prompt: z.union([z.string(), z.array(z.string()).length(1)]) });
+export const CompletionBody = z.object({ ...Common, prompt: z.union([z.string(), z.array(z.string()).length(1)]) });
 const ChatMessage = z.object({
   role: z.enum(['system', 'user', 'assistant', 'developer', 'tool']),
   content: z.union([z.string(), z.array(z.object({ type: z.literal('text'), text: z.string() }))]).nullable(),
   name: z.string().optional(),
 });
-const ChatBody = z.object({ ...Common, messages: z.array(ChatMessage).min(1) });
+export const ChatBody = z.object({ ...Common, messages: z.array(ChatMessage).min(1) });
 type CompletionBody = z.infer<typeof CompletionBody>;
 type ChatBody = z.infer<typeof ChatBody>;
 
@@ -210,7 +210,7 @@ async function serve(d: ApiDeps, req: Request, res: Response, kind: 'completion'
   res.end();
 }
 
-const BatchBody = z
+export const BatchBody = z
   .object({
     input_file_id: z.string().min(1).max(128),
     endpoint: z.enum(['/v1/completions', '/v1/chat/completions']),
@@ -219,7 +219,7 @@ const BatchBody = z
   })
   .strict();
 
-const BatchLine = z
+export const BatchLine = z
   .object({
     custom_id: z.string().min(1).max(512),
     method: z.literal('POST'),
