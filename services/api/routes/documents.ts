@@ -52,7 +52,8 @@ export function documentsRouter(d: ApiDeps): Router {
       metadata: body.metadata ?? {},
       createdAt: Math.floor(Date.now() / 1000),
     };
-    await d.documents.put(doc);
+    // Chunks are queued for precompute before the record is written: jobs carry their tokens, so a failed enqueue
+    // leaves no document behind (a retry without an id would add it twice), and a failed write only warmed chunks.
     const unique = [...new Map(chunks.map((c) => [c.key, c])).values()];
     await d.precompute.addBulk(
       // One job per chunk while one is waiting or running (BullMQ's deduplication); a chunk posted again after its job
@@ -60,6 +61,7 @@ export function documentsRouter(d: ApiDeps): Router {
       // for as long as they are kept (up to a day).
       unique.map((c) => ({ name: 'chunk', data: { tokens: c.tokens, tenantSalt: salt, variant: '' }, opts: { deduplication: { id: `pc-${c.key}` } } })),
     );
+    await d.documents.put(doc);
     res.status(201).json(view(doc, undefined));
   });
 
