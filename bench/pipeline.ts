@@ -28,7 +28,8 @@ import { SingleBar, Presets } from 'cli-progress';
 import { Engine } from '../shared/engine';
 import { KVStore } from '../shared/kvstore';
 import { link, storeSource } from '../shared/linking';
-import { ROOT, dropKeys, machine, modelDirFromArgs, quantile, table, writeResult } from './common';
+import { ROOT, machine, modelDirFromArgs, quantile, table, writeResult } from './common';
+import { dropKeys } from '../test/helpers/redis';
 import { freePort } from '../test/helpers/net';
 import { measureTransportFloor } from './transport';
 

@@ -91,11 +91,16 @@ async function stopAll(code: number): Promise<never> {
 }
 
 async function main() {
+  // Ctrl-C or SIGTERM at any point, starting Redis or the services included, stops what was started (left running,
+  // they would hold their ports for the next start).
+  process.once('SIGINT', () => void stopAll(0));
+  process.once('SIGTERM', () => void stopAll(0));
   const cfg = loadServiceConfig();
   await ensureRedis(cfg.REDIS_URL);
   if (cfg.KV_REDIS_URL !== cfg.REDIS_URL) await ensureRedis(cfg.KV_REDIS_URL);
   const tsx = require.resolve('tsx/cli');
   for (const name of SERVICES) {
+    if (stopping) return; // told to stop while Redis started: start nothing more
     const proc = spawn(process.execPath, [tsx, join(__dirname, name, 'main.ts')], { stdio: ['ignore', 'pipe', 'pipe'], env: process.env });
     children.push({ name, proc });
     prefixLines(name, proc.stdout!, process.stdout);
@@ -106,9 +111,6 @@ async function main() {
       void stopAll(1);
     });
   }
-  // Ctrl-C or SIGTERM while the services start stops them too (they would hold their ports for the next start).
-  process.once('SIGINT', () => void stopAll(0));
-  process.once('SIGTERM', () => void stopAll(0));
   // Where a service listening on `host` is reached: a wildcard address on loopback; IPv6 in brackets.
   const reach = (host: string, port: number) => {
     const h = ['0.0.0.0', '::', ''].includes(host) ? '127.0.0.1' : host;

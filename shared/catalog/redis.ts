@@ -40,6 +40,10 @@ export class CatalogKeys {
   stream(requestId: string) {
     return `${this.prefix}:stream:${requestId}`;
   }
+  /** Set when a stream's first token is published: a re-run of its job must not start the stream over. */
+  streamBegan(requestId: string) {
+    return `${this.prefix}:stream:${requestId}:began`;
+  }
   /** Where workers publish finished results for one API process (its interactive requests). */
   reply(instanceId: string) {
     return `${this.prefix}:reply:${instanceId}`;

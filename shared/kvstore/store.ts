@@ -184,6 +184,18 @@ export class KVStore {
     await this.writeAll(key, block, undefined, TIERS, false);
   }
 
+  /**
+   * Writes a block the process holds into the tiers after `from` (slower, shared: disk, Redis) that lack it: a shared
+   * tier may have lost an entry (eviction, a restart) that a faster tier still has. Returns the tiers written.
+   */
+  async restore(key: string, block: KVBlock, from: TierName): Promise<TierName[]> {
+    const slower = TIERS.slice(TIERS.indexOf(from) + 1).filter((t) => this.writeSet.has(t) && this.backends.has(t));
+    const missing: TierName[] = [];
+    for (const t of slower) if (!(await this.backends.get(t)!.has(key).catch(() => true))) missing.push(t);
+    if (missing.length) await this.writeAll(key, block, undefined, missing, false);
+    return missing;
+  }
+
   /** Removes the key from every configured tier. */
   async delete(key: string): Promise<void> {
     await Promise.all([...this.backends.values()].map((b) => b.delete(key).catch(() => false)));

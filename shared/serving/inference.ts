@@ -48,9 +48,10 @@ export function inferenceProcessor(d: InferenceDeps) {
       throw new UnrecoverableError(message);
     }
     const data = parsed.data;
-    if (data.stream && job.stalledCounter > 0) {
-      // A stream whose worker died under it: its client has seen some tokens, and a re-run would send them again from
-      // the first. It ends here, with an error the client reads (streams are never retried; see runStreaming).
+    if (data.stream && job.stalledCounter > 0 && (await d.publisher.exists(d.keys.streamBegan(data.request.id)))) {
+      // A stream whose worker died under it after its first token: its client has seen some tokens, and a re-run would
+      // send them again from the first. It ends here, with an error the client reads (streams are never retried; see
+      // runStreaming). One that had sent nothing yet (it waited in the dead worker's scheduler) simply runs.
       const message = 'the worker serving this stream stopped; send the request again';
       await d.publisher.publish(d.keys.stream(data.request.id), JSON.stringify({ done: true, error: message } satisfies StreamEvent)).catch(() => undefined);
       throw new UnrecoverableError(message);
@@ -65,6 +66,8 @@ export function inferenceProcessor(d: InferenceDeps) {
       const seen: number[] = [];
       let text = '';
       onToken = (t) => {
+        // Before the first token goes out (same connection, so in order): the mark a re-run of this job looks for.
+        if (!seen.length) void d.publisher.set(d.keys.streamBegan(data.request.id), '1', 'EX', STREAM_MARK_TTL_S).catch(() => undefined);
         seen.push(t);
         const now = d.tokenizer.decode(seen);
         const delta = now.startsWith(text) ? now.slice(text.length) : now;
@@ -113,13 +116,17 @@ export function inferenceProcessor(d: InferenceDeps) {
         // A batch's request fails here, before BullMQ marks the job failed: a worker that died between the two would
         // leave no one to record it (the 'failed' handler runs after), and the batch would never complete. Recorded
         // once (the handler's second record is a no-op).
-        if (data.batchId !== undefined) await d.batches.record(data.tenant, data.batchId, data.index ?? 0, false, { error: (e as Error).message });
+        // A Redis that fails here must not replace the request's own error (the 'failed' handler records it again).
+        if (data.batchId !== undefined) await d.batches.record(data.tenant, data.batchId, data.index ?? 0, false, { error: (e as Error).message }).catch(() => undefined);
       }
       if (data.stream) await d.publisher.publish(channel, JSON.stringify({ done: true, error: (e as Error).message } satisfies StreamEvent));
       throw e;
     }
   };
 }
+
+/** How long a stream's began-mark is kept: longer than any job runs. */
+const STREAM_MARK_TTL_S = 24 * 3600;
 
 const BatchSlot = InferenceJob.pick({ tenant: true, batchId: true, index: true });
 const StreamSlot = z.object({ stream: z.literal(true), request: z.object({ id: z.string() }) });

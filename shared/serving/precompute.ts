@@ -25,8 +25,8 @@ export async function precomputeChunk(engine: Engine, store: KVStore, job: Preco
   const key = chunkKey({ modelId: engine.id, tokens: job.tokens, tenantSalt: job.tenantSalt, variant: job.variant });
   const r = await store.lookupOrCompute(key, () => engine.compile(job.tokens, 0));
   // Found in this process's memory or disk: the shared tier (Redis, what other workers and the API's warm count read)
-  // may have lost it since (an eviction, a restart), so it is written through again.
-  if (r.source === 'memory' || r.source === 'disk') await store.put(key, r.block);
+  // may have lost it since (an eviction, a restart); it is written there again if so (one EXISTS when it is not).
+  if (r.source === 'memory' || r.source === 'disk') await store.restore(key, r.block, r.source);
   // 'compiled' by this call; anything else (a tier, or another call's compile) was already cached.
   const source = r.source === 'compiled' ? 'compiled' : 'cached';
   return { key, tokens: job.tokens.length, source, ms: performance.now() - t0 };

@@ -3,7 +3,7 @@ import { splitDocument, type Chunk } from '../chunking';
 import type { DocumentStore } from '../catalog';
 import { ContextLengthError, type Engine, type ModelConfig, type TextTokenizer } from '../engine';
 import { chunkKey } from '../kvstore';
-import { MAX_TOKENS_CAP } from './limits';
+import { CHAT_DEFAULT_MAX_TOKENS, MAX_TOKENS_CAP } from './limits';
 import { ModeSpec, type ServeRequest } from './request';
 
 /** A request as clients send it: documents by id or inline, a question (after the documents) or a bare prompt. */
@@ -59,8 +59,8 @@ export function chunkText(r: Pick<Resolver, 'model' | 'tokenizer'>, text: string
 }
 
 /**
- * max_tokens when a request gives none: a number, or `rest`, what the context leaves after the prompt (at most
- * MAX_TOKENS_CAP), as OpenAI's and vLLM's chat completions default.
+ * max_tokens when a request gives none: a number, or `rest`, what the context leaves after the prompt, at most
+ * CHAT_DEFAULT_MAX_TOKENS (chat completions; see there).
  */
 export type DefaultMaxTokens = number | 'rest';
 export const DEFAULT_MAX_TOKENS = 16;
@@ -95,7 +95,7 @@ export async function resolveRequest(
     const e = new ContextLengthError(promptTokens + 1, r.model.contextLength, `prompt (${promptTokens} tokens) leaves no room for an answer`);
     throw new ResolveError(e.message, 400, 'messages', 'context_length_exceeded');
   }
-  const maxTokens = spec.max_tokens ?? (defaultMaxTokens === 'rest' ? Math.min(MAX_TOKENS_CAP, r.model.contextLength - promptTokens) : defaultMaxTokens);
+  const maxTokens = spec.max_tokens ?? (defaultMaxTokens === 'rest' ? Math.min(CHAT_DEFAULT_MAX_TOKENS, r.model.contextLength - promptTokens) : defaultMaxTokens);
   if (promptTokens + maxTokens > r.model.contextLength) {
     const e = new ContextLengthError(promptTokens + maxTokens, r.model.contextLength, `prompt (${promptTokens} tokens) plus max_tokens (${maxTokens})`);
     throw new ResolveError(e.message, 400, 'max_tokens', 'context_length_exceeded');

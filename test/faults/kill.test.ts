@@ -3,7 +3,7 @@
  * and workers started like services/start.ts), a private redis-server. Short BullMQ locks (WORKER_LOCK_MS,
  * WORKER_STALLED_INTERVAL_MS) so a dead worker's jobs are re-run within seconds instead of 30 s.
  */
-import { QueueEvents } from 'bullmq';
+import { QueueEvents, Worker } from 'bullmq';
 import { BatchStore, CatalogKeys } from '../../shared/catalog';
 import { workload } from '../helpers/workload';
 import { waitFor } from '../helpers/net';
@@ -155,6 +155,25 @@ describe('workers killed with SIGKILL', () => {
     expect(deltas).toBeGreaterThanOrEqual(5);
     expect(deltas).toBeLessThan(4000);
   }, 120_000);
+
+  test('a stream that had sent nothing when its worker died is simply run again', async () => {
+    s = await ProcStack.start({ redis: r.redis, services: ['api'], env: LOCKS });
+    // A worker that takes the stream's job and dies before its first token: a real BullMQ worker, closed with force,
+    // holds the job until its lock expires (as a killed process's would).
+    const taker = new Worker('inference', () => new Promise<never>(() => undefined), { connection: { url: r.redis.url }, prefix: s.env.QUEUE_PREFIX, lockDuration: 2000, skipStalledCheck: true });
+    const res = await fetch(`${s.base}/v1/completions`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ prompt: 'Q : short ? A :', max_tokens: 8, ignore_eos: true, stream: true }) });
+    // Headers come at once (the request waits in the queue, or in a worker, before its first token).
+    expect(res.status).toBe(200);
+    await waitFor(async () => ((await r.client.llen(`${s!.env.QUEUE_PREFIX}:inference:active`)) === 1 ? true : undefined), 10_000, 'the job taken');
+    await taker.close(true);
+    await s.add('worker'); // finds the job stalled and runs it
+    const events = (await res.text()).split('\n\n').filter(Boolean).map((e) => e.slice(6));
+    expect(events.at(-1)).toBe('[DONE]');
+    const parsed = events.slice(0, -1).map((e) => JSON.parse(e));
+    expect(parsed.filter((e) => e.error)).toEqual([]);
+    expect(parsed.filter((e) => e.choices?.[0]?.finish_reason).map((e) => e.choices[0].finish_reason)).toEqual(['length']);
+    expect(parsed.filter((e) => e.choices?.[0]?.text).length).toBeGreaterThan(0);
+  }, 60_000);
 
   test('an API stopped with SIGTERM answers the completions it holds before it exits', async () => {
     s = await ProcStack.start({ redis: r.redis, services: ['api', 'worker'], env: { WORKER_CONCURRENCY: '4' } });

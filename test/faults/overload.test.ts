@@ -83,6 +83,13 @@ describe('overload', () => {
     await waitFor(async () => ((await waiting()) === 1 ? true : undefined), 5_000, 'the stream\'s job');
     aborted.abort();
     await waitFor(async () => ((await waiting()) === 0 ? true : undefined), 5_000, 'the stream\'s job to go');
+
+    // A stream that times out says so, ends with [DONE], and its job goes too.
+    const slow = await fetch(`${s.base}/v1/completions`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ prompt: 'x', stream: true }) });
+    const events = (await slow.text()).split('\n\n').filter(Boolean);
+    expect(events.at(-1)).toBe('data: [DONE]');
+    expect(JSON.parse(events.at(-2)!.slice(6)).error.code).toBe('timeout');
+    expect(await waiting()).toBe(0);
   }, 60_000);
 
   test('sustained load (autocannon, 12 s): bounded queue, only 2xx and 429, bounded memory', async () => {

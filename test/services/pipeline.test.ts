@@ -120,15 +120,18 @@ describe(`pipeline: API → BullMQ → workers (${MODEL.split('/').pop()})`, () 
     expect(added).toHaveLength(1);
   }, 60_000);
 
-  test('max_tokens defaults: 16 for completions (as OpenAI), the rest of the context for chat (as OpenAI and vLLM)', async () => {
+  test('max_tokens defaults: 16 for completions (as OpenAI), for chat the rest of the context up to 256', async () => {
     const completion = await postJson(s.base, '/v1/completions', { prompt: 'the', ignore_eos: true });
     expect(completion.status).toBe(200);
     expect(completion.body.usage.completion_tokens).toBe(16);
+    const short = await postJson(s.base, '/v1/chat/completions', { messages: [{ role: 'user', content: 'the' }], ignore_eos: true });
+    expect(short.body.usage.completion_tokens).toBe(256);
     // A prompt that leaves ~100 tokens of the 4,096: the answer runs to the end of the context.
     const chat = await postJson(s.base, '/v1/chat/completions', { messages: [{ role: 'user', content: 'the '.repeat(3980) }], ignore_eos: true });
     expect(chat.status).toBe(200);
     const { prompt_tokens, completion_tokens } = chat.body.usage;
     expect(completion_tokens).toBeGreaterThan(16);
+    expect(completion_tokens).toBeLessThan(256);
     expect(prompt_tokens + completion_tokens).toBe(4096);
     expect(chat.body.choices[0].finish_reason).toBe('length');
   }, 60_000);

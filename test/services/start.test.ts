@@ -1,6 +1,12 @@
 import { spawn } from 'node:child_process';
 import { join } from 'node:path';
 import { freePort, waitFor } from '../helpers/net';
+import { dropKeys } from '../helpers/redis';
+
+// Both tests run the services on the machine's Redis under their own prefixes, dropped afterwards.
+afterAll(async () => {
+  await dropKeys(process.env.REDIS_URL ?? 'redis://127.0.0.1:6379', [`{epic-start-${process.pid}}`, `epic-start-${process.pid}:{api}`, `epic-start-${process.pid}:kv`]);
+});
 
 const ROOT = join(__dirname, '..', '..');
 
@@ -13,6 +19,7 @@ test('npm start brings up api, worker and precompute, serves a completion, and s
     PRECOMPUTE_METRICS_PORT: String(pm),
     QUEUE_PREFIX: `{epic-start-${process.pid}}`,
     CATALOG_PREFIX: `epic-start-${process.pid}:{api}`,
+    KV_REDIS_PREFIX: `epic-start-${process.pid}:kv`,
     KV_DISK_BYTES: '0',
     LOG_LEVEL: 'warn',
   };
@@ -48,6 +55,7 @@ test('SIGTERM while the services are still starting stops them all', async () =>
     PRECOMPUTE_METRICS_PORT: String(pm),
     QUEUE_PREFIX: `{epic-start-${process.pid}}`,
     CATALOG_PREFIX: `epic-start-${process.pid}:{api}`,
+    KV_REDIS_PREFIX: `epic-start-${process.pid}:kv`,
     KV_DISK_BYTES: '0',
     LOG_LEVEL: 'warn',
   };

@@ -29,7 +29,7 @@ function view(doc: DocumentRecord, warm?: number) {
   };
 }
 
-/** Documents: POST chunks a text with KVSplit and enqueues its chunks for precompute (deduplicated by chunk id). */
+/** Documents: POST chunks a text with KVSplit and enqueues its chunks for precompute (one job per chunk while one is pending). */
 export function documentsRouter(d: ApiDeps): Router {
   const r = Router();
 

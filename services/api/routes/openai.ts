@@ -56,7 +56,7 @@ function chatText(messages: ChatBody['messages']): string {
     .join('\n');
 }
 
-/** max_tokens when a request gives none: OpenAI's legacy completions default to 16; chat (as OpenAI and vLLM) to the rest of the context. */
+/** max_tokens when a request gives none: 16 for completions (OpenAI's default); for chat the rest of the context, at most CHAT_DEFAULT_MAX_TOKENS. */
 function maxTokensDefault(kind: 'completion' | 'chat'): DefaultMaxTokens {
   return kind === 'chat' ? 'rest' : DEFAULT_MAX_TOKENS;
 }
@@ -65,7 +65,7 @@ function toSpec(body: CompletionBody | ChatBody, text: string) {
   return {
     documents: body.documents ?? [],
     question: text,
-    // Absent: 16 for completions (OpenAI's default), the rest of the context for chat (resolveAll's default).
+    // Absent: maxTokensDefault's, applied by resolveAll once the prompt's length is known.
     max_tokens: body.max_completion_tokens ?? body.max_tokens ?? undefined,
     mode: body.mode,
     k: body.k,
@@ -158,55 +158,75 @@ async function serve(d: ApiDeps, req: Request, res: Response, kind: 'completion'
           ...extra,
         };
   const send = (o: object | string) => res.write(`data: ${typeof o === 'string' ? o : JSON.stringify(o)}\n\n`);
+  // The stream ends once: with the worker's last event, a timeout, or the client leaving, whichever comes first (a
+  // failed stream can be announced twice: by the worker and by its failure handler).
+  let ended = false;
+  let endStream!: () => void;
+  const finished = new Promise<void>((resolve) => (endStream = resolve));
+  const end = () => {
+    if (ended) return false;
+    ended = true;
+    endStream();
+    return true;
+  };
   let stop: (() => Promise<void>) | undefined;
-  const finished = new Promise<void>((resolve) => {
-    void runStreaming(d, req.tenant, request, (e) => {
-      if (!res.headersSent) startStream();
-      if (e.delta) send(chunk(e.delta, null));
-      if (e.done) {
-        if (e.error) send({ error: { message: e.error, type: 'server_error', param: null, code: null } });
-        else if (e.result) {
-          send(chunk(kind === 'chat' ? null : '', e.result.finishReason));
-          if (body.stream_options?.include_usage) send({ ...chunk(null, null), choices: [], usage: usage(e.result) });
-        }
-        send('[DONE]');
-        resolve();
-      }
-    }).then(
-      (s) => {
-        stop = s;
-        startStream();
-      },
-      (err) => {
-        // Enqueue failed (queue full, Redis down): answer with the error instead of a stream.
-        stop = async () => {};
-        failed = err;
-        resolve();
-      },
-    );
-  });
   let failed: unknown;
+  let gone = false;
+  const started = runStreaming(d, req.tenant, request, (e) => {
+    if (ended) return;
+    if (!res.headersSent) startStream();
+    if (e.delta) send(chunk(e.delta, null));
+    if (e.done) {
+      if (e.error) send({ error: { message: e.error, type: 'server_error', param: null, code: null } });
+      else if (e.result) {
+        send(chunk(kind === 'chat' ? null : '', e.result.finishReason));
+        if (body.stream_options?.include_usage) send({ ...chunk(null, null), choices: [], usage: usage(e.result) });
+      }
+      send('[DONE]');
+      end();
+    }
+  }).then(
+    (s) => {
+      stop = s;
+      if (!ended) startStream();
+    },
+    (err) => {
+      // Enqueue failed (queue full, Redis down): answer with the error instead of a stream.
+      failed = err;
+      end();
+    },
+  );
   function startStream() {
     if (res.headersSent) return;
     res.writeHead(200, { 'Content-Type': 'text/event-stream', 'Cache-Control': 'no-cache', Connection: 'keep-alive' });
+    // Now, not with the first token: a client whose request waits in the queue sees at once that it was accepted.
+    res.flushHeaders();
     if (kind === 'chat') send({ id, object: 'chat.completion.chunk', created, model: d.model.id, choices: [{ index: 0, delta: { role: 'assistant', content: '' }, finish_reason: null, logprobs: null }] });
   }
+  let timedOut = false;
   const timeout = setTimeout(() => {
-    if (!res.writableEnded) {
-      send({ error: { message: 'timed out', type: 'server_error', param: null, code: 'timeout' } });
-      res.end();
-    }
+    if (!end()) return;
+    timedOut = true;
+    if (!res.headersSent) startStream();
+    send({ error: { message: 'timed out', type: 'server_error', param: null, code: 'timeout' } });
+    send('[DONE]');
   }, d.requestTimeoutMs);
   res.on('close', () => {
     if (res.writableFinished) return;
-    // The client went away before its stream ended: a job no worker has taken yet goes (one that runs finishes).
-    void d.inference.remove(id).catch(() => 0);
-    void stop?.();
+    gone = true;
+    end();
   });
   await finished;
   clearTimeout(timeout);
+  await started; // the enqueue has settled, so its subscription and job are known
   await stop?.();
-  if (failed) throw failed;
+  if (failed) {
+    if (!gone) throw failed;
+    return;
+  }
+  // Timed out, or the client went away: a job no worker has taken goes rather than run for no one (one that runs
+  // finishes). After `started`: a job enqueued after the client left goes too.
+  if (gone || timedOut) await d.inference.remove(id).catch(() => 0);
   res.end();
 }
 
@@ -263,7 +283,19 @@ function batchObject(b: BatchRecord) {
  * cancelled batch's hold what finished before the cancel, as OpenAI's do; a request a worker held at the cancel may
  * still finish after it, so they are written again when more results have landed since.
  */
-async function finalize(d: ApiDeps, b: BatchRecord): Promise<BatchRecord> {
+function finalize(d: ApiDeps, b: BatchRecord): Promise<BatchRecord> {
+  // One writer per batch in this process: two GETs writing a cancelled batch's files at once could leave the older
+  // content last with the newer count beside it (never rewritten again).
+  const key = `${b.tenant}\0${b.id}`;
+  const running = finalizing.get(key);
+  if (running) return running;
+  const p = writeOutputs(d, b).finally(() => finalizing.delete(key));
+  finalizing.set(key, p);
+  return p;
+}
+const finalizing = new Map<string, Promise<BatchRecord>>();
+
+async function writeOutputs(d: ApiDeps, b: BatchRecord): Promise<BatchRecord> {
   if (b.status !== 'completed' && b.status !== 'cancelled') return b;
   if (b.status === 'completed' && b.outputFileId) return b;
   if (b.status === 'cancelled' && b.outputFileId && (await d.batches.resultCount(b.tenant, b.id)) === b.outputCount) return b;
