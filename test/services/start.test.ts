@@ -3,33 +3,35 @@ import { join } from 'node:path';
 import { freePort, waitFor } from '../helpers/net';
 import { dropKeys } from '../helpers/redis';
 
+const ROOT = join(__dirname, '..', '..');
+const PREFIXES = { QUEUE_PREFIX: `{epic-start-${process.pid}}`, CATALOG_PREFIX: `epic-start-${process.pid}:{api}`, KV_REDIS_PREFIX: `epic-start-${process.pid}:kv` };
+
 // Both tests run the services on the machine's Redis under their own prefixes, dropped afterwards.
 afterAll(async () => {
-  await dropKeys(process.env.REDIS_URL ?? 'redis://127.0.0.1:6379', [`{epic-start-${process.pid}}`, `epic-start-${process.pid}:{api}`, `epic-start-${process.pid}:kv`]);
+  await dropKeys(process.env.REDIS_URL ?? 'redis://127.0.0.1:6379', Object.values(PREFIXES));
 });
 
-const ROOT = join(__dirname, '..', '..');
+/** `npm start` (services/start.ts) on free ports: its output so far, how it exited, and its ports. */
+async function startAll() {
+  const [api, wm, pm] = [await freePort(), await freePort(), await freePort()];
+  const env = { ...process.env, ...PREFIXES, API_PORT: String(api), WORKER_METRICS_PORT: String(wm), PRECOMPUTE_METRICS_PORT: String(pm), KV_DISK_BYTES: '0', LOG_LEVEL: 'warn' };
+  const proc = spawn(process.execPath, [require.resolve('tsx/cli'), join(ROOT, 'services', 'start.ts')], { cwd: ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] });
+  const run = { proc, out: '', ports: { api, wm, pm }, exited: new Promise<number | null>((resolve) => proc.once('exit', (code) => resolve(code))) };
+  proc.stdout.on('data', (d) => (run.out += d));
+  proc.stderr.on('data', (d) => (run.out += d));
+  return run;
+}
+
+/** Every service released its port (none was left behind to block the next start). */
+async function portsReleased(ports: number[]) {
+  for (const port of ports) await expect(fetch(`http://127.0.0.1:${port}/healthz`)).rejects.toThrow();
+}
 
 test('npm start brings up api, worker and precompute, serves a completion, and stops them all on SIGTERM', async () => {
-  const [api, wm, pm] = [await freePort(), await freePort(), await freePort()];
-  const env = {
-    ...process.env,
-    API_PORT: String(api),
-    WORKER_METRICS_PORT: String(wm),
-    PRECOMPUTE_METRICS_PORT: String(pm),
-    QUEUE_PREFIX: `{epic-start-${process.pid}}`,
-    CATALOG_PREFIX: `epic-start-${process.pid}:{api}`,
-    KV_REDIS_PREFIX: `epic-start-${process.pid}:kv`,
-    KV_DISK_BYTES: '0',
-    LOG_LEVEL: 'warn',
-  };
-  const proc = spawn(process.execPath, [require.resolve('tsx/cli'), join(ROOT, 'services', 'start.ts')], { cwd: ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] });
-  let out = '';
-  proc.stdout.on('data', (d) => (out += d));
-  proc.stderr.on('data', (d) => (out += d));
-  const exited = new Promise<number | null>((resolve) => proc.once('exit', (code) => resolve(code)));
+  const run = await startAll();
+  const { api, wm, pm } = run.ports;
   try {
-    await waitFor(async () => (out.includes('epic-serve is up') ? true : undefined), 45_000, 'start to report up');
+    await waitFor(async () => (run.out.includes('epic-serve is up') ? true : undefined), 45_000, 'start to report up');
     const res = await fetch(`http://127.0.0.1:${api}/v1/completions`, {
       method: 'POST',
       headers: { 'content-type': 'application/json' },
@@ -39,40 +41,23 @@ test('npm start brings up api, worker and precompute, serves a completion, and s
     expect(((await res.json()) as any).usage.completion_tokens).toBeGreaterThan(0);
     for (const port of [wm, pm]) expect((await fetch(`http://127.0.0.1:${port}/metrics`)).status).toBe(200);
   } finally {
-    proc.kill('SIGTERM');
+    run.proc.kill('SIGTERM');
   }
-  expect(await exited).toBe(0);
-  // Every service released its port.
-  for (const port of [api, wm, pm]) await expect(fetch(`http://127.0.0.1:${port}/healthz`)).rejects.toThrow();
+  expect(await run.exited).toBe(0);
+  await portsReleased([api, wm, pm]);
 }, 90_000);
 
 test('SIGTERM while the services are still starting stops them all', async () => {
-  const [api, wm, pm] = [await freePort(), await freePort(), await freePort()];
-  const env = {
-    ...process.env,
-    API_PORT: String(api),
-    WORKER_METRICS_PORT: String(wm),
-    PRECOMPUTE_METRICS_PORT: String(pm),
-    QUEUE_PREFIX: `{epic-start-${process.pid}}`,
-    CATALOG_PREFIX: `epic-start-${process.pid}:{api}`,
-    KV_REDIS_PREFIX: `epic-start-${process.pid}:kv`,
-    KV_DISK_BYTES: '0',
-    LOG_LEVEL: 'warn',
-  };
-  const proc = spawn(process.execPath, [require.resolve('tsx/cli'), join(ROOT, 'services', 'start.ts')], { cwd: ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] });
-  let out = '';
-  proc.stdout.on('data', (d) => (out += d));
-  proc.stderr.on('data', (d) => (out += d));
-  const exited = new Promise<number | null>((resolve) => proc.once('exit', (code) => resolve(code)));
+  const run = await startAll();
+  const { api, wm, pm } = run.ports;
   try {
     // The API answers first; the worker is still loading and warming up its model.
     await waitFor(async () => ((await fetch(`http://127.0.0.1:${api}/healthz`).then((r) => r.ok, () => false)) ? true : undefined), 45_000, 'the API to answer');
-    expect(out).not.toContain('epic-serve is up');
+    expect(run.out).not.toContain('epic-serve is up');
   } finally {
-    proc.kill('SIGTERM');
+    run.proc.kill('SIGTERM');
   }
-  expect(await exited).toBe(0);
-  // No service was left behind holding its port (the next start would fail on it).
+  expect(await run.exited).toBe(0);
   await new Promise((r) => setTimeout(r, 500));
-  for (const port of [api, wm, pm]) await expect(fetch(`http://127.0.0.1:${port}/healthz`)).rejects.toThrow();
+  await portsReleased([api, wm, pm]);
 }, 90_000);
