@@ -32,6 +32,7 @@ import { ROOT, machine, modelDirFromArgs, quantile, table, writeResult } from '.
 import { dropKeys } from '../test/helpers/redis';
 import { freePort } from '../test/helpers/net';
 import { measureTransportFloor } from './transport';
+import { tsArgs } from '../test/helpers/ts';
 
 function rng(seed: number) {
   let s = seed >>> 0;
@@ -148,7 +149,7 @@ async function main() {
     MODEL_DIR: modelDir,
     LOG_LEVEL: 'warn',
   };
-  const proc = spawn(process.execPath, [require.resolve('tsx/cli'), join(ROOT, 'services', 'start.ts')], { cwd: ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] });
+  const proc = spawn(process.execPath, tsArgs(join(ROOT, 'services', 'start.ts')), { cwd: ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] });
   let out = '';
   proc.stdout!.on('data', (d) => (out += d));
   proc.stderr!.on('data', (d) => (out += d));

@@ -3,6 +3,7 @@
  * exists), the API, an inference worker and a precompute worker. Ctrl-C stops everything it started.
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { pathToFileURL } from 'node:url';
 import { join } from 'node:path';
 import IORedis from 'ioredis';
 import { loadServiceConfig } from '../shared/config';
@@ -98,10 +99,12 @@ async function main() {
   const cfg = loadServiceConfig();
   await ensureRedis(cfg.REDIS_URL);
   if (cfg.KV_REDIS_URL !== cfg.REDIS_URL) await ensureRedis(cfg.KV_REDIS_URL);
-  const tsx = require.resolve('tsx/cli');
+  // node --import tsx: one process a service, so the SIGTERM below reaches it (`tsx file` would relay it to a child
+  // and SIGKILL that child when it does not confirm within 30 ms, as a worker busy in onnxruntime may not).
+  const loader = pathToFileURL(require.resolve('tsx')).href;
   for (const name of SERVICES) {
     if (stopping) return; // told to stop while Redis started: start nothing more
-    const proc = spawn(process.execPath, [tsx, join(__dirname, name, 'main.ts')], { stdio: ['ignore', 'pipe', 'pipe'], env: process.env });
+    const proc = spawn(process.execPath, ['--import', loader, join(__dirname, name, 'main.ts')], { stdio: ['ignore', 'pipe', 'pipe'], env: process.env });
     children.push({ name, proc });
     prefixLines(name, proc.stdout!, process.stdout);
     prefixLines(name, proc.stderr!, process.stderr);

@@ -4,6 +4,7 @@
  * SIGKILL reaches the service itself and not only tsx's wrapper. Only what is started here is ever stopped here.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
+import { tsArgs } from '../helpers/ts';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -12,7 +13,6 @@ import { freePort, waitFor } from '../helpers/net';
 
 export const ROOT = join(__dirname, '..', '..');
 export const TINY = join(ROOT, 'models', 'tiny-random');
-const TSX = require.resolve('tsx/cli');
 
 const exited = (p: ChildProcess) => p.exitCode !== null || p.signalCode !== null;
 
@@ -110,7 +110,7 @@ export class Service {
     /** API_PORT of the api, the metrics port of a worker. */
     readonly port: number,
   ) {
-    this.proc = spawn(process.execPath, [TSX, join(ROOT, 'services', name, 'main.ts')], {
+    this.proc = spawn(process.execPath, tsArgs(join(ROOT, 'services', name, 'main.ts')), {
       cwd: ROOT,
       env: { ...process.env, ...env },
       stdio: ['ignore', 'pipe', 'pipe'],
@@ -174,7 +174,7 @@ export class Service {
     await waitExit(this.proc, 5000);
   }
 
-  /** SIGTERM (tsx relays it to the service, which shuts down cleanly); SIGKILL after `graceMs`. */
+  /** SIGTERM (the service is one process: node --import tsx), which shuts down cleanly; SIGKILL after `graceMs`. */
   async stop(graceMs = 8000): Promise<void> {
     if (this.sampler) clearInterval(this.sampler);
     if (!this.alive) return;

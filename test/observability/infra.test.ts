@@ -89,7 +89,7 @@ describe('docker-compose.yml', () => {
     const dockerfile = read('infra/Dockerfile');
     expect(dockerfile).toMatch(/ONNXRUNTIME_NODE_INSTALL=skip/);
     expect(dockerfile).toMatch(/RUN npm ci\b/);
-    expect(dockerfile).toContain('exec npx tsx services/${SERVICE}/main.ts');
+    expect(dockerfile).toContain('exec node --import tsx services/${SERVICE}/main.ts');
     // every COPY source exists
     for (const m of dockerfile.matchAll(/^COPY\s+(.+)\s+\S+$/gm)) {
       for (const src of m[1].split(/\s+/)) if (src !== '.') expect([src, existsSync(path.join(REPO, src))]).toEqual([src, true]);

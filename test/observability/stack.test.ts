@@ -7,6 +7,7 @@ import { postJson } from '../helpers/stack';
 import { pipelineModel, workload } from '../helpers/workload';
 import { findPrometheus, startPrometheus, type PrometheusServer } from './prometheus';
 import { expandGrafanaVariables, loadDashboardQueries } from './promql';
+import { tsArgs } from '../helpers/ts';
 
 /**
  * The running stack (npm start's processes: API, inference worker, precompute worker) scraped by a real Prometheus
@@ -45,7 +46,7 @@ describe('dashboards against the running stack', () => {
       MODEL_DIR: pipelineModel(),
       LOG_LEVEL: 'warn',
     };
-    proc = spawn(process.execPath, [require.resolve('tsx/cli'), join(ROOT, 'services', 'start.ts')], { cwd: ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] });
+    proc = spawn(process.execPath, tsArgs(join(ROOT, 'services', 'start.ts')), { cwd: ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] });
     let out = '';
     proc.stdout!.on('data', (d) => (out += d));
     proc.stderr!.on('data', (d) => (out += d));

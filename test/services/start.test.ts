@@ -2,6 +2,7 @@ import { spawn } from 'node:child_process';
 import { join } from 'node:path';
 import { freePort, waitFor } from '../helpers/net';
 import { dropKeys } from '../helpers/redis';
+import { tsArgs } from '../helpers/ts';
 
 const ROOT = join(__dirname, '..', '..');
 const PREFIXES = { QUEUE_PREFIX: `{epic-start-${process.pid}}`, CATALOG_PREFIX: `epic-start-${process.pid}:{api}`, KV_REDIS_PREFIX: `epic-start-${process.pid}:kv` };
@@ -15,7 +16,7 @@ afterAll(async () => {
 async function startAll() {
   const [api, wm, pm] = [await freePort(), await freePort(), await freePort()];
   const env = { ...process.env, ...PREFIXES, API_PORT: String(api), WORKER_METRICS_PORT: String(wm), PRECOMPUTE_METRICS_PORT: String(pm), KV_DISK_BYTES: '0', LOG_LEVEL: 'warn' };
-  const proc = spawn(process.execPath, [require.resolve('tsx/cli'), join(ROOT, 'services', 'start.ts')], { cwd: ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] });
+  const proc = spawn(process.execPath, tsArgs(join(ROOT, 'services', 'start.ts')), { cwd: ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] });
   const run = { proc, out: '', ports: { api, wm, pm }, exited: new Promise<number | null>((resolve) => proc.once('exit', (code) => resolve(code))) };
   proc.stdout.on('data', (d) => (run.out += d));
   proc.stderr.on('data', (d) => (run.out += d));
