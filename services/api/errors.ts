@@ -22,6 +22,12 @@ export function errorBody(message: string, type: string, param: string | null = 
   return { error: { message, type, param, code } };
 }
 
+/**
+ * A request the API accepted that failed in a worker (its reply, or its job's failed reason): 500, with the worker's
+ * reason, which names the request's problem (an operator's log has the rest); not a bare "internal error".
+ */
+export class WorkerError extends Error {}
+
 /** The answer when the queue's Redis does not answer: 503 with Retry-After. */
 export function queueUnavailable(): ApiError {
   return new ApiError(503, 'the queue is unavailable; retry shortly', 'server_error', null, 'queue_unavailable', 1);
@@ -101,6 +107,10 @@ export function errorHandler(err: unknown, _req: Request, res: Response, _next: 
   }
   if (err instanceof RequestTimeoutError || /timed out/i.test(e?.message ?? '')) {
     res.status(504).json(errorBody('the request timed out in the queue or the worker', 'server_error', null, 'timeout'));
+    return;
+  }
+  if (err instanceof WorkerError) {
+    res.status(500).json(errorBody(`the request failed in the worker: ${err.message}`, 'server_error', null, 'worker_error'));
     return;
   }
   if (isRedisDown(err)) {

@@ -2,6 +2,7 @@ import { randomUUID } from 'node:crypto';
 import type IORedis from 'ioredis';
 import type { Reply } from '../../shared/queue/contracts';
 import type { ServeResult } from '../../shared/serving/request';
+import { WorkerError } from './errors';
 
 /**
  * Results of this API process's interactive requests, pushed by the worker on one channel per process (the
@@ -25,7 +26,7 @@ export class Replies {
     if (!w) return;
     this.waiting.delete(r.id);
     if (r.result) w.resolve(r.result);
-    else w.reject(new Error(r.error ?? 'the request failed'));
+    else w.reject(new WorkerError(r.error ?? 'the request failed'));
   };
 
   private constructor(

@@ -5,7 +5,7 @@ import { batchJobId, type InferenceJob } from '../../shared/queue/contracts';
 import type { StreamEvent } from '../../shared/serving/inference';
 import { wallClockMs, type ServeRequest, type ServeResult } from '../../shared/serving/request';
 import type { ApiDeps } from './deps';
-import { isRedisDown, queueUnavailable, RequestTimeoutError } from './errors';
+import { isRedisDown, queueUnavailable, RequestTimeoutError, WorkerError } from './errors';
 
 export function newId(prefix: string): string {
   return `${prefix}${randomUUID().replace(/-/g, '')}`;
@@ -66,7 +66,7 @@ export async function jobOutcome(queue: Queue, jobId: string, timeoutMs: number,
         const job = await Job.fromId(queue, jobId);
         if (!job) throw new Error(`request ${jobId} is no longer in the queue`);
         if (state === 'completed') return job.returnvalue as ServeResult;
-        throw new Error(job.failedReason || 'the request failed');
+        throw new WorkerError(job.failedReason || 'the request failed');
       }
       if (state === 'unknown') throw new Error(`request ${jobId} is no longer in the queue`);
     } catch (e) {

@@ -175,6 +175,18 @@ describe('workers killed with SIGKILL', () => {
     expect(parsed.filter((e) => e.choices?.[0]?.text).length).toBeGreaterThan(0);
   }, 60_000);
 
+  test('a completion whose job BullMQ fails (its worker died, no stall allowed) answers 500 with the reason', async () => {
+    s = await ProcStack.start({ redis: r.redis, services: ['api'], env: { ...LOCKS, WORKER_MAX_STALLED_COUNT: '0' } });
+    const taker = new Worker('inference', () => new Promise<never>(() => undefined), { connection: { url: r.redis.url }, prefix: s.env.QUEUE_PREFIX, lockDuration: 2000, skipStalledCheck: true });
+    const answer = httpJson(s.base, 'POST', '/v1/completions', { prompt: 'Q : x ? A :', max_tokens: 2 });
+    await waitFor(async () => ((await r.client.llen(`${s!.env.QUEUE_PREFIX}:inference:active`)) === 1 ? true : undefined), 10_000, 'the job taken');
+    await taker.close(true);
+    await s.add('worker'); // finds the job stalled: with no stall allowed, BullMQ fails it
+    const res = await answer;
+    expect({ status: res.status, code: res.body.error.code, type: res.body.error.type }).toEqual({ status: 500, code: 'worker_error', type: 'server_error' });
+    expect(res.body.error.message).toMatch(/failed in the worker: .*stalled/);
+  }, 60_000);
+
   test('an API stopped with SIGTERM answers the completions it holds before it exits', async () => {
     s = await ProcStack.start({ redis: r.redis, services: ['api', 'worker'], env: { WORKER_CONCURRENCY: '4' } });
     // Requests long enough to still be running when the API is told to stop (~1,000 tokens each past <eos>).
