@@ -29,7 +29,7 @@ import { Engine } from '../shared/engine';
 import { KVStore } from '../shared/kvstore';
 import { link, storeSource } from '../shared/linking';
 import { ROOT, machine, modelDirFromArgs, quantile, table, writeResult } from './common';
-import { dropKeys } from '../test/helpers/redis';
+import { dropOwnPrefixes, ownPrefixes } from '../test/helpers/redis';
 import { freePort } from '../test/helpers/net';
 import { measureTransportFloor } from './transport';
 import { tsArgs } from '../test/helpers/ts';
@@ -136,9 +136,10 @@ async function main() {
   const [api, wm, pm] = [await freePort(), await freePort(), await freePort()];
   const kvDir = mkdtempSync(join(tmpdir(), 'epic-bench-kv-'));
   const tag = `${process.pid}`;
+  const queueRedis = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
   // Everything the stack writes to Redis goes under the bench's own prefixes (queue, catalog, KV), dropped at the end:
   // a bench on a Redis that a running epic-serve shares neither touches its documents and batches nor leaves keys.
-  const prefixes = { QUEUE_PREFIX: `{epic-bench-${tag}}`, CATALOG_PREFIX: `epic-bench-${tag}:{api}`, KV_REDIS_PREFIX: `epic-bench-${tag}:kv` };
+  const prefixes = ownPrefixes(`epic-bench-${tag}`);
   const env = {
     ...process.env,
     API_PORT: String(api),
@@ -160,9 +161,7 @@ async function main() {
       await exited;
     }
     rmSync(kvDir, { recursive: true, force: true });
-    const queueRedis = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
-    await dropKeys(queueRedis, [prefixes.QUEUE_PREFIX, prefixes.CATALOG_PREFIX]);
-    await dropKeys(process.env.KV_REDIS_URL ?? queueRedis, [prefixes.KV_REDIS_PREFIX]);
+    await dropOwnPrefixes(prefixes);
   };
   try {
     for (let i = 0; i < 600 && !out.includes('epic-serve is up'); i++) await new Promise((r) => setTimeout(r, 100));
@@ -274,7 +273,7 @@ async function main() {
     await store.close();
     process.stderr.write('transport floor (HTTP + BullMQ + reply, no model)...\n');
     const floorMs = await measureTransportFloor({
-      redisUrl: process.env.REDIS_URL ?? 'redis://127.0.0.1:6379',
+      redisUrl: queueRedis,
       runs: overheadRuns,
       warmup: 20,
       spinMs: quantile(computeMs, 0.5),

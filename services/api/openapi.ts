@@ -3,7 +3,7 @@
  * routes validate with (z.toJSONSchema), so their fields, types and bounds are the ones enforced.
  */
 import { z } from 'zod';
-import { CHAT_DEFAULT_MAX_TOKENS, MAX_BATCH_REQUESTS } from '../../shared/serving/limits';
+import { CHAT_DEFAULT_MAX_TOKENS, DEFAULT_MAX_TOKENS, MAX_BATCH_REQUESTS } from '../../shared/serving/limits';
 import { RequestSpec } from '../../shared/serving/resolve';
 import { DocumentBody } from './routes/documents';
 import { JobBody } from './routes/jobs';
@@ -49,10 +49,10 @@ export const openapi = {
         type: 'object',
         properties: { error: { type: 'object', properties: { message: { type: 'string' }, type: { type: 'string' }, param: { type: ['string', 'null'] }, code: { type: ['string', 'null'] } } } },
       },
-      Request: schemaOf(RequestSpec, `${PROMPT_RULES} Without \`max_tokens\`: 16.`),
+      Request: schemaOf(RequestSpec, `${PROMPT_RULES} Without \`max_tokens\`: ${DEFAULT_MAX_TOKENS}.`),
       Document: schemaOf(DocumentBody),
       Job: schemaOf(JobBody, `At most ${MAX_BATCH_REQUESTS} requests, each a Request.`),
-      Completion: schemaOf(CompletionBody, `OpenAI's completion request; extensions: documents, mode, k, r, ignore_eos. ${PROMPT_RULES} Without max_tokens: 16.`),
+      Completion: schemaOf(CompletionBody, `OpenAI's completion request; extensions: documents, mode, k, r, ignore_eos. ${PROMPT_RULES} Without max_tokens: ${DEFAULT_MAX_TOKENS}.`),
       ChatCompletion: schemaOf(ChatBody, `OpenAI's chat request; message contents are joined as the question. Extensions as for completions. Without max_tokens: what the context leaves, at most ${CHAT_DEFAULT_MAX_TOKENS}.`),
       Batch: schemaOf(BatchBody),
       BatchLine: schemaOf(BatchLine, `A line of the input file; \`body\` is a Completion or ChatCompletion for \`url\`. At most ${MAX_BATCH_REQUESTS} lines, unique custom_id.`),

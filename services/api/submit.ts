@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { Job, type Queue } from 'bullmq';
-import type { BatchRecord } from '../../shared/catalog';
+import type { BatchRecord, BatchStatus } from '../../shared/catalog';
 import { batchJobId, type InferenceJob } from '../../shared/queue/contracts';
 import type { StreamEvent } from '../../shared/serving/inference';
 import { wallClockMs, type ServeRequest, type ServeResult } from '../../shared/serving/request';
@@ -143,12 +143,25 @@ async function enqueueBatch(d: ApiDeps, tenant: string, batchId: string, request
 }
 
 /**
+ * Cancel a batch that has not ended: `cancelling`, then its jobs that no worker holds removed, then `cancelled`. A
+ * batch left `cancelling` by a cancel that stopped half way (Redis went away, the API restarted) is finished. Returns
+ * the record as it is after (an ended batch's unchanged).
+ */
+export async function cancelBatch(d: ApiDeps, b: BatchRecord): Promise<BatchRecord> {
+  const running: BatchStatus[] = ['validating', 'in_progress', 'finalizing'];
+  if (!running.includes(b.status) && b.status !== 'cancelling') return b;
+  await d.batches.update(b.tenant, b.id, { status: 'cancelling', cancelledAt: Math.floor(Date.now() / 1000) }, running);
+  await removeWaiting(d, b.id, b.total);
+  return (await d.batches.update(b.tenant, b.id, { status: 'cancelled' }, ['cancelling'])) ?? b;
+}
+
+/**
  * Remove a batch's jobs that no worker holds (waiting, or delayed for a retry): BullMQ refuses to remove a job whose
  * lock a worker holds, and such a job finds its batch cancelled when it starts, or records its result. Finished jobs
  * go too (their results are in the batch's record). Many at a time: a batch has up to MAX_BATCH_REQUESTS jobs, and one
  * round trip each in turn took seconds.
  */
-export async function removeWaiting(d: ApiDeps, batchId: string, total: number): Promise<number> {
+async function removeWaiting(d: ApiDeps, batchId: string, total: number): Promise<number> {
   let removed = 0;
   const PAGE = 256;
   for (let i = 0; i < total; i += PAGE) {

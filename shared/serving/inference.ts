@@ -44,7 +44,7 @@ export function inferenceProcessor(d: InferenceDeps) {
       const raw = (job.data ?? {}) as { replyTo?: unknown; stream?: unknown; request?: { id?: unknown } };
       const id = typeof raw.request?.id === 'string' ? raw.request.id : undefined;
       if (id && typeof raw.replyTo === 'string') await d.publisher.publish(raw.replyTo, JSON.stringify({ id, error: message } satisfies Reply)).catch(() => undefined);
-      if (id && raw.stream === true) await d.publisher.publish(d.keys.stream(id), JSON.stringify({ done: true, error: message } satisfies StreamEvent)).catch(() => undefined);
+      if (id && raw.stream === true) await endStream(d, id, message).catch(() => undefined);
       throw new UnrecoverableError(message);
     }
     const data = parsed.data;
@@ -53,7 +53,7 @@ export function inferenceProcessor(d: InferenceDeps) {
       // send them again from the first. It ends here, with an error the client reads (streams are never retried; see
       // runStreaming). One that had sent nothing yet (it waited in the dead worker's scheduler) simply runs.
       const message = 'the worker serving this stream stopped; send the request again';
-      await d.publisher.publish(d.keys.stream(data.request.id), JSON.stringify({ done: true, error: message } satisfies StreamEvent)).catch(() => undefined);
+      await endStream(d, data.request.id, message).catch(() => undefined);
       throw new UnrecoverableError(message);
     }
     if (data.batchId !== undefined) {
@@ -115,14 +115,19 @@ export function inferenceProcessor(d: InferenceDeps) {
         void reply({ error: (e as Error).message })?.catch(() => undefined);
         // A batch's request fails here, before BullMQ marks the job failed: a worker that died between the two would
         // leave no one to record it (the 'failed' handler runs after), and the batch would never complete. Recorded
-        // once (the handler's second record is a no-op).
-        // A Redis that fails here must not replace the request's own error (the 'failed' handler records it again).
+        // once: the handler's record is then a no-op, and it is the one that counts if Redis fails here (which must
+        // not replace the request's own error).
         if (data.batchId !== undefined) await d.batches.record(data.tenant, data.batchId, data.index ?? 0, false, { error: (e as Error).message }).catch(() => undefined);
       }
-      if (data.stream) await d.publisher.publish(channel, JSON.stringify({ done: true, error: (e as Error).message } satisfies StreamEvent));
+      if (data.stream) await endStream(d, data.request.id, (e as Error).message);
       throw e;
     }
   };
+}
+
+/** A stream's last event when it fails: its client shows the error and stops waiting. */
+function endStream(d: Pick<InferenceDeps, 'publisher' | 'keys'>, requestId: string, error: string): Promise<number> {
+  return d.publisher.publish(d.keys.stream(requestId), JSON.stringify({ done: true, error } satisfies StreamEvent));
 }
 
 /** How long a stream's began-mark is kept: longer than any job runs. */
@@ -142,7 +147,7 @@ export async function recordFailure(d: Pick<InferenceDeps, 'batches' | 'publishe
   if (!job) return;
   const stream = StreamSlot.safeParse(job.data);
   if (stream.success) {
-    await d.publisher.publish(d.keys.stream(stream.data.request.id), JSON.stringify({ done: true, error: err.message } satisfies StreamEvent)).catch(() => undefined);
+    await endStream(d, stream.data.request.id, err.message).catch(() => undefined);
   }
   // Read the batch's coordinates alone: a job whose data failed the schema still belongs to its batch.
   const where = BatchSlot.safeParse(job.data);

@@ -3,7 +3,7 @@ import { splitDocument, type Chunk } from '../chunking';
 import type { DocumentStore } from '../catalog';
 import { ContextLengthError, type Engine, type ModelConfig, type TextTokenizer } from '../engine';
 import { chunkKey } from '../kvstore';
-import { CHAT_DEFAULT_MAX_TOKENS, MAX_TOKENS_CAP } from './limits';
+import { CHAT_DEFAULT_MAX_TOKENS, DEFAULT_MAX_TOKENS, MAX_TOKENS_CAP } from './limits';
 import { ModeSpec, type ServeRequest } from './request';
 
 /** A request as clients send it: documents by id or inline, a question (after the documents) or a bare prompt. */
@@ -63,7 +63,6 @@ export function chunkText(r: Pick<Resolver, 'model' | 'tokenizer'>, text: string
  * CHAT_DEFAULT_MAX_TOKENS (chat completions; see there).
  */
 export type DefaultMaxTokens = number | 'rest';
-export const DEFAULT_MAX_TOKENS = 16;
 
 /** Turn a client request into the worker's plain data: documents resolved to chunk tokens, everything checked. */
 export async function resolveRequest(

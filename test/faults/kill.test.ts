@@ -156,16 +156,22 @@ describe('workers killed with SIGKILL', () => {
     expect(deltas).toBeLessThan(4000);
   }, 120_000);
 
+  /**
+   * A worker that takes the one waiting job and dies holding it: a real BullMQ worker whose processor never ends, closed
+   * with force once the job is active, so the job keeps its lock until it expires (as a killed process's would).
+   */
+  const takeAndDie = async (stack: ProcStack) => {
+    const taker = new Worker('inference', () => new Promise<never>(() => undefined), { connection: { url: r.redis.url }, prefix: stack.env.QUEUE_PREFIX, lockDuration: 2000, skipStalledCheck: true });
+    await waitFor(async () => ((await r.client.llen(`${stack.env.QUEUE_PREFIX}:inference:active`)) === 1 ? true : undefined), 10_000, 'the job taken');
+    await taker.close(true);
+  };
+
   test('a stream that had sent nothing when its worker died is simply run again', async () => {
     s = await ProcStack.start({ redis: r.redis, services: ['api'], env: LOCKS });
-    // A worker that takes the stream's job and dies before its first token: a real BullMQ worker, closed with force,
-    // holds the job until its lock expires (as a killed process's would).
-    const taker = new Worker('inference', () => new Promise<never>(() => undefined), { connection: { url: r.redis.url }, prefix: s.env.QUEUE_PREFIX, lockDuration: 2000, skipStalledCheck: true });
     const res = await fetch(`${s.base}/v1/completions`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ prompt: 'Q : short ? A :', max_tokens: 8, ignore_eos: true, stream: true }) });
     // Headers come at once (the request waits in the queue, or in a worker, before its first token).
     expect(res.status).toBe(200);
-    await waitFor(async () => ((await r.client.llen(`${s!.env.QUEUE_PREFIX}:inference:active`)) === 1 ? true : undefined), 10_000, 'the job taken');
-    await taker.close(true);
+    await takeAndDie(s); // before the stream's first token
     await s.add('worker'); // finds the job stalled and runs it
     const events = (await res.text()).split('\n\n').filter(Boolean).map((e) => e.slice(6));
     expect(events.at(-1)).toBe('[DONE]');
@@ -177,10 +183,8 @@ describe('workers killed with SIGKILL', () => {
 
   test('a completion whose job BullMQ fails (its worker died, no stall allowed) answers 500 with the reason', async () => {
     s = await ProcStack.start({ redis: r.redis, services: ['api'], env: { ...LOCKS, WORKER_MAX_STALLED_COUNT: '0' } });
-    const taker = new Worker('inference', () => new Promise<never>(() => undefined), { connection: { url: r.redis.url }, prefix: s.env.QUEUE_PREFIX, lockDuration: 2000, skipStalledCheck: true });
     const answer = httpJson(s.base, 'POST', '/v1/completions', { prompt: 'Q : x ? A :', max_tokens: 2 });
-    await waitFor(async () => ((await r.client.llen(`${s!.env.QUEUE_PREFIX}:inference:active`)) === 1 ? true : undefined), 10_000, 'the job taken');
-    await taker.close(true);
+    await takeAndDie(s);
     await s.add('worker'); // finds the job stalled: with no stall allowed, BullMQ fails it
     const res = await answer;
     expect({ status: res.status, code: res.body.error.code, type: res.body.error.type }).toEqual({ status: 500, code: 'worker_error', type: 'server_error' });

@@ -24,3 +24,15 @@ export async function dropKeys(redisUrl: string, prefixes: string[]): Promise<nu
   }
   return dropped;
 }
+
+/** Prefixes of their own for the services a test or bench runs on a shared Redis (queue, catalog, KV): set them as env. */
+export function ownPrefixes(name: string): { QUEUE_PREFIX: string; CATALOG_PREFIX: string; KV_REDIS_PREFIX: string } {
+  return { QUEUE_PREFIX: `{${name}}`, CATALOG_PREFIX: `${name}:{api}`, KV_REDIS_PREFIX: `${name}:kv` };
+}
+
+/** Drop what services run under `ownPrefixes` left: queue and catalog keys in the queue's Redis, KV keys in the KV Redis. */
+export async function dropOwnPrefixes(p: ReturnType<typeof ownPrefixes>, env: NodeJS.ProcessEnv = process.env): Promise<void> {
+  const queueRedis = env.REDIS_URL ?? 'redis://127.0.0.1:6379';
+  await dropKeys(queueRedis, [p.QUEUE_PREFIX, p.CATALOG_PREFIX]);
+  await dropKeys(env.KV_REDIS_URL ?? queueRedis, [p.KV_REDIS_PREFIX]);
+}

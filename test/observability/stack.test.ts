@@ -7,7 +7,7 @@ import { postJson } from '../helpers/stack';
 import { pipelineModel, workload } from '../helpers/workload';
 import { findPrometheus, startPrometheus, type PrometheusServer } from './prometheus';
 import { expandGrafanaVariables, loadDashboardQueries } from './promql';
-import { dropKeys } from '../helpers/redis';
+import { dropOwnPrefixes, ownPrefixes } from '../helpers/redis';
 import { tsArgs } from '../helpers/ts';
 
 /**
@@ -16,7 +16,7 @@ import { tsArgs } from '../helpers/ts';
  */
 const ROOT = join(__dirname, '..', '..');
 // The stack runs on the machine's Redis under these prefixes, dropped afterwards.
-const PREFIXES = { QUEUE_PREFIX: `{epic-obs-${process.pid}}`, CATALOG_PREFIX: `epic-obs-${process.pid}:{api}`, KV_REDIS_PREFIX: `epic-obs-${process.pid}:kv` };
+const PREFIXES = ownPrefixes(`epic-obs-${process.pid}`);
 const prometheus = findPrometheus();
 const it = prometheus ? test : test.skip;
 if (!prometheus) console.warn('test/observability/stack.test.ts: SKIPPED: prometheus not found (apt-get install prometheus)');
@@ -33,7 +33,7 @@ describe('dashboards against the running stack', () => {
       await exited;
     }
     if (kvDir) rmSync(kvDir, { recursive: true, force: true });
-    if (proc) await dropKeys(process.env.REDIS_URL ?? 'redis://127.0.0.1:6379', Object.values(PREFIXES));
+    if (proc) await dropOwnPrefixes(PREFIXES);
   });
 
   it('every dashboard expression returns data', async () => {

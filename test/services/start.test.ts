@@ -1,15 +1,15 @@
 import { spawn } from 'node:child_process';
 import { join } from 'node:path';
 import { freePort, waitFor } from '../helpers/net';
-import { dropKeys } from '../helpers/redis';
+import { dropOwnPrefixes, ownPrefixes } from '../helpers/redis';
 import { tsArgs } from '../helpers/ts';
 
 const ROOT = join(__dirname, '..', '..');
-const PREFIXES = { QUEUE_PREFIX: `{epic-start-${process.pid}}`, CATALOG_PREFIX: `epic-start-${process.pid}:{api}`, KV_REDIS_PREFIX: `epic-start-${process.pid}:kv` };
+const PREFIXES = ownPrefixes(`epic-start-${process.pid}`);
 
 // Both tests run the services on the machine's Redis under their own prefixes, dropped afterwards.
 afterAll(async () => {
-  await dropKeys(process.env.REDIS_URL ?? 'redis://127.0.0.1:6379', Object.values(PREFIXES));
+  await dropOwnPrefixes(PREFIXES);
 });
 
 /** `npm start` (services/start.ts) on free ports: its output so far, how it exited, and its ports. */

@@ -7,7 +7,7 @@ import type { ServeRequest } from '../../../shared/serving/request';
 import { tenantSalt } from '../../../shared/serving/tenancy';
 import type { ApiDeps } from '../deps';
 import { ApiError } from '../errors';
-import { newId, removeWaiting, startBatch } from '../submit';
+import { cancelBatch, newId, startBatch } from '../submit';
 import { checkId, parseBody } from '../validate';
 
 export const JobBody = z
@@ -116,12 +116,7 @@ export function jobsRouter(d: ApiDeps): Router {
   });
 
   r.post('/v1/jobs/:id/cancel', async (req, res) => {
-    const b = await getJob(d, req.tenant, req.params.id);
-    if (TERMINAL.has(b.status)) return void res.json(jobView(b));
-    await d.batches.update(req.tenant, b.id, { status: 'cancelling' }, ['in_progress', 'validating', 'finalizing']);
-    await removeWaiting(d, b.id, b.total);
-    const done = await d.batches.update(req.tenant, b.id, { status: 'cancelled', cancelledAt: Math.floor(Date.now() / 1000) }, ['cancelling']);
-    res.json(jobView(done ?? b));
+    res.json(jobView(await cancelBatch(d, await getJob(d, req.tenant, req.params.id))));
   });
 
   return r;

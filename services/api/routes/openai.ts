@@ -2,13 +2,13 @@ import { Router, type Request, type Response } from 'express';
 import multer from 'multer';
 import { z } from 'zod';
 import type { BatchRecord, FileRecord } from '../../../shared/catalog';
-import { MAX_BATCH_REQUESTS, MAX_TOKENS_CAP } from '../../../shared/serving/limits';
+import { DEFAULT_MAX_TOKENS, MAX_BATCH_REQUESTS, MAX_TOKENS_CAP } from '../../../shared/serving/limits';
 import type { ServeResult } from '../../../shared/serving/request';
 import { ModeSpec } from '../../../shared/serving/request';
-import { DEFAULT_MAX_TOKENS, type DefaultMaxTokens } from '../../../shared/serving/resolve';
+import type { DefaultMaxTokens } from '../../../shared/serving/resolve';
 import type { ApiDeps } from '../deps';
 import { ApiError, uploadError } from '../errors';
-import { newId, removeWaiting, runOne, runStreaming, startBatch, type OneRun } from '../submit';
+import { cancelBatch, newId, runOne, runStreaming, startBatch, type OneRun } from '../submit';
 import { wallClockMs } from '../../../shared/serving/request';
 import { checkId, parseBody } from '../validate';
 import { resolveAll } from './jobs';
@@ -440,13 +440,7 @@ export function openaiRouter(d: ApiDeps): Router {
   r.post('/v1/batches/:id/cancel', async (req, res) => {
     const b = await d.batches.get(req.tenant, checkId(req.params.id, 'batch'));
     if (!b || b.kind === 'jobs') throw new ApiError(404, `batch ${req.params.id} not found`, 'invalid_request_error', 'id', 'not_found');
-    // A cancel that stopped half way (Redis went away, the API restarted) left the batch `cancelling`: cancelling again
-    // finishes it.
-    if (b.status !== 'in_progress' && b.status !== 'cancelling') return void res.json(batchObject(await finalize(d, b)));
-    if (b.status === 'in_progress') await d.batches.update(req.tenant, b.id, { status: 'cancelling', cancelledAt: Math.floor(Date.now() / 1000) }, ['in_progress']);
-    await removeWaiting(d, b.id, b.total);
-    const done = await d.batches.update(req.tenant, b.id, { status: 'cancelled' }, ['cancelling']);
-    res.json(batchObject(await finalize(d, done ?? b)));
+    res.json(batchObject(await finalize(d, await cancelBatch(d, b))));
   });
   return r;
 }
