@@ -53,9 +53,62 @@ export interface ModelConfig {
   eosTokenIds: number[];
   padTokenId: number;
   sinkTokenId?: number;
+  /** RoPE frequency scaling (config's rope_scaling); absent for plain RoPE. */
+  ropeScaling?: RopeScaling;
   /** File names of the graphs, relative to dir. */
   graphs: { stock?: string; primitive?: string; layers?: { embed: string; layer: string; kv: string; head: string } };
   raw: Record<string, unknown>;
+}
+
+/**
+ * The rope_scaling kinds whose rotation stays a pure per-frequency rotation of the key (so a cached key still moves by
+ * R(q - p)): Llama 3's wavelength-dependent rescaling and linear position interpolation (inv_freq / factor).
+ */
+export type RopeScaling =
+  | { type: 'llama3'; factor: number; lowFreqFactor: number; highFreqFactor: number; originalMaxPositionEmbeddings: number }
+  | { type: 'linear'; factor: number };
+
+const positive = (field: string) => z.number({ message: `rope_scaling.${field} must be a positive number` }).positive(`rope_scaling.${field} must be positive`);
+const Llama3Scaling = z.object({
+  factor: positive('factor'),
+  low_freq_factor: positive('low_freq_factor'),
+  high_freq_factor: positive('high_freq_factor'),
+  original_max_position_embeddings: positive('original_max_position_embeddings'),
+});
+const LinearScaling = z.object({ factor: positive('factor') });
+
+/** config.json's rope_scaling → RopeScaling (undefined for none / "default"); a message naming the field otherwise. */
+export function parseRopeScaling(raw: unknown): RopeScaling | undefined | string {
+  if (raw == null) return undefined;
+  if (typeof raw !== 'object' || Array.isArray(raw)) return 'rope_scaling must be an object or null';
+  const o = raw as Record<string, unknown>;
+  const type = o.rope_type ?? o.type;
+  const field = o.rope_type !== undefined ? 'rope_type' : 'type';
+  if (type == null || type === 'default') return undefined;
+  const issues = (e: z.ZodError) => e.issues.map((i) => (i.path.length ? i.message : `rope_scaling: ${i.message}`)).join('; ');
+  if (type === 'llama3') {
+    const p = Llama3Scaling.safeParse(o);
+    if (!p.success) return issues(p.error);
+    if (p.data.high_freq_factor <= p.data.low_freq_factor) {
+      return `rope_scaling.high_freq_factor ${p.data.high_freq_factor} must exceed rope_scaling.low_freq_factor ${p.data.low_freq_factor}`;
+    }
+    return {
+      type: 'llama3',
+      factor: p.data.factor,
+      lowFreqFactor: p.data.low_freq_factor,
+      highFreqFactor: p.data.high_freq_factor,
+      originalMaxPositionEmbeddings: p.data.original_max_position_embeddings,
+    };
+  }
+  if (type === 'linear') {
+    const p = LinearScaling.safeParse(o);
+    if (!p.success) return issues(p.error);
+    return { type: 'linear', factor: p.data.factor };
+  }
+  return (
+    `rope_scaling.${field} ${JSON.stringify(type)} is not supported for position-independent caching ` +
+    `(supported: "llama3", "linear", "default"; scalings that change attention or depend on the sequence length cannot be re-rotated)`
+  );
 }
 
 export function kvShape(c: ModelConfig): KVShape {
@@ -92,9 +145,8 @@ export function loadModelConfig(dir: string, file = `${dir}/config.json`): Model
       file,
     );
   }
-  if (c.rope_scaling != null) {
-    throw new ModelLoadError(`model config ${file}: rope_scaling is set; position-independent caching needs plain RoPE`, file);
-  }
+  const ropeScaling = parseRopeScaling(c.rope_scaling);
+  if (typeof ropeScaling === 'string') throw new ModelLoadError(`model config ${file}: ${ropeScaling}`, file);
   if (c.partial_rotary_factor != null && c.partial_rotary_factor !== 1) {
     throw new ModelLoadError(
       `model config ${file}: partial_rotary_factor ${c.partial_rotary_factor} (rotary_dim != head_dim) is not supported for re-rotation`,
@@ -111,6 +163,7 @@ export function loadModelConfig(dir: string, file = `${dir}/config.json`): Model
     kvHeads,
     headDim,
     ropeTheta: c.rope_theta,
+    ropeScaling,
     contextLength: c.max_position_embeddings,
     bosTokenId: c.bos_token_id,
     eosTokenIds: Array.isArray(c.eos_token_id) ? c.eos_token_id : [c.eos_token_id],

@@ -172,7 +172,7 @@ export class Engine {
     readonly sessionOptions: SessionOptions,
   ) {
     this.shape = kvShape(config);
-    this.rope = new Rope(config.headDim, config.ropeTheta);
+    this.rope = new Rope(config.headDim, config.ropeTheta, config.ropeScaling);
     this.graphKind = graph.kind;
   }
 
@@ -537,7 +537,9 @@ export class Engine {
       throw new ModelLoadError(
         `RoPE self-check failed for ${this.config.dir}: keys computed at position 0 and re-rotated to ${P} differ from keys ` +
           `computed at ${P} by ${worst.toExponential(2)} (> ${tol}). The model's rotary embedding is not the rotate_half ` +
-          `convention with rope_theta ${this.config.ropeTheta} over the full head_dim, so cached chunks cannot be moved.`,
+          `convention with rope_theta ${this.config.ropeTheta}` +
+          (this.config.ropeScaling ? ` and rope_scaling ${JSON.stringify(this.config.ropeScaling)}` : ' (no rope_scaling)') +
+          ` over the full head_dim, so cached chunks cannot be moved.`,
         `${this.config.dir}/config.json`,
       );
     }

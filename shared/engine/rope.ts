@@ -1,4 +1,52 @@
+import type { RopeScaling } from './config';
 import type { KVBlock } from './kv';
+
+const f32 = Math.fround;
+
+/**
+ * RoPE inverse frequencies as transformers computes them in float32: inv_freq[i] = 1 / theta^(2i / headDim), then
+ * rescaled for rope_scaling. linear: inv_freq / factor (positions divided by factor). llama3 (transformers'
+ * _compute_llama3_parameters): wavelen = 2π / inv_freq; wavelengths below original_max / high_freq_factor are kept,
+ * those above original_max / low_freq_factor are divided by factor, and those between are interpolated smoothly:
+ * s = (original_max / wavelen - low) / (high - low), inv = (1 - s) · inv / factor + s · inv. Every operation is
+ * rounded to float32 as torch rounds it (a Python scalar meets a float32 tensor as a float32), so the angles match the
+ * exported graph's to the last bit where the graph bakes the same table in.
+ */
+export function ropeInvFreq(headDim: number, theta: number, scaling?: RopeScaling): Float32Array {
+  const half = headDim / 2;
+  const inv = new Float32Array(half);
+  for (let i = 0; i < half; i++) {
+    const exponent = f32(f32(2 * i) / headDim);
+    inv[i] = f32(1 / f32(Math.pow(theta, exponent)));
+  }
+  if (!scaling) return inv;
+  const factor = f32(scaling.factor);
+  if (scaling.type === 'linear') {
+    for (let i = 0; i < half; i++) inv[i] = f32(inv[i] / factor);
+    return inv;
+  }
+  const old = scaling.originalMaxPositionEmbeddings;
+  const low = scaling.lowFreqFactor;
+  const high = scaling.highFreqFactor;
+  // Python floats: these two are computed in double, then compared with a float32 tensor.
+  const lowFreqWavelen = old / low;
+  const highFreqWavelen = old / high;
+  const twoPi = f32(2 * Math.PI);
+  const span = f32(high - low);
+  for (let i = 0; i < half; i++) {
+    const wavelen = f32(twoPi / inv[i]);
+    let llama = wavelen > f32(lowFreqWavelen) ? f32(inv[i] / factor) : inv[i];
+    const medium = !(wavelen < f32(highFreqWavelen)) && !(wavelen > f32(lowFreqWavelen));
+    if (medium) {
+      const smooth = f32(f32(f32(f32(old) / wavelen) - f32(low)) / span);
+      const a = f32(f32(f32(1 - smooth) * llama) / factor);
+      const b = f32(smooth * llama);
+      llama = f32(a + b);
+    }
+    inv[i] = llama;
+  }
+  return inv;
+}
 
 /**
  * RoPE delta rotation of cached keys (Hugging Face Llama's rotate_half convention: dimension i pairs with
@@ -16,13 +64,11 @@ export class Rope {
   constructor(
     readonly headDim: number,
     readonly theta: number,
+    /** rope_scaling (llama3, linear): only the frequencies change; a key still moves by a pure rotation. */
+    readonly scaling?: RopeScaling,
   ) {
     this.half = headDim / 2;
-    this.invFreq = new Float64Array(this.half);
-    for (let i = 0; i < this.half; i++) {
-      const exponent = Math.fround((2 * i) / headDim);
-      this.invFreq[i] = Math.fround(1 / Math.fround(Math.pow(theta, exponent)));
-    }
+    this.invFreq = Float64Array.from(ropeInvFreq(headDim, theta, scaling));
   }
 
   private cosT?: Float64Array;

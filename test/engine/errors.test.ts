@@ -81,12 +81,21 @@ describe('bad models are refused with an error naming the file', () => {
     expect(e.message).toContain('RoPE self-check failed');
   });
 
-  test('rope scaling is refused', async () => {
+  test('rope scaling the re-rotation cannot reproduce is refused', async () => {
+    editJson(join(m.dir, 'config.json'), (j) => {
+      j.rope_scaling = { rope_type: 'yarn', factor: 2 };
+    });
+    const e = await loadError(m.dir);
+    expect(e.message).toContain('rope_scaling.rope_type "yarn" is not supported');
+  });
+
+  test('rope scaling the graph does not implement fails the self-check, naming it', async () => {
     editJson(join(m.dir, 'config.json'), (j) => {
       j.rope_scaling = { type: 'linear', factor: 2 };
     });
     const e = await loadError(m.dir);
-    expect(e.message).toContain('rope_scaling');
+    expect(e.message).toContain('RoPE self-check failed');
+    expect(e.message).toContain('rope_scaling {"type":"linear","factor":2}');
   });
 });
 
