@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from llama import Llama, LlamaConfig, apply_rope, causal_bias_from_mask, rope_cos_sin, save_config  # noqa: E402
+from llama import Llama, LlamaConfig, apply_rope, causal_bias_from_mask, save_config  # noqa: E402
 from wordpiece import WordPiece  # noqa: E402
 
 OPSET = 17
@@ -79,7 +79,7 @@ class LayerGraph(torch.nn.Module):
         self.m, self.layer = m, m.layers[i]
 
     def forward(self, hidden, position_ids, attn_bias, past_key, past_value):
-        cos, sin = rope_cos_sin(position_ids, self.m.c.head_dim, self.m.c.rope_theta)
+        cos, sin = self.m.cos_sin(position_ids)
         return self.layer(hidden, cos, sin, past_key, past_value, attn_bias)
 
 
@@ -91,10 +91,13 @@ class KVGraph(torch.nn.Module):
     def forward(self, hidden, position_ids):
         c = self.m.c
         b, s, _ = hidden.shape
-        cos, sin = rope_cos_sin(position_ids, c.head_dim, c.rope_theta)
+        cos, sin = self.m.cos_sin(position_ids)
         x = self.layer.input_layernorm(hidden)
         a = self.layer.self_attn
-        k = a.k_proj(x).view(b, s, c.num_key_value_heads, c.head_dim).transpose(1, 2)
+        k = a.k_proj(x).view(b, s, c.num_key_value_heads, c.head_dim)
+        if c.qk_norm:
+            k = a.k_norm(k)
+        k = k.transpose(1, 2)
         v = a.v_proj(x).view(b, s, c.num_key_value_heads, c.head_dim).transpose(1, 2)
         return apply_rope(k, cos, sin), v
 
@@ -148,7 +151,8 @@ def past_names(c: LlamaConfig, prefix: str):
     return names
 
 
-def export_graphs(m: Llama, out: str):
+def export_graphs(m: Llama, out: str, stock_only: bool = False):
+    """model.onnx (stock) and, unless stock_only, model_epic.onnx (primitive); single files (no external data)."""
     c = m.c
     m.eval()
     b, s, p = 1, 3, 5  # trace with past length != sequence length
@@ -172,6 +176,8 @@ def export_graphs(m: Llama, out: str):
                       "logits": {0: "batch", 1: "sequence_length"},
                       **dyn_past, **{n: {0: "batch", 2: "total_sequence_length"} for n in present}},
     )
+    if stock_only:
+        return
     bias = torch.zeros(b, 1, s, p + s)
     new = past_names(c, "new_key_values")
     torch.onnx.export(
@@ -186,9 +192,44 @@ def export_graphs(m: Llama, out: str):
     )
 
 
+def kv_to_float16(path: str):
+    """Rewrite a stock graph so its past_key_values.* inputs and present.* outputs are float16 (as onnx-community's
+    fp16 exports are): the float32 graph inside is wrapped with Cast nodes at its KV inputs and outputs."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    model = onnx.load(path)
+    g = model.graph
+    casts = []
+    for inp in g.input:
+        if inp.name.startswith("past_key_values."):
+            inner = inp.name + "_f32"
+            for node in g.node:
+                node.input[:] = [inner if x == inp.name else x for x in node.input]
+            casts.append(helper.make_node("Cast", [inp.name], [inner], to=TensorProto.FLOAT, name=f"cast_in_{inp.name}"))
+            inp.type.tensor_type.elem_type = TensorProto.FLOAT16
+    tail = []
+    for o in g.output:
+        if o.name.startswith("present."):
+            inner = o.name + "_f32"
+            for node in g.node:
+                node.output[:] = [inner if x == o.name else x for x in node.output]
+                node.input[:] = [inner if x == o.name else x for x in node.input]
+            tail.append(helper.make_node("Cast", [inner], [o.name], to=TensorProto.FLOAT16, name=f"cast_out_{o.name}"))
+            o.type.tensor_type.elem_type = TensorProto.FLOAT16
+    nodes = casts + list(g.node) + tail
+    del g.node[:]
+    g.node.extend(nodes)
+    onnx.checker.check_model(model)
+    onnx.save_model(model, path)
+
+
 @torch.no_grad()
-def write_reference(m: Llama, tok: WordPiece, out: str, seed: int):
-    """Torch fp32 logits and KV for fixed inputs: one prefill from position 0 and the same text's tokenisation."""
+def write_reference(m: Llama, tok, out: str, seed: int, text: str | None = None, text_ids: list[int] | None = None):
+    """Torch fp32 logits and KV for fixed inputs: one prefill from position 0 and the same text's tokenisation.
+
+    tok: a tokenizer with encode(text) (the project's WordPiece), or None with text/text_ids given (or neither:
+    an imported model whose tokenizer Python cannot run)."""
     g = torch.Generator().manual_seed(seed)
     c = m.c
     n = 24
@@ -200,7 +241,10 @@ def write_reference(m: Llama, tok: WordPiece, out: str, seed: int):
     for k, v in kv:
         blobs += [k.reshape(-1), v.reshape(-1)]
     np.concatenate([t.numpy().astype("<f4") for t in blobs]).tofile(os.path.join(out, "reference_logits.bin"))
-    text = "Q: where does Mira live? A: she lives in the city of Lisbon, 42 km away."
+    if text is None:
+        text = "Q: where does Mira live? A: she lives in the city of Lisbon, 42 km away."
+    if tok is not None:
+        text_ids = tok.encode(text)
     ref = {
         "framework": f"torch {torch.__version__}",
         "dtype": "float32",
@@ -208,9 +252,9 @@ def write_reference(m: Llama, tok: WordPiece, out: str, seed: int):
         "logits_shape": list(logits.shape),
         "kv_shape": [1, c.num_key_value_heads, n, c.head_dim],
         "layout": "logits, then per layer key then value, little-endian float32",
-        "tokenizer_text": text,
-        "tokenizer_ids": tok.encode(text),
     }
+    if text_ids is not None:
+        ref.update(tokenizer_text=text, tokenizer_ids=list(text_ids))
     with open(os.path.join(out, "reference.json"), "w") as f:
         json.dump(ref, f, indent=2)
         f.write("\n")

@@ -10,6 +10,11 @@ what was trained:
   the cache, padding.  Keys are stored post-RoPE, so a cached key at position p carries R(p).
 
 RoPE follows Hugging Face's Llama convention (``rotate_half``: dimension i pairs with i + head_dim/2).
+
+The same class covers the Hugging Face families the importer takes (``import_hf.py``): an explicit ``head_dim``
+(may differ from hidden/heads), q/k/v bias (Qwen2's ``attention_bias``), per-head q/k RMSNorm before RoPE (Qwen3),
+tied input/output embeddings, and ``rope_scaling`` of type ``llama3`` or ``linear``.  Defaults reproduce the
+project's own models exactly.
 """
 from __future__ import annotations
 
@@ -39,30 +44,49 @@ class LlamaConfig:
     eos_token_id: int = 2
     pad_token_id: int = 0
     extra: dict = field(default_factory=dict)
+    # Hugging Face family features (defaults: the project's own models)
+    head_dim_override: int | None = None  # config.json head_dim when it differs from hidden/heads
+    attention_bias: bool = False  # bias on q, k, v projections (Qwen2)
+    qk_norm: bool = False  # RMSNorm over head_dim on q and k per head, before RoPE (Qwen3)
+    tie_word_embeddings: bool = False
+    rope_scaling: dict | None = None  # {"rope_type": "llama3" | "linear", ...}
+
+    _FEATURES = ("head_dim_override", "attention_bias", "qk_norm", "tie_word_embeddings", "rope_scaling")
 
     @property
     def head_dim(self) -> int:
+        if self.head_dim_override:
+            return self.head_dim_override
         return self.hidden_size // self.num_attention_heads
 
     def to_hf(self) -> dict:
         d = asdict(self)
         extra = d.pop("extra")
+        for k in self._FEATURES:
+            d.pop(k)
         d.update(
             architectures=["LlamaForCausalLM"],
             model_type="llama",
             head_dim=self.head_dim,
             hidden_act="silu",
-            tie_word_embeddings=False,
-            rope_scaling=None,
+            tie_word_embeddings=self.tie_word_embeddings,
+            rope_scaling=self.rope_scaling,
             torch_dtype="float32",
         )
+        if self.attention_bias:
+            d["attention_bias"] = True
+        if self.qk_norm:
+            d["qk_norm"] = True
         d.update(extra)
         return d
 
     @staticmethod
     def from_hf(d: dict) -> "LlamaConfig":
-        keys = {f for f in LlamaConfig.__dataclass_fields__ if f != "extra"}
-        return LlamaConfig(**{k: v for k, v in d.items() if k in keys})
+        keys = {f for f in LlamaConfig.__dataclass_fields__ if f not in ("extra", "head_dim_override")}
+        c = LlamaConfig(**{k: v for k, v in d.items() if k in keys})
+        if d.get("head_dim") and d["head_dim"] != c.hidden_size // c.num_attention_heads:
+            c.head_dim_override = int(d["head_dim"])
+        return c
 
 
 class RMSNorm(nn.Module):
@@ -78,9 +102,42 @@ class RMSNorm(nn.Module):
         return (y if y.dtype == x.dtype else y.to(x.dtype)) * self.weight
 
 
-def rope_cos_sin(position_ids: torch.Tensor, head_dim: int, theta: float):
-    """position_ids [B, S] (int64) -> cos, sin [B, 1, S, head_dim]."""
+def rope_type(scaling: dict | None) -> str:
+    if not scaling:
+        return "default"
+    return scaling.get("rope_type", scaling.get("type", "default"))
+
+
+def rope_inv_freq(head_dim: int, theta: float, scaling: dict | None = None) -> torch.Tensor:
+    """Inverse frequencies [head_dim/2] in float32: 1/theta^(2i/d), then rescaled as transformers'
+    _compute_llama3_parameters (by wavelength) or _compute_linear_scaling_rope_parameters (divided by factor) do,
+    every step in float32 (the TS engine's Rope forms them the same way)."""
     inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim))
+    kind = rope_type(scaling)
+    if kind == "default":
+        return inv_freq
+    if kind == "linear":
+        return inv_freq / float(scaling["factor"])
+    if kind == "llama3":
+        factor = float(scaling["factor"])
+        low, high = float(scaling["low_freq_factor"]), float(scaling["high_freq_factor"])
+        old_len = float(scaling["original_max_position_embeddings"])
+        low_wavelen, high_wavelen = old_len / low, old_len / high
+        wavelen = 2 * math.pi / inv_freq
+        scaled = torch.where(wavelen > low_wavelen, inv_freq / factor, inv_freq)
+        smooth = (old_len / wavelen - low) / (high - low)
+        smoothed = (1 - smooth) * scaled / factor + smooth * scaled
+        medium = ~(wavelen < high_wavelen) * ~(wavelen > low_wavelen)
+        return torch.where(medium, smoothed, scaled)
+    raise ValueError(f"rope_scaling type {kind!r} is not supported (llama3, linear)")
+
+
+def rope_cos_sin(position_ids: torch.Tensor, head_dim: int, theta: float, scaling: dict | None = None):
+    """position_ids [B, S] (int64) -> cos, sin [B, 1, S, head_dim]."""
+    if rope_type(scaling) == "default":
+        inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim))
+    else:  # a constant in the graph, computed here in float32
+        inv_freq = rope_inv_freq(head_dim, theta, scaling)
     freqs = position_ids.to(torch.float32).unsqueeze(-1) * inv_freq  # [B, S, D/2]
     emb = torch.cat([freqs, freqs], dim=-1)
     return emb.cos().unsqueeze(1), emb.sin().unsqueeze(1)
@@ -127,17 +184,33 @@ class Attention(nn.Module):
         super().__init__()
         self.c = c
         hd = c.head_dim
-        self.q_proj = nn.Linear(c.hidden_size, c.num_attention_heads * hd, bias=False)
-        self.k_proj = nn.Linear(c.hidden_size, c.num_key_value_heads * hd, bias=False)
-        self.v_proj = nn.Linear(c.hidden_size, c.num_key_value_heads * hd, bias=False)
+        qkv_bias = c.attention_bias
+        self.q_proj = nn.Linear(c.hidden_size, c.num_attention_heads * hd, bias=qkv_bias)
+        self.k_proj = nn.Linear(c.hidden_size, c.num_key_value_heads * hd, bias=qkv_bias)
+        self.v_proj = nn.Linear(c.hidden_size, c.num_key_value_heads * hd, bias=qkv_bias)
         self.o_proj = nn.Linear(c.num_attention_heads * hd, c.hidden_size, bias=False)
+        if c.qk_norm:
+            self.q_norm = RMSNorm(hd, c.rms_norm_eps)
+            self.k_norm = RMSNorm(hd, c.rms_norm_eps)
+
+    def _kv(self, x):
+        """Key before RoPE and value, [B, Hkv, S, D] each."""
+        b, s, _ = x.shape
+        hd = self.c.head_dim
+        k = self.k_proj(x).view(b, s, self.c.num_key_value_heads, hd)
+        if self.c.qk_norm:
+            k = self.k_norm(k)
+        k = k.transpose(1, 2)
+        v = self.v_proj(x).view(b, s, self.c.num_key_value_heads, hd).transpose(1, 2)
+        return k, v
 
     def forward(self, x, cos, sin, past_k, past_v, bias):
         b, s, _ = x.shape
-        hd = self.c.head_dim
-        q = self.q_proj(x).view(b, s, self.c.num_attention_heads, hd).transpose(1, 2)
-        k = self.k_proj(x).view(b, s, self.c.num_key_value_heads, hd).transpose(1, 2)
-        v = self.v_proj(x).view(b, s, self.c.num_key_value_heads, hd).transpose(1, 2)
+        q = self.q_proj(x).view(b, s, self.c.num_attention_heads, self.c.head_dim)
+        if self.c.qk_norm:
+            q = self.q_norm(q)
+        q = q.transpose(1, 2)
+        k, v = self._kv(x)
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         n_rep = self.c.num_attention_heads // self.c.num_key_value_heads
         out = attend(q, k, v, past_k, past_v, bias, n_rep)
@@ -179,12 +252,17 @@ class Llama(nn.Module):
         self.layers = nn.ModuleList([Block(c) for _ in range(c.num_hidden_layers)])
         self.norm = RMSNorm(c.hidden_size, c.rms_norm_eps)
         self.lm_head = nn.Linear(c.hidden_size, c.vocab_size, bias=False)
+        if c.tie_word_embeddings:
+            self.lm_head.weight = self.embed_tokens.weight
+
+    def cos_sin(self, position_ids):
+        return rope_cos_sin(position_ids, self.c.head_dim, self.c.rope_theta, self.c.rope_scaling)
 
     def step(self, input_ids, position_ids, bias, past):
         """The engine primitive: compute tokens at given positions over cached KV.
 
         past: list of (k, v) per layer, each [B, Hkv, P, D].  Returns logits [B,S,V] and the new tokens' (k, v)."""
-        cos, sin = rope_cos_sin(position_ids, self.c.head_dim, self.c.rope_theta)
+        cos, sin = self.cos_sin(position_ids)
         x = self.embed_tokens(input_ids)
         new = []
         for layer, (pk, pv) in zip(self.layers, past):
