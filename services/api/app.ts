@@ -61,7 +61,7 @@ export function createApp(d: ApiDeps): Express {
     errorHandlerWith(d.errors, (err, req, status) => {
       const e = err as Error;
       (status === 500 ? d.log?.error : d.log?.warn)?.call(d.log, { status, method: req.method, path: req.path, err: e?.message, stack: status === 500 ? e?.stack : undefined }, 'request failed');
-    }),
+    }, d.redis),
   );
   return app;
 }

@@ -1,6 +1,8 @@
 import type { NextFunction, Request, Response } from 'express';
 import { STATUS_CODES } from 'node:http';
 import type { Duplex } from 'node:stream';
+import { ConnectionClosedError } from 'bullmq';
+import { MaxRetriesPerRequestError } from 'ioredis/built/errors';
 import type { ErrorMetrics } from '../../shared/metrics/metrics';
 import { ResolveError } from '../../shared/serving/resolve';
 
@@ -33,21 +35,50 @@ export function queueUnavailable(): ApiError {
   return new ApiError(503, 'the queue is unavailable; retry shortly', 'server_error', null, 'queue_unavailable', 1);
 }
 
-/** Errors from a Redis that does not answer (the queue's): the API answers 503 with Retry-After. */
-export function isRedisDown(e: unknown): boolean {
-  const m = (e as Error)?.message ?? '';
-  return /enableOfflineQueue|Connection is closed|ECONNREFUSED|ECONNRESET|Stream isn't writeable|MaxRetriesPerRequest|ETIMEDOUT|connect E/.test(m);
+/** A request whose job is gone from the queue before it ended: the queue's Redis lost it (restarted empty, flushed). */
+export class JobVanishedError extends Error {
+  constructor(readonly jobId: string) {
+    super(`request ${jobId} is no longer in the queue`);
+  }
+}
+
+/** ioredis's errors for commands it gave up on: MaxRetriesPerRequestError and its base, redis-errors' AbortError. */
+const AbortError = Object.getPrototypeOf(MaxRetriesPerRequestError) as new (...a: unknown[]) => Error;
+
+/** Socket-level failures to reach a server (Node's `code`s). */
+const CONNECTION_CODES = new Set(['ECONNREFUSED', 'ECONNRESET', 'EPIPE', 'ETIMEDOUT', 'EHOSTUNREACH', 'ENETUNREACH', 'ENOTFOUND', 'EAI_AGAIN']);
+
+/** What isRedisDown needs of a connection: ioredis's `status` ('ready' when it answers). */
+export interface ConnectionState {
+  readonly status: string;
+}
+
+/**
+ * Errors from a Redis that does not answer (the queue's): the API answers 503 with Retry-After. Classified by class and
+ * code, never by message text: ioredis's MaxRetriesPerRequestError and AbortError (commands flushed or aborted when
+ * the connection dropped), BullMQ's ConnectionClosedError, a socket error's code (ECONNREFUSED, ECONNRESET, EPIPE,
+ * ETIMEDOUT, …), also as an error's `cause`. ioredis rejects some commands with a bare `Error` and nothing else to
+ * tell them by ("Connection is closed.", the offline queue's refusal): such a bare Error counts when `connection`, the
+ * queue's, is not ready at that moment. Other classes (a TypeError, a ReplyError) are not the connection's.
+ */
+export function isRedisDown(e: unknown, connection?: ConnectionState): boolean {
+  for (let x = e, depth = 0; x && typeof x === 'object' && depth < 4; x = (x as { cause?: unknown }).cause, depth++) {
+    if (x instanceof AbortError || x instanceof ConnectionClosedError) return true;
+    const code = (x as { code?: unknown }).code;
+    if (typeof code === 'string' && CONNECTION_CODES.has(code)) return true;
+  }
+  return !!connection && connection.status !== 'ready' && e instanceof Error && Object.getPrototypeOf(e) === Error.prototype;
 }
 
 /**
  * The Express error handler, counting errors by kind: every error leaves as JSON, never as a stack trace. A 5xx's
  * cause goes to the log (`onServerError`): the client's "internal error" tells an operator nothing.
  */
-export function errorHandlerWith(errors?: ErrorMetrics, onServerError?: (err: unknown, req: Request, status: number) => void) {
-  return (err: unknown, req: Request, res: Response, next: NextFunction): void => {
+export function errorHandlerWith(errors?: ErrorMetrics, onServerError?: (err: unknown, req: Request, status: number) => void, queue?: ConnectionState) {
+  return (err: unknown, req: Request, res: Response, _next: NextFunction): void => {
     // An error after the answer started (a stream) cannot change its status: it is the server's, and is logged.
     const started = res.headersSent;
-    errorHandler(err, req, res, next);
+    answerError(err, res, queue);
     const s = started ? 500 : res.statusCode;
     errors?.count(s === 503 ? 'queue' : s === 504 ? 'timeout' : s >= 500 ? 'internal' : 'bad_request');
     if (s >= 500) onServerError?.(err, req, s);
@@ -81,8 +112,8 @@ export function answerClientError(err: Error & { code?: string; rawPacket?: Buff
   );
 }
 
-/** Express error handler: every error leaves as JSON, never as a stack trace. */
-export function errorHandler(err: unknown, _req: Request, res: Response, _next: NextFunction): void {
+/** Answer an error: every error leaves as JSON, never as a stack trace. `queue`: the queue's connection (isRedisDown). */
+export function answerError(err: unknown, res: Response, queue?: ConnectionState): void {
   if (res.headersSent) {
     res.end();
     return;
@@ -105,16 +136,18 @@ export function errorHandler(err: unknown, _req: Request, res: Response, _next: 
     res.status(413).json(errorBody('request body too large', 'invalid_request_error', null, 'body_too_large'));
     return;
   }
+  // A client's own failure (body-parser's aborted request carries ECONNABORTED and a 4xx status) is not the queue's.
+  const clients = typeof e?.status === 'number' && e.status >= 400 && e.status < 500;
+  if ((!clients && isRedisDown(err, queue)) || err instanceof JobVanishedError) {
+    answerError(queueUnavailable(), res);
+    return;
+  }
   if (err instanceof RequestTimeoutError || /timed out/i.test(e?.message ?? '')) {
     res.status(504).json(errorBody('the request timed out in the queue or the worker', 'server_error', null, 'timeout'));
     return;
   }
   if (err instanceof WorkerError) {
     res.status(500).json(errorBody(`the request failed in the worker: ${err.message}`, 'server_error', null, 'worker_error'));
-    return;
-  }
-  if (isRedisDown(err)) {
-    errorHandler(queueUnavailable(), _req, res, _next);
     return;
   }
   if (typeof e?.status === 'number' && e.status >= 400 && e.status < 500) {

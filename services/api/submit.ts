@@ -5,7 +5,7 @@ import { batchJobId, type InferenceJob } from '../../shared/queue/contracts';
 import type { StreamEvent } from '../../shared/serving/inference';
 import { wallClockMs, type ServeRequest, type ServeResult } from '../../shared/serving/request';
 import type { ApiDeps } from './deps';
-import { isRedisDown, queueUnavailable, RequestTimeoutError, WorkerError } from './errors';
+import { isRedisDown, JobVanishedError, queueUnavailable, RequestTimeoutError, WorkerError, type ConnectionState } from './errors';
 
 export function newId(prefix: string): string {
   return `${prefix}${randomUUID().replace(/-/g, '')}`;
@@ -25,7 +25,7 @@ export async function runOne(d: ApiDeps, tenant: string, request: ServeRequest):
     // The client hears 504 and may send the request again: a job no worker has taken goes, rather than run for no one
     // (BullMQ does not remove a job a worker holds).
     const recorded = () =>
-      jobOutcome(d.inference, job.id!, d.requestTimeoutMs, { signal: stop.signal }).catch(async (e) => {
+      jobOutcome(d.inference, job.id!, d.requestTimeoutMs, { signal: stop.signal, connection: d.redis }).catch(async (e) => {
         if (e instanceof RequestTimeoutError) await d.inference.remove(job.id!).catch(() => 0);
         throw e;
       });
@@ -54,7 +54,7 @@ export async function runOne(d: ApiDeps, tenant: string, request: ServeRequest):
  * the deadline; `signal` stops it (the reply came). No events consumer: a BullMQ QueueEvents reader in the API woke
  * it for every event of every job (~0.5 ms of its CPU a request, measured), to serve the rare late reply.
  */
-export async function jobOutcome(queue: Queue, jobId: string, timeoutMs: number, opts: { pollMs?: number; signal?: AbortSignal } = {}): Promise<ServeResult> {
+export async function jobOutcome(queue: Queue, jobId: string, timeoutMs: number, opts: { pollMs?: number; signal?: AbortSignal; connection?: ConnectionState } = {}): Promise<ServeResult> {
   const end = Date.now() + timeoutMs;
   let wait = opts.pollMs ?? 100;
   for (;;) {
@@ -64,13 +64,14 @@ export async function jobOutcome(queue: Queue, jobId: string, timeoutMs: number,
       const state = await queue.getJobState(jobId);
       if (state === 'completed' || state === 'failed') {
         const job = await Job.fromId(queue, jobId);
-        if (!job) throw new Error(`request ${jobId} is no longer in the queue`);
+        if (!job) throw new JobVanishedError(jobId);
         if (state === 'completed') return job.returnvalue as ServeResult;
         throw new WorkerError(job.failedReason || 'the request failed');
       }
-      if (state === 'unknown') throw new Error(`request ${jobId} is no longer in the queue`);
+      // Gone: the queue's Redis lost it (restarted empty, flushed). The client may send the request again (503).
+      if (state === 'unknown') throw new JobVanishedError(jobId);
     } catch (e) {
-      if (!isRedisDown(e) || Date.now() >= end) throw e;
+      if (!isRedisDown(e, opts.connection) || Date.now() >= end) throw e;
     }
     if (Date.now() >= end) throw new RequestTimeoutError(jobId, timeoutMs);
     await new Promise((r) => setTimeout(r, Math.min(wait, Math.max(0, end - Date.now()))));
