@@ -152,6 +152,8 @@ def build_gqa_model(config: dict, weights: dict, out_path: str, kv_dtype: str = 
         raise ValueError(f"config.json num_attention_heads {heads} is not a multiple of num_key_value_heads {kv_heads}")
     if head_dim % 16:
         raise ValueError(f"config.json head_dim {head_dim}: GroupQueryAttention with rotary needs a multiple of 16")
+    if float(config.get("partial_rotary_factor", 1.0)) != 1.0:
+        raise ValueError("config.json partial_rotary_factor is not supported (rotary over the whole head_dim only)")
     tied = bool(config.get("tie_word_embeddings", False)) or "lm_head.weight" not in weights
     kv_elem = TensorProto.FLOAT16 if kv_dtype == "float16" else TensorProto.FLOAT
     kv_np = np.float16 if kv_dtype == "float16" else np.float32
