@@ -1,28 +1,21 @@
-import * as ort from 'onnxruntime-node';
 import { KVCache } from './cache';
-import { BufferPool } from './pool';
-import { kvShape, loadModelConfig, type ModelConfig } from './config';
+import type { ModelConfig } from './config';
 import { ContextLengthError, EngineInputError, ModelLoadError } from './errors';
 import { allocBlock, type KVBlock, type KVShape } from './kv';
-import { Rope } from './rope';
-import { kvOutputNames, openGraph, pastInputNames, type GraphSession, type SessionOptions } from './session';
-import { loadTokenizer, type TextTokenizer } from './tokenizer';
+import { Model, type EngineCapabilities } from './model';
+import { BufferPool } from './pool';
+import type { Rope } from './rope';
+import type { GraphChoice, GraphRunner, RowInput } from './runner';
+import type { SessionOptions } from './session';
+import type { TextTokenizer } from './tokenizer';
 
-/** Additive bias for keys a query must not see. Finite, so a padding row stays finite. */
-export const NEG_INF = -1e9;
+export type { RowInput } from './runner';
 
 export interface EngineOptions extends SessionOptions {
   /** Which graph runs the primitive: the model's own primitive graph when it has one (default), or the stock one. */
-  graph?: 'auto' | 'primitive' | 'stock';
+  graph?: GraphChoice;
   /** Verify RoPE re-rotation against the model at load (default true). */
   selfCheck?: boolean;
-}
-
-/** One row of a forward call: tokens to compute at the given positions, written into `slots` (default: appended). */
-export interface RowInput {
-  tokens: ArrayLike<number>;
-  positions: ArrayLike<number>;
-  slots?: ArrayLike<number>;
 }
 
 export interface ForwardResult {
@@ -30,6 +23,8 @@ export interface ForwardResult {
   logits: Float32Array[];
   /** Float32 values the graph returned for KV (the new tokens only, with the primitive graph). */
   kvFloatsOut: number;
+  /** Floats converted between float32 and float16 at the graph boundary (float16-KV graphs; 0 otherwise). */
+  floatsConverted: number;
 }
 
 export interface GenerateOptions {
@@ -76,104 +71,45 @@ function checkPastSlots(cache: KVCache, rows: RowInput[], pastSlots: number): vo
 }
 
 /**
- * The additive attention bias [B, 1, S, P + S] of a primitive call: query s of row b sees a valid cached slot whose
- * position is at most its own, and the call's tokens at positions at most its own. The common shapes (increasing
- * positions, a cache wholly before the new tokens) are filled by ranges; anything else is checked key by key.
- */
-export function buildBias(
-  cache: KVCache,
-  rows: RowInput[],
-  S: number,
-  P: number,
-  slotValid: Uint8Array = cache.slotValid,
-  out?: Float32Array,
-): Float32Array {
-  const B = cache.batch;
-  const C = cache.capacity;
-  const T = P + S;
-  // `out`, when given, arrives filled with NEG_INF (BufferPool.acquire's fill).
-  const bias = out ?? new Float32Array(B * S * T).fill(NEG_INF);
-  for (let b = 0; b < B; b++) {
-    const r = rows[b];
-    const n = r.tokens.length;
-    let increasing = true;
-    let first = Infinity;
-    for (let s = 0; s < n; s++) {
-      first = Math.min(first, r.positions[s]);
-      if (s && r.positions[s] <= r.positions[s - 1]) increasing = false;
-    }
-    const valid: number[] = [];
-    let pastBefore = true;
-    // Valid slots' positions never decrease with the slot index (chunks placed in prompt order): then the past a query
-    // sees is every valid slot up to one index, a copy of a prefix of pastRow.
-    let monotone = true;
-    let lastPos = -Infinity;
-    // The past passed is the cache's first P slots (all of them, or a compacted prefix; P = 1 with no valid slot is
-    // the masked placeholder of an empty past).
-    for (let j = 0; j < Math.min(P, C); j++) {
-      if (!slotValid[b * C + j]) continue;
-      valid.push(j);
-      const pos = cache.slotPos[b * C + j];
-      if (pos >= first) pastBefore = false;
-      if (pos < lastPos) monotone = false;
-      lastPos = pos;
-    }
-    const pastRow = new Float32Array(P).fill(NEG_INF);
-    for (const j of valid) pastRow[j] = 0;
-    for (let s = 0; s < S; s++) {
-      const rowOff = (b * S + s) * T;
-      if (s >= n) {
-        bias[rowOff + P + s] = 0; // padding query: sees only itself
-        continue;
-      }
-      const q = r.positions[s];
-      if (pastBefore) bias.set(pastRow, rowOff);
-      else if (monotone) {
-        // How many valid slots have position <= q (binary search), then copy pastRow up to the last of them.
-        let lo = 0;
-        let hi = valid.length;
-        while (lo < hi) {
-          const mid = (lo + hi) >> 1;
-          if (cache.slotPos[b * C + valid[mid]] <= q) lo = mid + 1;
-          else hi = mid;
-        }
-        if (lo) bias.set(pastRow.subarray(0, valid[lo - 1] + 1), rowOff);
-      } else for (const j of valid) if (cache.slotPos[b * C + j] <= q) bias[rowOff + j] = 0;
-      if (increasing) bias.fill(0, rowOff + P, rowOff + P + s + 1);
-      else for (let k = 0; k < n; k++) if (r.positions[k] <= q) bias[rowOff + P + k] = 0;
-    }
-  }
-  return bias;
-}
-
-/**
  * The engine: a model, its tokenizer and one primitive — compute a set of tokens at given positions over a KV cache,
  * each token attending causally by position to the valid slots of its row and to the call's earlier tokens.
  * Everything else (compile a chunk, prefill, link, decode) is built on `forward`.
+ *
+ * A façade over three parts (node-llama-cpp's LlamaModel → LlamaContext → LlamaContextSequence; vLLM v1's model
+ * runner behind its scheduler): `Model` (config, tokenizer, RoPE, the graph runner chosen at load), the runner
+ * (runner/primitive.ts or runner/stock.ts: graph I/O, biases, masks, float16 conversion) and `KVCache` (the rows'
+ * state). Callers ask `capabilities` what the runner can do; nothing outside the engine looks at which graph it is.
  */
 export class Engine {
   readonly shape: KVShape;
   readonly rope: Rope;
-  /** Which graph `forward` runs. */
-  readonly graphKind: 'primitive' | 'stock';
   /** Buffers for request caches (see newCache / KVCache.release). */
-  readonly pool = new BufferPool();
-  /**
-   * Attention-bias buffers, pooled apart from KV buffers: a KV buffer is handed out uncleared (KVCache), which is safe
-   * only if all it can hold is KV; a bias buffer's -1e9s in a masked key slot would outweigh the mask.
-   */
-  private readonly biasPool = new BufferPool(64 * 1024 * 1024);
+  readonly pool: BufferPool;
+  readonly config: ModelConfig;
+  readonly tokenizer: TextTokenizer;
+  /** The options its sessions were opened with: other graphs of the model (LayeredModel) open with the same. */
+  readonly sessionOptions: SessionOptions;
+  /** What the loaded graphs can do (position-masked attention, pastSlots, per-layer graphs, KV dtype, ...). */
+  readonly capabilities: EngineCapabilities;
+  private readonly runner: GraphRunner;
 
   private constructor(
-    readonly config: ModelConfig,
-    readonly tokenizer: TextTokenizer,
-    private readonly graph: GraphSession,
-    /** The options its sessions were opened with: other graphs of the model (LayeredModel) open with the same. */
-    readonly sessionOptions: SessionOptions,
+    readonly model: Model,
+    pool: BufferPool,
   ) {
-    this.shape = kvShape(config);
-    this.rope = new Rope(config.headDim, config.ropeTheta, config.ropeScaling);
-    this.graphKind = graph.kind;
+    this.pool = pool;
+    this.config = model.config;
+    this.tokenizer = model.tokenizer;
+    this.sessionOptions = model.sessionOptions;
+    this.shape = model.shape;
+    this.rope = model.rope;
+    this.runner = model.runner;
+    this.capabilities = model.capabilities;
+  }
+
+  /** Which graph runs `forward`, for logs and tests; decisions go through `capabilities`. */
+  get graphKind(): 'primitive' | 'stock' {
+    return this.runner.kind;
   }
 
   get id(): string {
@@ -185,19 +121,9 @@ export class Engine {
   }
 
   static async load(dir: string, opts: EngineOptions = {}): Promise<Engine> {
-    const config = loadModelConfig(dir);
-    const tokenizer = loadTokenizer(config);
-    const want = opts.graph ?? 'auto';
-    let graph: GraphSession;
-    if (want === 'stock' || (want === 'auto' && !config.graphs.primitive)) {
-      graph = await openGraph(config, 'stock', config.graphs.stock ?? 'model.onnx', opts);
-    } else {
-      if (!config.graphs.primitive) {
-        throw new ModelLoadError(`${dir}/config.json names no primitive graph (epic.graphs.primitive)`, `${dir}/config.json`);
-      }
-      graph = await openGraph(config, 'primitive', config.graphs.primitive, opts);
-    }
-    const engine = new Engine(config, tokenizer, graph, opts);
+    const pool = new BufferPool();
+    const model = await Model.load(dir, opts.graph ?? 'auto', pool, opts);
+    const engine = new Engine(model, pool);
     if (opts.selfCheck !== false) await engine.checkRope();
     return engine;
   }
@@ -238,7 +164,11 @@ export class Engine {
         throw new EngineInputError(`row ${b}: ${r.tokens.length} more tokens do not fit the cache (${cache.length[b]} of ${cache.capacity} slots used)`);
       }
     }
-    if (opts.pastSlots !== undefined) checkPastSlots(cache, rows, opts.pastSlots);
+    if (opts.pastSlots !== undefined) {
+      if (!this.capabilities.pastSlots) throw new EngineInputError(`pastSlots needs a graph that takes a partial past; ${this.runner.file} does not`);
+      checkPastSlots(cache, rows, opts.pastSlots);
+    }
+    this.runner.check(cache, rows);
     // Every row checked: only now take slots, so a refused call leaves the cache as it was.
     for (let b = 0; b < B; b++) {
       const r = rows[b];
@@ -258,11 +188,10 @@ export class Engine {
         pos[b * S + s] = BigInt(real ? r.positions[s] : 0);
       }
     }
-    const { logits, newK, newV, srcLen, srcStart, kvFloatsOut } =
-      this.graph.kind === 'primitive' ? await this.runPrimitive(cache, rows, S, ids, pos, opts.pastSlots) : await this.runStock(cache, rows, S, ids, pos);
+    const { logits, newK, newV, srcLen, srcStart, kvFloatsOut, floatsConverted } = await this.runner.run({ cache, rows, S, ids, pos, pastSlots: opts.pastSlots });
     for (let b = 0; b < B; b++) {
       const r = rows[b];
-      if (r.tokens.length) cache.writeNew(b, b, srcLen, srcStart, newK, newV, slots[b], r.positions, r.tokens);
+      if (r.tokens.length) cache.writeNew(b, b, srcLen, srcStart[b], newK, newV, slots[b], r.positions, r.tokens);
     }
     const V = this.config.vocabSize;
     const out: Float32Array[] = [];
@@ -272,123 +201,15 @@ export class Engine {
       else if (opts.logits === 'all') out.push(logits.subarray(b * S * V, (b * S + n) * V));
       else out.push(logits.slice((b * S + n - 1) * V, (b * S + n) * V));
     }
-    return { logits: out, kvFloatsOut };
-  }
-
-  private kvDims(B: number, P: number): number[] {
-    return [B, this.shape.kvHeads, P, this.shape.headDim];
+    return { logits: out, kvFloatsOut, floatsConverted };
   }
 
   /**
-   * How many cached slots a primitive call of S tokens attends over (P). A past much shorter than the cache (a
-   * prefix-cache hit followed by a long prefill, or forward's `pastSlots`) is passed as a copy of its first `used`
-   * slots when the keys that saves outweigh the copy; otherwise the cache's buffers go in whole (views, no copy). An
-   * empty past is passed as one masked zero slot: some exported graphs (GQA head repetition) reject a zero-length past.
+   * How many cached slots a call of S tokens attends over (P), and whether they go in as a packed copy of the first
+   * `used` slots rather than the cache's buffers whole (see PrimitiveRunner.pastPlan).
    */
   pastPlan(cache: KVCache, S: number, pastSlots = Infinity): { used: number; compact: boolean; P: number } {
-    const C = cache.capacity;
-    const used = Math.min(cache.usedSlots(), pastSlots);
-    const compact = used > 0 && used < C && (C - used) * S > used * this.shape.headDim;
-    return { used, compact, P: used === 0 ? 1 : compact ? used : C };
-  }
-
-  /** Primitive graph: the cache's buffers go in whole (views, no copy); a bias hides what a query must not see. */
-  private async runPrimitive(cache: KVCache, rows: RowInput[], S: number, ids: BigInt64Array, pos: BigInt64Array, pastSlots = Infinity) {
-    const B = cache.batch;
-    const C = cache.capacity;
-    const { kvHeads, headDim } = this.shape;
-    const { used, compact, P } = this.pastPlan(cache, S, pastSlots);
-    const anyValid = used > 0;
-    const T = P + S;
-    // The bias is B × S × (P + S) floats (megabytes for a batch): pooled, so it is not garbage on every call.
-    const bias = buildBias(cache, rows, S, P, cache.slotValid, this.biasPool.acquire(B * S * T, NEG_INF));
-    const feeds: Record<string, ort.Tensor> = {
-      input_ids: new ort.Tensor('int64', ids, [B, S]),
-      position_ids: new ort.Tensor('int64', pos, [B, S]),
-      attn_bias: new ort.Tensor('float32', bias, [B, 1, S, T]),
-    };
-    const names = pastInputNames(this.shape.layers);
-    const dummy = anyValid ? null : new Float32Array(B * kvHeads * headDim);
-    const copies: Float32Array[] = [];
-    const past = (buf: Float32Array): Float32Array => {
-      if (dummy) return dummy;
-      if (!compact) return buf;
-      const out = cache.packSlots(buf, P, P, this.pool.acquire(B * kvHeads * P * headDim, null));
-      copies.push(out);
-      return out;
-    };
-    for (let l = 0; l < this.shape.layers; l++) {
-      feeds[names[2 * l]] = new ort.Tensor('float32', past(cache.keys[l]), this.kvDims(B, P));
-      feeds[names[2 * l + 1]] = new ort.Tensor('float32', past(cache.values[l]), this.kvDims(B, P));
-    }
-    let res: ort.InferenceSession.OnnxValueMapType;
-    try {
-      res = await this.graph.session.run(feeds);
-    } finally {
-      this.biasPool.release(bias);
-      for (const c of copies) this.pool.release(c);
-    }
-    return this.collect(res, 'primitive', S, 0);
-  }
-
-  /**
-   * Stock Optimum graph: its past must be dense, so the valid prefix of each row is copied in and the graph returns
-   * the whole cache concatenated. Supports rows whose valid slots precede the new tokens (prefill, extend, decode).
-   */
-  private async runStock(cache: KVCache, rows: RowInput[], S: number, ids: BigInt64Array, pos: BigInt64Array) {
-    const B = cache.batch;
-    const C = cache.capacity;
-    const dense = cache.usedSlots(); // slots copied from the cache; an empty past becomes one masked zero slot (see runPrimitive)
-    const P = Math.max(dense, 1);
-    for (let b = 0; b < B; b++) {
-      const r = rows[b];
-      if (!r.tokens.length) continue;
-      let first = Infinity;
-      for (let s = 0; s < r.positions.length; s++) first = Math.min(first, r.positions[s]);
-      for (let j = 0; j < dense; j++) {
-        if (cache.slotValid[b * C + j] && cache.slotPos[b * C + j] >= first) {
-          throw new EngineInputError(
-            'the stock graph attends to every valid cached slot; this call needs position-masked attention, which only the primitive graph (model_epic.onnx) provides',
-          );
-        }
-      }
-    }
-    const T = P + S;
-    const mask = new BigInt64Array(B * T);
-    for (let b = 0; b < B; b++) {
-      for (let j = 0; j < dense; j++) mask[b * T + j] = BigInt(cache.slotValid[b * C + j]);
-      for (let s = 0; s < S; s++) mask[b * T + P + s] = s < rows[b].tokens.length ? 1n : 0n;
-    }
-    const { kvHeads, headDim } = this.shape;
-    const feeds: Record<string, ort.Tensor> = {
-      input_ids: new ort.Tensor('int64', ids, [B, S]),
-      attention_mask: new ort.Tensor('int64', mask, [B, T]),
-      position_ids: new ort.Tensor('int64', pos, [B, S]),
-    };
-    const names = pastInputNames(this.shape.layers);
-    for (let l = 0; l < this.shape.layers; l++) {
-      const k = cache.packSlots(cache.keys[l], dense, P, new Float32Array(B * kvHeads * P * headDim));
-      const v = cache.packSlots(cache.values[l], dense, P, new Float32Array(B * kvHeads * P * headDim));
-      feeds[names[2 * l]] = new ort.Tensor('float32', k, this.kvDims(B, P));
-      feeds[names[2 * l + 1]] = new ort.Tensor('float32', v, this.kvDims(B, P));
-    }
-    const res = await this.graph.session.run(feeds);
-    return this.collect(res, 'stock', T, P);
-  }
-
-  private collect(res: ort.InferenceSession.OnnxValueMapType, kind: 'primitive' | 'stock', srcLen: number, srcStart: number) {
-    const outNames = kvOutputNames(kind, this.shape.layers);
-    const newK: Float32Array[] = [];
-    const newV: Float32Array[] = [];
-    let kvFloatsOut = 0;
-    for (let l = 0; l < this.shape.layers; l++) {
-      const k = res[outNames[2 * l]].data as Float32Array;
-      const v = res[outNames[2 * l + 1]].data as Float32Array;
-      newK.push(k);
-      newV.push(v);
-      kvFloatsOut += k.length + v.length;
-    }
-    return { logits: res.logits.data as Float32Array, newK, newV, srcLen, srcStart, kvFloatsOut };
+    return this.runner.pastPlan(cache, S, pastSlots);
   }
 
   /** KV of `tokens` computed alone (no context) at positions start..start+L-1: a chunk's compiled form. */

@@ -8,3 +8,6 @@ export * from './session';
 export * from './engine';
 export * from './layered';
 export * from './pool';
+export * from './model';
+export * from './runner';
+export * from './half';

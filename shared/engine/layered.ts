@@ -1,6 +1,9 @@
 import * as ort from 'onnxruntime-node';
+import type { KVCache } from './cache';
 import type { ModelConfig } from './config';
 import { ModelLoadError, UnsupportedModeError } from './errors';
+import { supportedModes } from './model';
+import { buildBias } from './runner/bias';
 import { openSession, type SessionOptions } from './session';
 
 /**
@@ -21,9 +24,7 @@ export class LayeredModel {
   static async load(config: ModelConfig, opts: SessionOptions = {}): Promise<LayeredModel> {
     const g = config.graphs.layers;
     if (!g) {
-      throw new UnsupportedModeError(
-        `model ${config.id} ships no per-layer graphs (config.json epic.graphs.layers); CacheBlend needs them — export with tools/model/export.py`,
-      );
+      throw new UnsupportedModeError(supportedModes(config).refused.cacheblend);
     }
     const open = (f: string) => openSession(`${config.dir}/${f}`, opts);
     const per = (pattern: string) => Promise.all(Array.from({ length: config.layers }, (_, i) => open(pattern.replace('{i}', String(i)))));
@@ -71,6 +72,31 @@ export class LayeredModel {
       past_value: new ort.Tensor('float32', pastValue, dims),
     });
     return { hidden: r.hidden_out.data as Float32Array, key: r.new_key.data as Float32Array, value: r.new_value.data as Float32Array };
+  }
+
+  /**
+   * Layer i over `S` tokens of row 0 at `positions`, each attending causally by position among themselves and to the
+   * cache's slots marked in `visible` (by position too); `visible` null: no past. The layered runner's own
+   * bias-building entry: callers say what a token may see, the engine builds the bias.
+   */
+  async attend(
+    i: number,
+    cache: KVCache,
+    hidden: Float32Array,
+    tokens: number[],
+    positions: number[],
+    visible: Uint8Array | null,
+  ): Promise<{ hidden: Float32Array; key: Float32Array; value: Float32Array }> {
+    const S = positions.length;
+    const rows = [{ tokens, positions }];
+    if (!visible) {
+      const { kvHeads, headDim } = this.config;
+      const none = new Float32Array(kvHeads * headDim);
+      const bias = buildBias(cache, rows, S, 1, new Uint8Array(cache.slotValid.length));
+      return this.layer(i, hidden, positions, bias, none, none, 1);
+    }
+    const bias = buildBias(cache, rows, S, cache.capacity, visible);
+    return this.layer(i, hidden, positions, bias, cache.keys[i], cache.values[i], cache.capacity);
   }
 
   /** Layer i's keys (post-RoPE) and values for hidden states at positions, without attention. */

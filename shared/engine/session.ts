@@ -37,7 +37,8 @@ export interface GraphSession {
 
 const EXPECTED: Record<GraphKind, { inputs: string[]; past: string; out: string }> = {
   primitive: { inputs: ['input_ids', 'position_ids', 'attn_bias'], past: 'past_key_values', out: 'new_key_values' },
-  stock: { inputs: ['input_ids', 'attention_mask', 'position_ids'], past: 'past_key_values', out: 'present' },
+  // position_ids is optional: GroupQueryAttention-op graphs take rotary positions from the past length.
+  stock: { inputs: ['input_ids', 'attention_mask'], past: 'past_key_values', out: 'present' },
 };
 
 export function pastInputNames(layers: number): string[] {

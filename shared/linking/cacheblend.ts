@@ -1,4 +1,4 @@
-import { buildBias, type Engine, type KVCache, type LayeredModel } from '../engine';
+import type { Engine, KVCache, LayeredModel } from '../engine';
 import { range, type Layout } from './layout';
 import type { ChunkSource, LinkInput } from './types';
 
@@ -41,17 +41,13 @@ export async function linkCacheBlend(
   for (let i = 0; i < blocks.length; i++) cached.fill(1, lay.chunkOffsets[i], lay.chunkOffsets[i] + blocks[i].length);
 
   const positions = range(0, N);
-  const noPast = new Float32Array(kvHeads * headDim);
-  const emptyRows = (tokens: number[], pos: number[]) => [{ tokens, positions: pos }];
   let hidden = await layered.embed(lay.tokens);
   const d = hidden.length / N;
 
   // Layers before the check layer: every token, plain causal attention among themselves.
   const check = Math.min(opts.checkLayer, layers);
   for (let l = 0; l < check; l++) {
-    const none = new Uint8Array(cache.slotValid.length);
-    const bias = buildBias(cache, emptyRows(lay.tokens, positions), N, 1, none);
-    const out = await layered.layer(l, hidden, positions, bias, noPast, noPast, 1);
+    const out = await layered.attend(l, cache, hidden, lay.tokens, positions, null);
     cache.writeLayer(l, out.key, out.value, N, positions);
     hidden = out.hidden;
   }
@@ -94,8 +90,7 @@ export async function linkCacheBlend(
   const valid = new Uint8Array(cache.slotValid.length);
   for (let t = 0; t < N; t++) valid[t] = cached[t] && !sel[t] ? 1 : 0;
   for (let l = check; l < layers; l++) {
-    const bias = buildBias(cache, emptyRows(selTokens, selSlots), S, cache.capacity, valid);
-    const out = await layered.layer(l, h, selSlots, bias, cache.keys[l], cache.values[l], cache.capacity);
+    const out = await layered.attend(l, cache, h, selTokens, selSlots, valid);
     cache.writeLayer(l, out.key, out.value, S, selSlots);
     h = out.hidden;
   }

@@ -67,7 +67,7 @@ export async function link(ctx: LinkContext, input: LinkInput, o: LinkOptions, m
   const t0 = performance.now();
   const lay = layout(input);
   const cache = engine.newCache(1, lay.total + maxNewTokens);
-  const path = o.path ?? (engine.graphKind === 'primitive' ? 'one-pass' : 'sequential');
+  const path = o.path ?? (engine.capabilities.positionMasked ? 'one-pass' : 'sequential');
   let logits: Float32Array;
   let computed: number;
   let fetchMs = 0;
@@ -135,7 +135,7 @@ export function contextSharable(o: LinkOptions): boolean {
 
 /** Modes `linkBatch` can serve: position-independent linking with the one-pass path. */
 export function batchable(engine: Engine, o: LinkOptions): boolean {
-  return engine.graphKind === 'primitive' && (o.mode === 'naive' || o.mode === 'attnlink' || o.mode === 'attnlink0') && (o.path ?? 'one-pass') === 'one-pass';
+  return engine.capabilities.positionMasked && (o.mode === 'naive' || o.mode === 'attnlink' || o.mode === 'attnlink0') && (o.path ?? 'one-pass') === 'one-pass';
 }
 
 export interface BatchItem {

@@ -80,7 +80,7 @@ export async function forwardRows(engine: Engine, cache: KVCache, rows: PicRow[]
  * row's slots are in prompt order, so the past ends after the last slot of a first-call token.
  */
 function splitPast(engine: Engine, cache: KVCache, rows: PicRow[]): number | undefined {
-  if (engine.graphKind !== 'primitive') return undefined;
+  if (!engine.capabilities.pastSlots) return undefined;
   // Every row keeps a token for the second call (its logits come from there), and some row has link tokens to move.
   if (rows.some((r) => r.tokens.length && r.split >= r.tokens.length)) return undefined;
   if (!rows.some((r) => r.split > r.linkFrom)) return undefined;
