@@ -1,4 +1,4 @@
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { Tokenizer } from '@huggingface/tokenizers';
 import { ModelLoadError } from './errors';
 import type { ModelConfig } from './config';
@@ -14,6 +14,20 @@ export interface TextTokenizer {
    * about n / maxTokenChars tokens at least, so an over-long text can be refused without tokenizing it.
    */
   readonly maxTokenChars?: number;
+  /**
+   * Tokens a prompt starts with, as the model's tokenizer adds them: `[bos]` when tokenizer_config.json's
+   * `add_bos_token` is true or tokenizer.json's post-processor (TemplateProcessing) puts BOS before the text (Llama
+   * 3.x), none when it says false or the post-processor adds nothing (Qwen); `[config.bos_token_id]` for a tokenizer
+   * that says neither (the project's own models, which always had BOS first).
+   */
+  readonly promptPrefix: number[];
+  /** Token ids that end generation: generation_config.json's eos_token_id merged with config.json's. */
+  readonly stopIds: number[];
+  /** The model's chat template (tokenizer_config.json `chat_template`, or chat_template.jinja), if it has one. */
+  readonly chatTemplate?: string;
+  /** Special tokens' text, for chat templates (`bos_token`, `eos_token`). */
+  readonly bosToken?: string;
+  readonly eosToken?: string;
 }
 
 function readJson(file: string, what: string): Record<string, unknown> {
@@ -72,11 +86,96 @@ export function loadTokenizer(config: ModelConfig): TextTokenizer {
       throw new ModelLoadError(`config.json special token id ${id} is outside tokenizer ${file} (size ${vocabSize})`, file);
     }
   }
+  const special = specialTokens(config, json, tcfg, tok);
   return {
     vocabSize,
     maxTokenChars,
+    ...special,
     encode: (text: string) => tok.encode(text, { add_special_tokens: false }).ids,
-    // The library refuses an empty list; no tokens (max_tokens 0, or a stop token first) is the empty text.
-    decode: (ids: ArrayLike<number>) => (ids.length ? tok.decode(Array.from(ids), { skip_special_tokens: true }) : ''),
+    // The library refuses an empty list; no tokens (max_tokens 0, or a stop token first) is the empty text. No
+    // clean-up of spaces (Llama 3.1's config asks for it): it rewrites " ." to "." across token boundaries, so the
+    // text of a sequence would not be the concatenation of its tokens' texts, and streamed text could not equal the
+    // reply (vLLM's detokenizer does not clean up either).
+    decode: (ids: ArrayLike<number>) => (ids.length ? tok.decode(Array.from(ids), { skip_special_tokens: true, clean_up_tokenization_spaces: false }) : ''),
   };
+}
+
+/** A special token named in tokenizer_config.json: a string or an AddedToken object `{content: …}`. */
+function tokenText(v: unknown): string | undefined {
+  if (typeof v === 'string') return v;
+  if (v && typeof v === 'object' && typeof (v as { content?: unknown }).content === 'string') return (v as { content: string }).content;
+  return undefined;
+}
+
+/** The special tokens a TemplateProcessing post-processor puts before the text (`$A`) of a single sequence. */
+function templateHead(pp: unknown): string[] | undefined {
+  if (!pp || typeof pp !== 'object') return undefined;
+  const o = pp as { type?: string; processors?: unknown[]; single?: unknown[] };
+  if (o.type === 'Sequence') {
+    for (const p of o.processors ?? []) {
+      const h = templateHead(p);
+      if (h) return h;
+    }
+    return undefined;
+  }
+  if (o.type === 'TemplateProcessing' && Array.isArray(o.single)) {
+    const head: string[] = [];
+    for (const piece of o.single as { SpecialToken?: { id: string }; Sequence?: unknown }[]) {
+      if (piece.Sequence) break;
+      if (piece.SpecialToken) head.push(piece.SpecialToken.id);
+    }
+    return head;
+  }
+  if (o.type === 'BertProcessing' || o.type === 'RobertaProcessing') {
+    const cls = (o as { cls?: [string, number] }).cls;
+    return cls ? [cls[0]] : [];
+  }
+  return o.type ? [] : undefined;
+}
+
+function chatTemplateOf(config: ModelConfig, tcfg: Record<string, unknown>): string | undefined {
+  const t = tcfg.chat_template;
+  if (typeof t === 'string') return t;
+  if (Array.isArray(t)) {
+    // A list of named templates (transformers): the one called 'default'.
+    const named = t as { name?: string; template?: string }[];
+    return (named.find((x) => x.name === 'default') ?? named[0])?.template;
+  }
+  const file = `${config.dir}/chat_template.jinja`;
+  if (existsSync(file)) return readFileSync(file, 'utf8');
+  return undefined;
+}
+
+/** Special tokens, the prompt's prefix, stop ids and the chat template (see TextTokenizer). */
+function specialTokens(config: ModelConfig, json: Record<string, unknown>, tcfg: Record<string, unknown>, tok: Tokenizer) {
+  const idOf = (text: string | undefined): number | undefined => {
+    if (text === undefined) return undefined;
+    const added = (json.added_tokens as { id: number; content: string }[] | undefined)?.find((a) => a.content === text);
+    if (added) return added.id;
+    const id = tok.token_to_id(text);
+    return id ?? undefined;
+  };
+  const bosToken = tokenText(tcfg.bos_token);
+  const eosToken = tokenText(tcfg.eos_token);
+  const bosId = idOf(bosToken) ?? config.bosTokenId;
+  let promptPrefix: number[];
+  if (typeof tcfg.add_bos_token === 'boolean') promptPrefix = tcfg.add_bos_token ? [bosId] : [];
+  else {
+    const head = templateHead(json.post_processor);
+    if (head === undefined) promptPrefix = [config.bosTokenId];
+    else promptPrefix = head.map((t) => idOf(t)).filter((id): id is number => id !== undefined);
+  }
+  const stop = new Set<number>(config.eosTokenIds);
+  const genFile = `${config.dir}/generation_config.json`;
+  if (existsSync(genFile)) {
+    const gen = readJson(genFile, 'generation config');
+    const eos = gen.eos_token_id;
+    for (const id of Array.isArray(eos) ? eos : eos === undefined || eos === null ? [] : [eos]) {
+      if (!Number.isInteger(id) || (id as number) < 0) throw new ModelLoadError(`generation config ${genFile}: eos_token_id ${JSON.stringify(id)} is not a token id`, genFile);
+      stop.add(id as number);
+    }
+  }
+  const eosId = idOf(eosToken);
+  if (eosId !== undefined) stop.add(eosId);
+  return { promptPrefix, stopIds: [...stop], chatTemplate: chatTemplateOf(config, tcfg), bosToken, eosToken };
 }

@@ -1,4 +1,6 @@
 import { batchable, linkBatch, type LinkContext } from '../linking';
+import type { RowResult } from '../engine/generate';
+import { decodeRows, promptPrefix, type OnToken } from './group';
 import { linkOptions, type ServeRequest, type ServeResult } from './request';
 import { finish, linkedCounts } from './result';
 
@@ -13,25 +15,24 @@ export function canBatch(ctx: LinkContext, r: ServeRequest): boolean {
 /**
  * Serve requests with *different* contexts together (continuous batching, as vLLM batches sequences): each request
  * is linked into its own cache row, all link tokens and questions run in one forward call, and the rows decode
- * together. Every row gets what it would get alone. The requests share a tenant salt and ignore_eos.
+ * together. Every row gets what it would get alone (its own prefix, sampling and stop strings). The requests share a
+ * tenant salt and ignore_eos.
  */
-export async function serveBatch(ctx: LinkContext, reqs: ServeRequest[], onToken?: (index: number, token: number) => void): Promise<ServeResult[]> {
+export async function serveBatch(ctx: LinkContext, reqs: ServeRequest[], onToken?: OnToken): Promise<ServeResult[]> {
   const { engine } = ctx;
   if (!reqs.length) return [];
   const t0 = performance.now();
-  const bos = engine.config.bosTokenId;
   const linked = await linkBatch(
     ctx,
-    reqs.map((r) => ({ input: { prefix: [bos], chunks: r.chunks, question: r.question }, options: linkOptions(r.mode), maxNewTokens: r.maxTokens })),
+    reqs.map((r) => ({ input: { prefix: promptPrefix(engine, r), chunks: r.chunks, question: r.question }, options: linkOptions(r.mode), maxNewTokens: r.maxTokens })),
   );
   const ttft = performance.now() - t0;
-  const stopIds = reqs[0].ignoreEos ? [] : undefined;
-  let gen;
+  let gen: RowResult[];
   try {
-    gen = await engine.generate(linked.cache, linked.logits, { maxTokens: reqs.map((r) => r.maxTokens), onToken, stopIds });
+    gen = await decodeRows(engine, linked.cache, linked.logits, reqs, onToken);
   } finally {
     linked.cache.release();
   }
   const decodeMs = performance.now() - t0 - ttft;
-  return reqs.map((r, i) => finish(engine, r, gen.tokens[i], gen.finish[i], { ...linkedCounts(linked.stats[i]), group: 1, batch: reqs.length, ttft, decodeMs }));
+  return reqs.map((r, i) => finish(r, gen[i], { ...linkedCounts(linked.stats[i]), group: 1, batch: reqs.length, ttft, decodeMs }));
 }

@@ -61,17 +61,16 @@ export function inferenceProcessor(d: InferenceDeps) {
       if (!b || b.status === 'cancelling' || b.status === 'cancelled') return { cancelled: true };
     }
     const channel = d.keys.stream(data.request.id);
-    let onToken: ((t: number) => void) | undefined;
+    let onToken: ((t: number, delta: string) => void) | undefined;
+    // Text streamed so far: always a prefix of the result's text (generation holds back split characters and possible
+    // stop strings); the rest goes with the last event.
+    let streamed = 0;
     if (data.stream) {
-      const seen: number[] = [];
-      let text = '';
-      onToken = (t) => {
+      let seen = 0;
+      onToken = (_t, delta) => {
         // Before the first token goes out (same connection, so in order): the mark a re-run of this job looks for.
-        if (!seen.length) void d.publisher.set(d.keys.streamBegan(data.request.id), '1', 'EX', STREAM_MARK_TTL_S).catch(() => undefined);
-        seen.push(t);
-        const now = d.tokenizer.decode(seen);
-        const delta = now.startsWith(text) ? now.slice(text.length) : now;
-        text = now;
+        if (!seen++) void d.publisher.set(d.keys.streamBegan(data.request.id), '1', 'EX', STREAM_MARK_TTL_S).catch(() => undefined);
+        streamed += delta.length;
         if (delta) void d.publisher.publish(channel, JSON.stringify({ delta } satisfies StreamEvent));
       };
     }
@@ -104,7 +103,10 @@ export function inferenceProcessor(d: InferenceDeps) {
       d.metrics?.requestsWaiting.set(after.waiting);
       d.metrics?.requestsRunning.set(after.running);
       if (data.batchId !== undefined && !(await d.batches.record(data.tenant, data.batchId, data.index ?? 0, true, result))) d.onDuplicate?.(job);
-      if (data.stream) await d.publisher.publish(channel, JSON.stringify({ done: true, result } satisfies StreamEvent));
+      if (data.stream) {
+        const rest = result.text.slice(streamed);
+        await d.publisher.publish(channel, JSON.stringify({ ...(rest ? { delta: rest } : {}), done: true, result } satisfies StreamEvent));
+      }
       return result;
     } catch (e) {
       d.metrics?.record({ mode: data.request.mode.mode, status: 'error' });

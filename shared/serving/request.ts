@@ -1,10 +1,12 @@
 import { createHash } from 'node:crypto';
 import { z } from 'zod';
+import type { SamplingParams } from '../engine/sampling';
 import { contextSharable, LINK_MODES, MIN_R, modeLabel, type LinkOptions } from '../linking';
 
 /**
  * A request as the worker serves it: plain data, already tokenised by the API (so the worker never sees document
- * text). With chunks, the prompt is BOS + chunks + question; without, BOS + question (plain completion, full prefill).
+ * text). With chunks, the prompt is prefix + chunks + question; without, prefix + question (plain completion, full
+ * prefill). The prefix is the request's own (chat) or the tokenizer's (BOS, or nothing).
  */
 export const ModeSpec = z.object({
   mode: z.enum(LINK_MODES).default('attnlink'),
@@ -12,6 +14,45 @@ export const ModeSpec = z.object({
   r: z.number().min(MIN_R).max(1).optional(),
 });
 export type ModeSpec = z.infer<typeof ModeSpec>;
+
+/** Sampling as clients send it (OpenAI's names; top_k is vLLM's extension). Absent temperature: greedy. */
+export const SamplingFields = {
+  temperature: z.number().min(0).max(2).nullable().optional(),
+  top_p: z.number().min(0).max(1).nullable().optional(),
+  top_k: z.number().int().min(0).nullable().optional(),
+  seed: z.number().int().min(Number.MIN_SAFE_INTEGER).max(Number.MAX_SAFE_INTEGER).nullable().optional(),
+};
+
+/** A request's sampling in the job payload (per row: requests that sample differently still share a context). */
+export const Sampling = z.object({
+  temperature: z.number().min(0).max(2).optional(),
+  /** 0 keeps only the most likely token (greedy), as vLLM reads it. */
+  topP: z.number().min(0).max(1).optional(),
+  topK: z.number().int().min(0).optional(),
+  seed: z.number().int().optional(),
+});
+export type Sampling = z.infer<typeof Sampling>;
+
+/** The job payload's sampling from the client's fields (undefined when every field is absent: greedy). */
+export function samplingFrom(b: { temperature?: number | null; top_p?: number | null; top_k?: number | null; seed?: number | null }): Sampling | undefined {
+  const s: Sampling = {};
+  if (b.temperature != null) s.temperature = b.temperature;
+  if (b.top_p != null) s.topP = b.top_p;
+  if (b.top_k != null) s.topK = b.top_k;
+  if (b.seed != null) s.seed = b.seed;
+  return Object.keys(s).length ? s : undefined;
+}
+
+/**
+ * A row's sampling parameters. Without a seed, a sampled request draws from a seed derived from its id: a request run
+ * again (a retried group, a re-run job) gives the same tokens, so what was already streamed stays true.
+ */
+export function samplingParams(r: Pick<ServeRequest, 'id' | 'sampling'>): SamplingParams | undefined {
+  const s = r.sampling;
+  if (!s) return undefined;
+  const seed = s.seed ?? createHash('sha256').update(r.id).digest().readUInt32LE(0);
+  return { temperature: s.temperature, topP: s.topP, topK: s.topK, seed };
+}
 
 export const ServeRequest = z.object({
   /** Stable id (idempotency, results). */
@@ -22,6 +63,12 @@ export const ServeRequest = z.object({
   maxTokens: z.number().int().min(0),
   mode: ModeSpec,
   stop: z.array(z.string()).optional(),
+  /**
+   * Tokens before the chunks, computed as-is at position 0: absent, the tokenizer's own prompt prefix (BOS for Llama
+   * and the project's models, nothing for Qwen); a chat request's rendered template head (see shared/engine/chat.ts).
+   */
+  prefix: z.array(z.number().int().nonnegative()).optional(),
+  sampling: Sampling.optional(),
   /** Keep generating past <eos> up to maxTokens (vLLM's `ignore_eos`; benchmarks). */
   ignoreEos: z.boolean().optional(),
 });
@@ -68,7 +115,7 @@ export function groupKey(r: ServeRequest): string {
   const o = linkOptions(r.mode);
   if (!contextSharable(o)) return `alone:${r.id}`;
   const h = createHash('sha256');
-  h.update(`${modeLabel(o)}\0${r.tenantSalt}\0${r.ignoreEos ? 'ignore-eos' : ''}\0`);
+  h.update(`${modeLabel(o)}\0${r.tenantSalt}\0${r.ignoreEos ? 'ignore-eos' : ''}\0${r.prefix ? r.prefix.join(',') : '-'}\0`);
   for (const c of r.chunks) {
     h.update(Buffer.from(Int32Array.from(c).buffer));
     h.update('\0');

@@ -4,7 +4,7 @@ import type { DocumentStore } from '../catalog';
 import { ContextLengthError, type Engine, type ModelConfig, type TextTokenizer } from '../engine';
 import { chunkKey } from '../kvstore';
 import { CHAT_DEFAULT_MAX_TOKENS, DEFAULT_MAX_TOKENS, MAX_TOKENS_CAP } from './limits';
-import { ModeSpec, type ServeRequest } from './request';
+import { ModeSpec, samplingFrom, SamplingFields, type ServeRequest } from './request';
 
 /** A request as clients send it: documents by id or inline, a question (after the documents) or a bare prompt. */
 export const RequestSpec = z
@@ -19,6 +19,7 @@ export const RequestSpec = z
     r: ModeSpec.shape.r,
     stop: z.union([z.string(), z.array(z.string()).max(4)]).optional(),
     ignore_eos: z.boolean().optional(),
+    ...SamplingFields,
   })
   .strict()
   .refine((r) => (r.question ?? r.prompt) !== undefined, { message: 'a request needs a question or a prompt' });
@@ -72,6 +73,8 @@ export async function resolveRequest(
   tenant: string,
   salt: string,
   defaultMaxTokens: DefaultMaxTokens = DEFAULT_MAX_TOKENS,
+  /** Tokens before the documents (a chat template's head); absent: the tokenizer's prompt prefix (BOS or none). */
+  prefix?: number[],
 ): Promise<ServeRequest> {
   const chars = (spec.question ?? spec.prompt ?? '').length + spec.documents.reduce((n, d) => n + (typeof d === 'string' ? 0 : d.text.length), 0);
   if (chars > maxTextChars(r)) {
@@ -89,7 +92,7 @@ export async function resolveRequest(
   }
   const text = spec.question ?? spec.prompt ?? '';
   const question = r.tokenizer.encode(text);
-  const promptTokens = 1 + chunks.reduce((s, c) => s + c.length, 0) + question.length;
+  const promptTokens = (prefix ?? r.tokenizer.promptPrefix).length + chunks.reduce((s, c) => s + c.length, 0) + question.length;
   if (spec.max_tokens === undefined && defaultMaxTokens === 'rest' && promptTokens >= r.model.contextLength) {
     const e = new ContextLengthError(promptTokens + 1, r.model.contextLength, `prompt (${promptTokens} tokens) leaves no room for an answer`);
     throw new ResolveError(e.message, 400, 'messages', 'context_length_exceeded');
@@ -110,6 +113,8 @@ export async function resolveRequest(
     mode: { mode, k: spec.k, r: spec.r },
     stop: spec.stop === undefined ? undefined : Array.isArray(spec.stop) ? spec.stop : [spec.stop],
     ignoreEos: spec.ignore_eos,
+    ...(prefix ? { prefix } : {}),
+    ...(samplingFrom(spec) ? { sampling: samplingFrom(spec) } : {}),
   };
 }
 

@@ -1,22 +1,19 @@
-import type { Engine } from '../engine';
+import type { RowResult } from '../engine/generate';
 import type { LinkStats } from '../linking';
-import { applyStop } from './stop';
 import type { ServeRequest, ServeResult } from './request';
 
-/** A served request's result: its text (stop strings applied), token counts and timings. */
+/** A served request's result: its text and tokens as generation returned them (stop strings applied), counts, timings. */
 export function finish(
-  engine: Engine,
   r: ServeRequest,
-  tokens: number[],
-  why: 'stop' | 'length',
+  gen: RowResult,
   m: { prompt: number; cached: number; computed: number; mode: string; group: number; batch?: number; ttft: number; decodeMs: number },
 ): ServeResult {
-  const { text, stopped } = applyStop(engine.tokenizer.decode(tokens), r.stop);
+  const { text, tokens } = gen;
   return {
     id: r.id,
     text,
     tokens,
-    finishReason: stopped || why === 'stop' ? 'stop' : 'length',
+    finishReason: gen.finish,
     promptTokens: m.prompt,
     cachedTokens: m.cached,
     computedTokens: m.computed,

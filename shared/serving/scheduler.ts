@@ -5,10 +5,10 @@ import { groupKey, type ServeRequest, type ServeResult } from './request';
 
 interface Pending {
   req: ServeRequest;
-  onToken?: (token: number) => void;
+  onToken?: (token: number, text: string) => void;
   resolve: (r: ServeResult) => void;
   reject: (e: unknown) => void;
-  /** Tokens already passed to onToken (a retry after a failed group replays them: decoding is greedy). */
+  /** Tokens already passed to onToken (a retry after a failed group replays them: the same seed gives the same tokens). */
   emitted: number;
   /** Tokens of the current run so far. */
   seen: number;
@@ -54,8 +54,11 @@ export class Scheduler {
     return this.opts.maxBatch ?? 16;
   }
 
-  /** Queue a request; `onToken` sees each generated token as it is chosen (streaming). */
-  submit(req: ServeRequest, onToken?: (token: number) => void): Promise<ServeResult> {
+  /**
+   * Queue a request; `onToken` sees each generated token as it is chosen, with the text it adds to the stream ('' while
+   * held back: a split character, a possible stop string; the rest is the result's text past what was streamed).
+   */
+  submit(req: ServeRequest, onToken?: (token: number, text: string) => void): Promise<ServeResult> {
     return new Promise((resolve, reject) => {
       this.queue.push({ req, onToken, resolve, reject, emitted: 0, seen: 0 });
       if (!this.busy) void this.drain();
@@ -138,12 +141,13 @@ export class Scheduler {
       const results = await serve(
         this.ctxFor(group[0].req.tenantSalt),
         group.map((p) => p.req),
-        (i, t) => {
-          // A retried request streams only what it had not streamed before the failure.
+        (i, t, text) => {
+          // A retried request streams only what it had not streamed before the failure (the same tokens: greedy, or
+          // sampled from the same seed).
           const p = group[i];
           if (++p.seen > p.emitted) {
             p.emitted = p.seen;
-            p.onToken?.(t);
+            p.onToken?.(t, text);
           }
         },
       );

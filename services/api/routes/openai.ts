@@ -4,14 +4,15 @@ import { z } from 'zod';
 import type { BatchRecord, FileRecord } from '../../../shared/catalog';
 import { DEFAULT_MAX_TOKENS, MAX_BATCH_REQUESTS, MAX_TOKENS_CAP } from '../../../shared/serving/limits';
 import type { ServeResult } from '../../../shared/serving/request';
-import { ModeSpec } from '../../../shared/serving/request';
-import type { DefaultMaxTokens } from '../../../shared/serving/resolve';
+import { ModeSpec, SamplingFields, type ServeRequest } from '../../../shared/serving/request';
+import { maxTextChars, RequestSpec, resolveRequest, ResolveError, type DefaultMaxTokens } from '../../../shared/serving/resolve';
+import { tenantSalt } from '../../../shared/serving/tenancy';
+import { chatPrompt, ChatTemplateError, type ChatMessage } from '../../../shared/engine/chat';
 import type { ApiDeps } from '../deps';
 import { ApiError, uploadError } from '../errors';
 import { cancelBatch, newId, runOne, runStreaming, startBatch, type OneRun } from '../submit';
 import { wallClockMs } from '../../../shared/serving/request';
 import { checkId, parseBody } from '../validate';
-import { resolveAll } from './jobs';
 
 /**
  * OpenAI-compatible endpoints. Documents go in the extension field `documents` (ids of POSTed documents, or
@@ -31,9 +32,8 @@ const Common = {
   stream: z.boolean().nullable().optional(),
   stream_options: z.object({ include_usage: z.boolean().optional() }).nullable().optional(),
   n: z.literal(1).nullable().optional(),
-  temperature: z.number().min(0).max(2).nullable().optional(),
-  top_p: z.number().min(0).max(1).nullable().optional(),
-  seed: z.number().int().nullable().optional(),
+  /** temperature, top_p, top_k (vLLM's extension), seed: absent temperature is greedy. */
+  ...SamplingFields,
   user: z.string().max(256).optional(),
   /** vLLM's extension: generate max_tokens tokens even past <eos>. */
   ignore_eos: z.boolean().optional(),
@@ -49,11 +49,63 @@ export const ChatBody = z.object({ ...Common, messages: z.array(ChatMessage).min
 type CompletionBody = z.infer<typeof CompletionBody>;
 type ChatBody = z.infer<typeof ChatBody>;
 
-function chatText(messages: ChatBody['messages']): string {
-  return messages
-    .map((m) => (typeof m.content === 'string' ? m.content : (m.content ?? []).map((p) => p.text).join('')))
-    .filter(Boolean)
-    .join('\n');
+function chatMessages(messages: ChatBody['messages']): ChatMessage[] {
+  return messages.map((m) => ({
+    role: m.role,
+    content: typeof m.content === 'string' ? m.content : (m.content ?? []).map((p) => p.text).join(''),
+    ...(m.name !== undefined ? { name: m.name } : {}),
+  }));
+}
+
+/** A body ready to resolve: its request spec, and for a chat with the model's template the tokens before the documents. */
+interface Prepared {
+  spec: ReturnType<typeof toSpec>;
+  prefix?: number[];
+}
+
+/**
+ * A completion's spec, or a chat's: rendered with the model's chat template and split around the documents
+ * (shared/engine/chat.ts: prefix | documents' chunks | question); a model without a template joins the contents.
+ */
+function prepare(d: ApiDeps, body: CompletionBody | ChatBody, where: string): Prepared {
+  if ('prompt' in body) return { spec: toSpec(body, [body.prompt].flat()[0]) };
+  const messages = chatMessages(body.messages);
+  // The template's text is tokenized whole: bound it before rendering, as resolveRequest bounds a question.
+  const chars = messages.reduce((n, m) => n + m.content.length, 0);
+  if (chars > maxTextChars(d)) {
+    throw new ApiError(400, `${where}: the messages' text (${chars} characters) exceeds the model's context length (${d.model.contextLength} tokens)`, 'invalid_request_error', 'messages', 'context_length_exceeded');
+  }
+  let p;
+  try {
+    p = chatPrompt(d.tokenizer, messages, (body.documents?.length ?? 0) > 0);
+  } catch (e) {
+    if (e instanceof ChatTemplateError) throw new ApiError(400, `${where}: ${e.message}`, 'invalid_request_error', 'messages');
+    throw e;
+  }
+  return { spec: toSpec(body, p.question), prefix: p.prefix === undefined ? undefined : d.tokenizer.encode(p.prefix) };
+}
+
+/** Resolve prepared bodies to the worker's requests (documents to chunks, limits checked), as jobs' resolveAll does. */
+async function resolvePrepared(
+  d: ApiDeps,
+  tenant: string,
+  items: Prepared[],
+  idOf: (i: number) => string,
+  where: (i: number) => string,
+  defaultMaxTokens: DefaultMaxTokens,
+): Promise<ServeRequest[]> {
+  const salt = tenantSalt(tenant, d.shareAcrossTenants);
+  const out: ServeRequest[] = [];
+  for (let i = 0; i < items.length; i++) {
+    const spec = parseBody(RequestSpec, items[i].spec, where(i));
+    try {
+      out.push(await resolveRequest(d, spec, idOf(i), tenant, salt, defaultMaxTokens, items[i].prefix));
+    } catch (e) {
+      if (e instanceof ResolveError) throw new ResolveError(`${where(i)}: ${e.message}`, e.status, e.param ? `${where(i)}.${e.param}` : where(i), e.code);
+      throw e;
+    }
+  }
+  return out;
 }
 
 /** max_tokens when a request gives none: 16 for completions (OpenAI's default); for chat the rest of the context, at most CHAT_DEFAULT_MAX_TOKENS. */
@@ -72,6 +124,10 @@ function toSpec(body: CompletionBody | ChatBody, text: string) {
     r: body.r,
     stop: body.stop ?? undefined,
     ignore_eos: body.ignore_eos,
+    temperature: body.temperature,
+    top_p: body.top_p,
+    top_k: body.top_k,
+    seed: body.seed,
   };
 }
 
@@ -130,21 +186,21 @@ async function serve(d: ApiDeps, req: Request, res: Response, kind: 'completion'
   if (body.model && body.model !== d.model.id) {
     throw new ApiError(404, `model '${body.model}' does not exist; this server serves '${d.model.id}'`, 'invalid_request_error', 'model', 'model_not_found');
   }
-  const text = 'prompt' in body ? [body.prompt].flat()[0] : chatText(body.messages);
+  const prepared = prepare(d, body, 'body');
   const id = newId(kind === 'completion' ? 'cmpl-' : 'chatcmpl-');
   if (!body.stream) {
     const t0: number = res.locals.arrivedAt ?? wallClockMs();
     // Documents first, then admission: a request that can never succeed (an unknown document, too many tokens) hears
     // its 4xx, not a 429 that invites a retry. Both are usually answered from memory (the document cache; a recent
     // queue count), so in turn costs no more than together.
-    const [request] = await resolveAll(d, req.tenant, [toSpec(body, text)], () => id, () => 'body', maxTokensDefault(kind));
+    const [request] = await resolvePrepared(d, req.tenant, [prepared], () => id, () => 'body', maxTokensDefault(kind));
     await d.admission.admit(1);
     const run = await runOne(d, req.tenant, request);
     const r = run.result;
     res.set('Server-Timing', serverTiming(t0, run));
     return void res.json(kind === 'completion' ? completionObject(id, d.model.id, r) : chatObject(id, d.model.id, r));
   }
-  const [request] = await resolveAll(d, req.tenant, [toSpec(body, text)], () => id, () => 'body', maxTokensDefault(kind));
+  const [request] = await resolvePrepared(d, req.tenant, [prepared], () => id, () => 'body', maxTokensDefault(kind));
   const created = Math.floor(Date.now() / 1000);
   const chunk = (delta: string | null, finish: string | null, extra: object = {}) =>
     kind === 'completion'
@@ -388,7 +444,7 @@ export function openaiRouter(d: ApiDeps): Router {
     const id = newId('batch_');
     const customIds: string[] = [];
     const seen = new Set<string>();
-    const specs: unknown[] = [];
+    const specs: Prepared[] = [];
     lines.forEach((l, i) => {
       let parsed: unknown;
       try {
@@ -401,15 +457,10 @@ export function openaiRouter(d: ApiDeps): Router {
       if (seen.has(line.custom_id)) throw new ApiError(400, `line ${i + 1}: duplicate custom_id ${line.custom_id}`, 'invalid_request_error', 'input_file_id');
       seen.add(line.custom_id);
       customIds.push(line.custom_id);
-      if (body.endpoint === '/v1/completions') {
-        const b = parseBody(CompletionBody, line.body, `line ${i + 1}.body`);
-        specs.push(toSpec(b, [b.prompt].flat()[0]));
-      } else {
-        const b = parseBody(ChatBody, line.body, `line ${i + 1}.body`);
-        specs.push(toSpec(b, chatText(b.messages)));
-      }
+      const b = body.endpoint === '/v1/completions' ? parseBody(CompletionBody, line.body, `line ${i + 1}.body`) : parseBody(ChatBody, line.body, `line ${i + 1}.body`);
+      specs.push(prepare(d, b, `line ${i + 1}`));
     });
-    const requests = await resolveAll(d, req.tenant, specs, (i) => `${id}-r${i}`, (i) => `line ${i + 1}`, maxTokensDefault(body.endpoint === '/v1/chat/completions' ? 'chat' : 'completion'));
+    const requests = await resolvePrepared(d, req.tenant, specs, (i) => `${id}-r${i}`, (i) => `line ${i + 1}`, maxTokensDefault(body.endpoint === '/v1/chat/completions' ? 'chat' : 'completion'));
     await d.admission.admit(requests.length);
     const rec: BatchRecord = {
       id,
