@@ -6,6 +6,7 @@ import type { StreamEvent } from '../../shared/serving/inference';
 import { wallClockMs, type ServeRequest, type ServeResult } from '../../shared/serving/request';
 import type { ApiDeps } from './deps';
 import { isRedisDown, JobVanishedError, queueUnavailable, RequestTimeoutError, WorkerError, type ConnectionState } from './errors';
+import { checkModes } from './validate';
 
 export function newId(prefix: string): string {
   return `${prefix}${randomUUID().replace(/-/g, '')}`;
@@ -17,6 +18,7 @@ export function newId(prefix: string): string {
  * as a job stalled past the limit, and a lost message). Also returns when it was enqueued and answered (wallClockMs).
  */
 export async function runOne(d: ApiDeps, tenant: string, request: ServeRequest): Promise<OneRun> {
+  checkModes(d.model, [request]);
   const reply = d.replies?.wait(request.id);
   try {
     const job: Job = await d.inference.add('request', { tenant, request, stream: false, replyTo: d.replies?.channel } satisfies InferenceJob, { jobId: request.id });
@@ -94,6 +96,7 @@ export interface OneRun {
  * Subscribes before enqueueing so no token is missed.
  */
 export async function runStreaming(d: ApiDeps, tenant: string, request: ServeRequest, onEvent: (e: StreamEvent) => void): Promise<() => Promise<void>> {
+  checkModes(d.model, [request]);
   await d.admission.admit(1);
   // The subscriber connection queues commands while Redis is away (it must outlive restarts): refuse now rather than
   // wait, as every other route does when the queue's Redis is down.
@@ -124,6 +127,7 @@ export async function runStreaming(d: ApiDeps, tenant: string, request: ServeReq
  * finds no batch stuck in progress with no jobs. (addBulk is one transaction: all jobs or none.)
  */
 export async function startBatch(d: ApiDeps, record: BatchRecord, requests: ServeRequest[]): Promise<void> {
+  checkModes(d.model, requests, (i) => `requests[${i}]`);
   await d.batches.create(record);
   try {
     await enqueueBatch(d, record.tenant, record.id, requests);
