@@ -12,9 +12,8 @@ import { QUEUES } from '../../shared/queue/contracts';
 import { producerConnection, workerConnection } from '../../shared/queue/connection';
 import { defaultJobOptions } from '../../shared/queue/options';
 import { queueAdmission } from './admission';
-import { createApp } from './app';
+import { createApiServer, createApp } from './app';
 import { parseApiKeys } from './auth';
-import { answerClientError } from './errors';
 import { Replies } from './replies';
 
 async function main() {
@@ -67,10 +66,14 @@ async function main() {
     bodyLimit: cfg.MAX_BODY_BYTES,
     adminTenant: cfg.ADMIN_TENANT,
   });
-  const server: Server = await new Promise((resolve, reject) => {
-    const s = app.listen(cfg.API_PORT, cfg.API_HOST, (err?: Error) => (err ? reject(err) : resolve(s)));
+  const server: Server = createApiServer(app);
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(cfg.API_PORT, cfg.API_HOST, () => {
+      server.off('error', reject);
+      resolve();
+    });
   });
-  server.on('clientError', answerClientError);
   log.info({ url: `http://${cfg.API_HOST}:${cfg.API_PORT}`, model: model.id, auth: cfg.API_KEYS ? 'api keys' : 'off' }, 'api listening');
   return {
     log,

@@ -67,4 +67,19 @@ describe('queue Redis outage', () => {
     expect({ status: r.status, code: r.body?.error?.code, retryAfter: r.headers.get('retry-after') }).toEqual({ status: 503, code: 'queue_unavailable', retryAfter: '1' });
     expect(r.ms).toBeLessThan(15_000);
   }, 60_000);
+
+  test('the queue dashboard (bull-board) during an outage: 503 + Retry-After in the JSON error shape, like every route', async () => {
+    await queue.start();
+    s = await ProcStack.start({ redis: queue, services: ['api'] });
+    expect((await httpJson(s.base, 'GET', '/admin/queues/api/queues')).status).toBe(200);
+    await queue.stop(true);
+    const r = await httpJson(s.base, 'GET', '/admin/queues/api/queues');
+    expect({ status: r.status, retryAfter: r.headers.get('retry-after'), code: r.body?.error?.code, fast: r.ms < 1000 }).toEqual({
+      status: 503,
+      retryAfter: '1',
+      code: 'queue_unavailable',
+      fast: true,
+    });
+    await queue.start();
+  }, 60_000);
 });
