@@ -294,6 +294,17 @@ describe.each(VARIANTS)('GroupQueryAttention graph, $name', (v) => {
     expect(maxAbsDiff(floats(step.logits).subarray(V), floats(decodeB.logits))).toBeGreaterThan(1e-2);
   });
 
+  test('attention_mask is only counted: a zero inside it is not a hole, it shortens the row from the right', async () => {
+    // decode over the 12-token past with slot 3 "masked": the op reads sum = 12, so it keeps slots 0..10 (slot 3
+    // included), writes the new token at slot 11 and rotates it to position 11, exactly as over the first 11 tokens
+    const holed = await m.run([[44]], [[...ones(3), 0, ...ones(9)]], m.pastFrom(full));
+    const first11 = await m.run([ids.slice(0, 11)], [ones(11)]);
+    const over11 = await m.run([[44]], [ones(12)], m.pastFrom(first11));
+    expect(maxAbsDiff(floats(holed.logits), floats(over11.logits))).toBeLessThan(v.tol);
+    const hidden = await m.run([[44]], [ones(13)], m.pastFrom(full));
+    expect(maxAbsDiff(floats(holed.logits), floats(hidden.logits))).toBeGreaterThan(1e-2);
+  });
+
   test('several new tokens over a non-empty past need batch 1', async () => {
     const pre = await m.run([ids.slice(0, 4), ids.slice(4, 8)], [ones(4), ones(4)]);
     await expect(m.run([ids.slice(8, 10), ids.slice(10, 12)], [ones(6), ones(6)], m.pastFrom(pre))).rejects.toThrow(

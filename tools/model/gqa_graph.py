@@ -16,11 +16,28 @@ Graph I/O (Optimum names, no position_ids):
 kv is float32, or float16 with kv_dtype="float16" (then the whole attention op runs in float16: query, key, value,
 cos/sin caches; its output is cast back to float32 for the rest of the graph).
 
-Conventions of the op as onnxruntime's CPU kernel runs it (see the test test/engine/gqa.test.ts, which checks them):
-  seqlens_k             = ReduceSum(attention_mask, axis 1) - 1, int32 [batch]: each row's valid total length - 1
-  total_sequence_length = attention_mask.shape[1], int32 scalar
-  each row's valid keys are the first seqlens_k+1 slots (RIGHT padding); a call's S new tokens of a row are placed
-  at slots (and rotated to positions) seqlens_k+1-S ... seqlens_k. Left padding is not supported by the op.
+Conventions of the op as onnxruntime-node 1.30's CPU kernel runs it (each checked by test/engine/gqa.test.ts):
+  - seqlens_k = ReduceSum(attention_mask, axis 1) - 1 (int32 [batch]); total_sequence_length = attention_mask.shape[1]
+    (int32 scalar). Only each row's SUM and the mask's width are read: a zero inside the mask is not a hole, it just
+    shortens the row from the right. So no slot of the past can be hidden; the past must be contiguous, in position order.
+  - Row b's valid KV is slots [0, sum_b) (RIGHT padding). The S new tokens of row b are written at slots, and rotated
+    to positions, sum_b - S ... sum_b - 1. Left padding is not supported (pads are taken as tokens and the next token
+    overwrites a real one).
+  - A first prompt is S == mask width: positions 0..S-1; the past may be empty ([B, kvH, 0, D] is accepted).
+    A batch of rows of different lengths: right-pad input_ids, each row's mask sums to its length.
+  - Decode (S = 1) works for any batch, each row at its own length (mask width = past length + 1).
+  - S > 1 over a non-empty past needs batch 1 (the op refuses otherwise: "batch_size must be 1 when sequence_length > 1
+    and past context is given").
+  - present has max(mask width, past length) slots: with mask width = past + S it is past and new concatenated (a
+    growing, non-shared past, as onnxruntime-genai's default CPU export). Slots of a row at or after sum_b are not
+    carried over from the past (come back zero or pad KV).
+  - Keys in present are post-RoPE at absolute positions (rotate_half pairs j, j + D/2; llama3/linear-scaled
+    frequencies), so a key computed at p moves to q by R(q - p) as with an Optimum export.
+  - total_sequence_length may not exceed cos_cache's rows (max_position_embeddings): the op refuses naming cos_cache.
+  - head_dim must be a multiple of 16 with rotary inside the op (refused here up front); q/k/v go in separately
+    (packed QKV would be the op's other form); q/k RMSNorm (Qwen3) is done with plain ops before the op.
+  - float16: the CPU kernel has a float16 version, so with kv_dtype="float16" query/key/value, cos/sin and
+    past/present are float16 (onnxruntime-node: Uint16Array tensors of type 'float16'); logits stay float32.
 """
 from __future__ import annotations
 
