@@ -105,7 +105,7 @@ export function inferenceProcessor(d: InferenceDeps) {
       if (data.batchId !== undefined && !(await d.batches.record(data.tenant, data.batchId, data.index ?? 0, true, result))) d.onDuplicate?.(job);
       if (data.stream) {
         const rest = result.text.slice(streamed);
-        await d.publisher.publish(channel, JSON.stringify({ ...(rest ? { delta: rest } : {}), done: true, result } satisfies StreamEvent));
+        await lastEvent(d, data.request.id, { ...(rest ? { delta: rest } : {}), done: true, result });
       }
       return result;
     } catch (e) {
@@ -129,7 +129,17 @@ export function inferenceProcessor(d: InferenceDeps) {
 
 /** A stream's last event when it fails: its client shows the error and stops waiting. */
 function endStream(d: Pick<InferenceDeps, 'publisher' | 'keys'>, requestId: string, error: string): Promise<number> {
-  return d.publisher.publish(d.keys.stream(requestId), JSON.stringify({ done: true, error } satisfies StreamEvent));
+  return lastEvent(d, requestId, { done: true, error });
+}
+
+/**
+ * A stream's last event, and its began-mark removed: the job is over (streams are never retried), so no re-run will
+ * look for the mark. Both on the publisher's one connection, in order after the mark's SET (issue #21: each streamed
+ * request left its mark for 24 h).
+ */
+async function lastEvent(d: Pick<InferenceDeps, 'publisher' | 'keys'>, requestId: string, e: StreamEvent): Promise<number> {
+  const [published] = await Promise.all([d.publisher.publish(d.keys.stream(requestId), JSON.stringify(e)), d.publisher.del(d.keys.streamBegan(requestId))]);
+  return published;
 }
 
 /** How long a stream's began-mark is kept: longer than any job runs. */

@@ -154,6 +154,8 @@ describe('workers killed with SIGKILL', () => {
     const deltas = parsed.filter((e) => e.choices?.[0]?.text).length;
     expect(deltas).toBeGreaterThanOrEqual(5);
     expect(deltas).toBeLessThan(4000);
+    // Ended by error, its began-mark (which the re-run found) is gone too.
+    await waitFor(async () => ((await r.client.keys(`${s!.env.CATALOG_PREFIX}:stream:*:began`)).length === 0 ? true : undefined), 10_000, 'no stream marks left');
   }, 120_000);
 
   /**
