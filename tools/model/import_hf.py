@@ -133,6 +133,7 @@ def model_config(cfg: dict, path: str) -> LlamaConfig:
         qk_norm=family == "qwen3",
         tie_word_embeddings=bool(cfg.get("tie_word_embeddings", False)),
         rope_scaling=scaling if kind != "default" else None,
+        grouped_attention=True,
     )
     if head_dim != cfg["hidden_size"] // heads:
         c.head_dim_override = head_dim

@@ -50,8 +50,12 @@ class LlamaConfig:
     qk_norm: bool = False  # RMSNorm over head_dim on q and k per head, before RoPE (Qwen3)
     tie_word_embeddings: bool = False
     rope_scaling: dict | None = None  # {"rope_type": "llama3" | "linear", ...}
+    # attention grouped by KV head (attend_grouped): the graphs then also take an empty past (P = 0). Off for the
+    # project's own models, whose committed graphs must export byte-identical.
+    grouped_attention: bool = False
 
-    _FEATURES = ("head_dim_override", "attention_bias", "qk_norm", "tie_word_embeddings", "rope_scaling")
+    _FEATURES = ("head_dim_override", "attention_bias", "qk_norm", "tie_word_embeddings", "rope_scaling",
+                 "grouped_attention")
 
     @property
     def head_dim(self) -> int:
@@ -179,6 +183,31 @@ def attend(q, k_new, v_new, past_k, past_v, bias, n_rep: int):
     return torch.matmul(probs[..., :p], pv) + torch.matmul(probs[..., p:], nv)
 
 
+def attend_grouped(q, k_new, v_new, past_k, past_v, bias, n_rep: int):
+    """attend() computed per KV head group: the queries are viewed [B, Hkv, n_rep, S, D] and the keys and values
+    broadcast over the group, so no tensor with a past-length axis is ever reshaped.  (repeat_kv's reshape exports as
+    an ONNX Reshape whose target holds the past length; with an empty past that 0 means "copy the input's dimension"
+    and onnxruntime fails, so attend()'s graphs need P >= 1.  Optimum exports take P = 0, and so do these.)"""
+    b, h, s, d = q.shape
+    scale = 1.0 / math.sqrt(d)
+    qg = q.view(b, h // n_rep, n_rep, s, d)
+    pk, pv = past_k.unsqueeze(2), past_v.unsqueeze(2)
+    nk, nv = k_new.unsqueeze(2), v_new.unsqueeze(2)
+    bias = bias.unsqueeze(1)  # [B, 1, 1, S, P+S]
+    p = pk.shape[3]
+    if p == 0:  # training / first prefill in torch; traced graphs always take the branch below
+        scores = torch.matmul(qg, nk.transpose(-1, -2)) * scale + bias
+        out = torch.matmul(torch.softmax(scores.float(), dim=-1).type_as(q), nv)
+        return out.flatten(1, 2)
+    s_past = torch.matmul(qg, pk.transpose(-1, -2)) * scale
+    s_new = torch.matmul(qg, nk.transpose(-1, -2)) * scale
+    scores = torch.cat([s_past, s_new], dim=-1) + bias
+    probs = torch.softmax(scores if scores.dtype == torch.float32 else scores.float(), dim=-1)
+    probs = probs if probs.dtype == q.dtype else probs.to(q.dtype)
+    out = torch.matmul(probs[..., :p], pv) + torch.matmul(probs[..., p:], nv)
+    return out.flatten(1, 2)
+
+
 class Attention(nn.Module):
     def __init__(self, c: LlamaConfig):
         super().__init__()
@@ -213,7 +242,7 @@ class Attention(nn.Module):
         k, v = self._kv(x)
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         n_rep = self.c.num_attention_heads // self.c.num_key_value_heads
-        out = attend(q, k, v, past_k, past_v, bias, n_rep)
+        out = (attend_grouped if self.c.grouped_attention else attend)(q, k, v, past_k, past_v, bias, n_rep)
         out = out.transpose(1, 2).reshape(b, s, -1)
         return self.o_proj(out), k, v
 
