@@ -21,6 +21,8 @@ export const SamplingFields = {
   top_p: z.number().min(0).max(1).nullable().optional(),
   top_k: z.number().int().min(0).nullable().optional(),
   seed: z.number().int().min(Number.MIN_SAFE_INTEGER).max(Number.MAX_SAFE_INTEGER).nullable().optional(),
+  /** OpenAI's logit_bias: token id → a bias in [-100, 100] added to its logit before choosing (greedy too). */
+  logit_bias: z.record(z.string().regex(/^\d{1,9}$/, 'token ids'), z.number().min(-100).max(100)).nullable().optional(),
 };
 
 /** A request's sampling in the job payload (per row: requests that sample differently still share a context). */
@@ -30,12 +32,20 @@ export const Sampling = z.object({
   topP: z.number().min(0).max(1).optional(),
   topK: z.number().int().min(0).optional(),
   seed: z.number().int().optional(),
+  logitBias: z.record(z.string(), z.number()).optional(),
 });
 export type Sampling = z.infer<typeof Sampling>;
 
 /** The job payload's sampling from the client's fields (undefined when every field is absent: greedy). */
-export function samplingFrom(b: { temperature?: number | null; top_p?: number | null; top_k?: number | null; seed?: number | null }): Sampling | undefined {
+export function samplingFrom(b: {
+  temperature?: number | null;
+  top_p?: number | null;
+  top_k?: number | null;
+  seed?: number | null;
+  logit_bias?: Record<string, number> | null;
+}): Sampling | undefined {
   const s: Sampling = {};
+  if (b.logit_bias && Object.keys(b.logit_bias).length) s.logitBias = b.logit_bias;
   if (b.temperature != null) s.temperature = b.temperature;
   if (b.top_p != null) s.topP = b.top_p;
   if (b.top_k != null) s.topK = b.top_k;
@@ -50,8 +60,10 @@ export function samplingFrom(b: { temperature?: number | null; top_p?: number | 
 export function samplingParams(r: Pick<ServeRequest, 'id' | 'sampling'>): SamplingParams | undefined {
   const s = r.sampling;
   if (!s) return undefined;
+  if (!s.temperature && !s.logitBias) return undefined;
   const seed = s.seed ?? createHash('sha256').update(r.id).digest().readUInt32LE(0);
-  return { temperature: s.temperature, topP: s.topP, topK: s.topK, seed };
+  const logitBias = s.logitBias && Object.entries(s.logitBias).map(([id, bias]) => [Number(id), bias] as [number, number]);
+  return { temperature: s.temperature, topP: s.topP, topK: s.topK, seed, logitBias };
 }
 
 export const ServeRequest = z.object({

@@ -68,6 +68,11 @@ interface Prepared {
  * (shared/engine/chat.ts: prefix | documents' chunks | question); a model without a template joins the contents.
  */
 function prepare(d: ApiDeps, body: CompletionBody | ChatBody, where: string): Prepared {
+  for (const id of Object.keys(body.logit_bias ?? {})) {
+    if (Number(id) >= d.model.vocabSize) {
+      throw new ApiError(400, `${where}: logit_bias names token ${id}, outside the vocabulary (${d.model.vocabSize} tokens)`, 'invalid_request_error', 'logit_bias');
+    }
+  }
   if ('prompt' in body) return { spec: toSpec(body, [body.prompt].flat()[0]) };
   const messages = chatMessages(body.messages);
   // The template's text is tokenized whole: bound it before rendering, as resolveRequest bounds a question.
@@ -128,6 +133,7 @@ function toSpec(body: CompletionBody | ChatBody, text: string) {
     top_p: body.top_p,
     top_k: body.top_k,
     seed: body.seed,
+    logit_bias: body.logit_bias,
   };
 }
 
