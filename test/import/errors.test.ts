@@ -215,3 +215,31 @@ test('a tokenizer whose vocabulary does not fit the config is refused naming tok
   // vocab_size 100, but the tokenizer has ids up to 226 (the tensors follow the config, so only the tokenizer is wrong)
   expectRefused(runImport(checkpoint({ vocab_size: 100 })), 'tokenizer.json', 'vocab_size is 100');
 });
+
+test('safetensors_io reads F32, F16 and BF16 (little-endian, bf16 widened into float32 bits)', () => {
+  const dir = join(work, 'dtypes');
+  mkdirSync(dir);
+  // 1.5, -2, 0.099975586 (f16 0x2E66), 3.140625 (bf16 0x4049)
+  const f32 = Buffer.from(new Float32Array([1.5, -2]).buffer);
+  const f16 = Buffer.from(new Uint16Array([0x3e00, 0xc000, 0x2e66]).buffer);
+  const bf16 = Buffer.from(new Uint16Array([0x3fc0, 0xc000, 0x4049]).buffer);
+  const header = {
+    a: { dtype: 'F32', shape: [2], data_offsets: [0, 8] },
+    b: { dtype: 'F16', shape: [3], data_offsets: [8, 14] },
+    c: { dtype: 'BF16', shape: [1, 3], data_offsets: [14, 20] },
+  };
+  const json = Buffer.from(JSON.stringify(header));
+  const len = Buffer.alloc(8);
+  len.writeBigUInt64LE(BigInt(json.length));
+  writeFileSync(join(dir, 'model.safetensors'), Buffer.concat([len, json, f32, f16, bf16]));
+  const code =
+    'import sys, json; sys.path.insert(0, "tools/model"); from safetensors_io import read_weights; ' +
+    `w = read_weights(${JSON.stringify(dir)}); print(json.dumps({k: [str(v.dtype), list(v.shape), v.reshape(-1).tolist()] for k, v in w.items()}))`;
+  const r = spawnSync(PYTHON, ['-c', code], { cwd: ROOT, encoding: 'utf8' });
+  expect(r.stderr).toBe('');
+  expect(JSON.parse(r.stdout)).toEqual({
+    a: ['float32', [2], [1.5, -2]],
+    b: ['float32', [3], [1.5, -2, 0.0999755859375]],
+    c: ['float32', [1, 3], [1.5, -2, 3.140625]],
+  });
+});

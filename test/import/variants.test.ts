@@ -75,7 +75,7 @@ test('llama3-style-stock: the engine loads it on the stock graph and matches Num
 }, 600_000);
 
 describe.each([
-  ['llama3-style-fp16', 'float16', 5e-4],
+  ['llama3-style-fp16', 'float16', 2e-3], // past KV rounded to float16: measured 5e-4
   ['llama3-style-gqa', 'float32', 1e-4],
 ] as const)('%s under onnxruntime', (name, kv, tol) => {
   let dir: string;

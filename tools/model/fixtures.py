@@ -122,7 +122,9 @@ def fresh(out: str, name: str, stamp: str) -> bool:
 
 
 def random_weights(config: dict, seed: int) -> dict[str, np.ndarray]:
-    """Seeded HF-named weights: matrices N(0, 0.02), the embedding N(0, 0.05), norms 1 + N(0, 0.1), biases N(0, 0.02)."""
+    """Seeded HF-named weights: projections N(0, 0.1), the embedding N(0, 0.05), norms 1 + N(0, 0.1), biases
+    N(0, 0.02).  HF's usual 0.02 for the projections leaves a tied model's residual stream almost its input embedding,
+    so every greedy token would repeat the input token whatever the context; at 0.1 the context moves the argmax."""
     c = model_config(config, "config.json")
     from import_hf import expected_tensors
     rng = np.random.default_rng(seed)
@@ -132,8 +134,10 @@ def random_weights(config: dict, seed: int) -> dict[str, np.ndarray]:
             a = 1.0 + 0.1 * rng.standard_normal(shape)
         elif name == "model.embed_tokens.weight":
             a = 0.05 * rng.standard_normal(shape)
-        else:
+        elif name.endswith(".bias"):
             a = 0.02 * rng.standard_normal(shape)
+        else:
+            a = 0.1 * rng.standard_normal(shape)
         out[name] = a.astype(np.float32)
     return out
 
