@@ -1,6 +1,7 @@
 import { KVCache } from './cache';
 import type { ModelConfig } from './config';
 import { ContextLengthError, EngineInputError, ModelLoadError } from './errors';
+import { generateAll } from './generate';
 import { allocBlock, type KVBlock, type KVShape } from './kv';
 import { Model, type EngineCapabilities } from './model';
 import { BufferPool } from './pool';
@@ -241,57 +242,26 @@ export class Engine {
   }
 
   /**
-   * Greedy decoding from each row's last logits. Each new token sits at the row's next position (one past its highest
-   * cached position) in the next free slot. Stops a row at a stop id (not included) or after maxTokens.
+   * Greedy decoding from each row's last logits (shared/engine/generate.ts with greedy rows: sampling, stop strings
+   * and streamed text are there). Each new token sits at the row's next position (one past its highest cached
+   * position) in the next free slot. Stops a row at a stop id (not included) or after maxTokens.
    */
   async generate(cache: KVCache, lastLogits: Float32Array[], opts: GenerateOptions): Promise<GenerateResult> {
     const B = cache.batch;
-    if (lastLogits.length !== B) throw new EngineInputError(`generate needs ${B} logits rows, got ${lastLogits.length}`);
     const maxOf = Array.isArray(opts.maxTokens) ? opts.maxTokens : Array<number>(B).fill(opts.maxTokens);
     if (maxOf.length !== B || maxOf.some((m) => !Number.isInteger(m) || m < 0)) {
       throw new EngineInputError(`maxTokens must be a non-negative integer (or one per row), got ${JSON.stringify(opts.maxTokens)}`);
     }
-    const steps = Math.max(0, ...maxOf);
-    const stop = new Set(opts.stopIds ?? this.config.eosTokenIds);
-    const nextPos = new Int32Array(B);
-    for (let b = 0; b < B; b++) {
-      let m = -1;
-      const { pos, valid } = cache.rowSlots(b);
-      for (let j = 0; j < cache.capacity; j++) if (valid[j] && pos[j] > m) m = pos[j];
-      nextPos[b] = m + 1;
-    }
-    const tokens: number[][] = Array.from({ length: B }, () => []);
-    const finish: ('stop' | 'length')[] = Array(B).fill('length');
-    const done = maxOf.map((m) => m === 0);
-    let logits = lastLogits;
-    for (let step = 0; step < steps; step++) {
-      const rows: RowInput[] = [];
-      for (let b = 0; b < B; b++) {
-        if (done[b]) {
-          rows.push({ tokens: [], positions: [] });
-          continue;
-        }
-        const t = argmax(logits[b]);
-        if (stop.has(t)) {
-          done[b] = true;
-          finish[b] = 'stop';
-          rows.push({ tokens: [], positions: [] });
-          continue;
-        }
-        tokens[b].push(t);
-        opts.onToken?.(b, t);
-        if (tokens[b].length >= maxOf[b]) {
-          done[b] = true;
-          rows.push({ tokens: [], positions: [] });
-          continue;
-        }
-        if (nextPos[b] >= this.contextLength) throw new ContextLengthError(nextPos[b] + 1, this.contextLength);
-        rows.push({ tokens: [t], positions: [nextPos[b]++] });
-      }
-      if (done.every(Boolean)) break;
-      logits = (await this.forward(cache, rows)).logits;
-    }
-    return { tokens, finish };
+    const stopIds = opts.stopIds ?? this.config.eosTokenIds;
+    const onToken = opts.onToken;
+    const rows = await generateAll(
+      this,
+      cache,
+      lastLogits,
+      maxOf.map((maxTokens) => ({ maxTokens, stopIds })),
+      onToken && ((e) => e.kind === 'token' && onToken(e.row, e.token)),
+    );
+    return { tokens: rows.map((r) => r.tokens), finish: rows.map((r) => r.finish) };
   }
 
   /**
