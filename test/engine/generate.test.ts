@@ -29,22 +29,34 @@ const streamed = (events: GenerateEvent[], row = 0) =>
     .map((e) => e.text)
     .join('');
 
+/** Greedy decoding written out here: argmax of each step's logits, one token at the next position (engine.forward). */
 async function greedy(p: number[], n: number): Promise<number[]> {
   const { cache, logits } = await engine.prefill([p], n);
+  const out: number[] = [];
   try {
-    return (await engine.generate(cache, logits, { maxTokens: n, stopIds: [] })).tokens[0];
+    let last = logits[0];
+    for (let i = 0; i < n; i++) {
+      let best = 0;
+      for (let v = 1; v < last.length; v++) if (last[v] > last[best]) best = v;
+      out.push(best);
+      if (out.length < n) last = (await engine.forward(cache, [{ tokens: [best], positions: [p.length + i] }])).logits[0];
+    }
   } finally {
     cache.release();
   }
+  return out;
 }
 
 describe('sampling', () => {
-  test('temperature 0, top_k 1 and top_p 0 are greedy (the engine argmax decode)', async () => {
+  test('temperature 0, top_k 1 and top_p 0 are greedy (an argmax decode written out, and Engine.generate)', async () => {
     const want = await greedy(prompt(1), 10);
     for (const sampling of [undefined, { temperature: 0 }, { temperature: 1.5, topK: 1, seed: 3 }, { temperature: 1, topP: 0, seed: 9 }]) {
       const { results } = await run([prompt(1)], [{ maxTokens: 10, sampling, stopIds: [] }]);
       expect(results[0].tokens).toEqual(want);
     }
+    const { cache, logits } = await engine.prefill([prompt(1)], 10);
+    expect((await engine.generate(cache, logits, { maxTokens: 10, stopIds: [] })).tokens[0]).toEqual(want);
+    cache.release();
   });
 
   test('the same seed gives the same tokens; other seeds give others', async () => {
