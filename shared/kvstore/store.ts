@@ -57,6 +57,8 @@ export interface ChunkResult {
   block: KVBlock;
   /** Where this call got the block: a tier, its own compile, or another in-process call's result. */
   source: ChunkSource;
+  /** For 'joined': where the call it joined got the block. */
+  leader?: ChunkSource;
 }
 
 export type CompileFn = () => KVBlock | Promise<KVBlock>;
@@ -210,7 +212,7 @@ export class KVStore {
     const pending = this.inflight.get(key);
     if (pending) {
       this.c.singleFlightJoins++;
-      return pending.then((r) => ({ block: r.block, source: 'joined' as const }));
+      return pending.then((r) => ({ block: r.block, source: 'joined' as const, leader: r.source }));
     }
     const p = (async (): Promise<ChunkResult> => {
       this.c.lookups++;

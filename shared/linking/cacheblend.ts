@@ -1,6 +1,6 @@
 import type { Engine, KVCache, LayeredModel } from '../engine';
 import { range, type Layout } from './layout';
-import type { ChunkSource, LinkInput } from './types';
+import { fetchChunk, type ChunkSource, type LinkInput } from './types';
 
 /**
  * CacheBlend-r, as LMCache's blender does it: chunks placed like naive; layers before the check layer recompute every
@@ -15,6 +15,9 @@ export interface BlendResult {
   computed: number;
   fetchMs: number;
   selected: number;
+  /** Tokens of chunks read from the store that were not recomputed after the check layer; tokens of chunks compiled on a miss. */
+  reused: number;
+  compiled: number;
 }
 
 export async function linkCacheBlend(
@@ -29,8 +32,13 @@ export async function linkCacheBlend(
   const { layers, kvHeads, headDim } = engine.shape;
   const N = lay.total;
   const t0 = performance.now();
-  const blocks = await Promise.all(input.chunks.map((c) => source.chunk(c, { kind: 'plain' })));
+  const fetched = await Promise.all(input.chunks.map((c) => fetchChunk(source, c, { kind: 'plain' })));
+  const blocks = fetched.map((f) => f.block);
   const fetchMs = performance.now() - t0;
+  // Tokens whose KV was read from the store (hit chunks), and those compiled on a miss.
+  const hit = new Uint8Array(N);
+  let compiled = 0;
+  fetched.forEach((f, i) => (f.hit ? hit.fill(1, lay.chunkOffsets[i], lay.chunkOffsets[i] + f.block.length) : (compiled += f.block.length)));
 
   // Naive placement: slot s holds position s.
   const prefixStart = cache.reserve(0, lay.prefixLen);
@@ -54,7 +62,7 @@ export async function linkCacheBlend(
   if (check >= layers) {
     cache.markValid(0, positions, positions, lay.tokens);
     const logits = await layered.head(hidden.subarray((N - 1) * d), 1);
-    return { logits, computed: N, fetchMs, selected: N };
+    return { logits, computed: N, fetchMs, selected: N, reused: 0, compiled };
   }
 
   // Check layer: deviation of fresh vs cached keys for cached tokens.
@@ -96,5 +104,7 @@ export async function linkCacheBlend(
   }
   cache.markValid(0, positions, positions, lay.tokens);
   const logits = await layered.head(h.subarray((S - 1) * d), 1);
-  return { logits, computed: (check * N + (layers - check) * S) / layers, fetchMs, selected: S };
+  let reused = 0;
+  for (let t = 0; t < N; t++) if (hit[t] && !sel[t]) reused++;
+  return { logits, computed: (check * N + (layers - check) * S) / layers, fetchMs, selected: S, reused, compiled };
 }

@@ -2,9 +2,9 @@ import { ContextLengthError, LayeredModel, type Engine, type KVCache, type RowIn
 import { linkCacheBlend } from './cacheblend';
 import { LinkInputError } from './errors';
 import { layout, range } from './layout';
-import { forwardRows, linkPic, picRow, type PicRow } from './pic';
+import { chunkCounts, forwardRows, linkPic, linkTokens, picRow, type PicRow } from './pic';
 import { linkPrefix } from './prefix';
-import { LINK_DEFAULTS, LINK_MODES, MIN_R, type BlockStore, type ChunkSource, type CompileVariant, type LinkInput, type LinkOptions, type LinkStats } from './types';
+import { fetchChunk, LINK_DEFAULTS, LINK_MODES, MIN_R, type BlockStore, type ChunkSource, type CompileVariant, type LinkInput, type LinkOptions, type LinkStats } from './types';
 
 export interface LinkContext {
   engine: Engine;
@@ -70,6 +70,9 @@ export async function link(ctx: LinkContext, input: LinkInput, o: LinkOptions, m
   const path = o.path ?? (engine.capabilities.positionMasked ? 'one-pass' : 'sequential');
   let logits: Float32Array;
   let computed: number;
+  // Prompt tokens read from a store and kept, and tokens of chunks compiled on a miss (LinkStats).
+  let reused = 0;
+  let compiled = 0;
   let fetchMs = 0;
   let after = async () => {};
   switch (o.mode) {
@@ -83,13 +86,14 @@ export async function link(ctx: LinkContext, input: LinkInput, o: LinkOptions, m
       if (!ctx.prefixStore) throw new LinkInputError('prefix mode needs a prefix block store');
       const r = await linkPrefix(engine, ctx.prefixStore, lay, cache, { blockSize: LINK_DEFAULTS.blockSize, salt: ctx.tenantSalt });
       ({ logits, computed, fetchMs } = r);
+      reused = lay.total - computed; // the prompt's blocks found in the prefix store
       after = r.commit;
       break;
     }
     case 'naive':
     case 'attnlink':
     case 'attnlink0': {
-      ({ logits, computed, fetchMs } = await linkPic(engine, ctx.source, input, lay, cache, { ...picPlan(o), path }));
+      ({ logits, computed, fetchMs, reused, compiled } = await linkPic(engine, ctx.source, input, lay, cache, { ...picPlan(o), path }));
       break;
     }
     case 'cacheblend': {
@@ -98,11 +102,11 @@ export async function link(ctx: LinkContext, input: LinkInput, o: LinkOptions, m
         r: o.r ?? LINK_DEFAULTS.r,
         checkLayer: o.checkLayer ?? LINK_DEFAULTS.checkLayer,
       });
-      ({ logits, computed, fetchMs } = r);
+      ({ logits, computed, fetchMs, reused, compiled } = r);
       break;
     }
   }
-  return { cache, logits, after, stats: linkStats(o, lay.total, computed, performance.now() - t0, fetchMs) };
+  return { cache, logits, after, stats: linkStats(o, lay.total, computed, performance.now() - t0, fetchMs, reused, compiled) };
 }
 
 /** What a position-independent mode compiles (variant) and recomputes (the first k tokens of every chunk). */
@@ -112,12 +116,13 @@ function picPlan(o: LinkOptions): { variant: CompileVariant; k: number } {
   return { variant, k };
 }
 
-function linkStats(o: LinkOptions, promptTokens: number, computed: number, ttftMs: number, fetchMs: number): LinkStats {
+function linkStats(o: LinkOptions, promptTokens: number, computed: number, ttftMs: number, fetchMs: number, reused: number, compiled: number): LinkStats {
   return {
     mode: modeLabel(o),
     promptTokens,
     computedTokens: computed,
-    reusedTokens: promptTokens - computed,
+    reusedTokens: reused,
+    compiledTokens: compiled,
     computedFraction: computed / promptTokens,
     ttftMs,
     fetchMs,
@@ -167,7 +172,9 @@ export async function linkBatch(ctx: LinkContext, items: BatchItem[]): Promise<L
   const lays = items.map((it) => layout(it.input));
   const plans = items.map((it) => picPlan(it.options));
   const f0 = performance.now();
-  const blocks = await Promise.all(items.map((it, b) => Promise.all(it.input.chunks.map((c) => ctx.source.chunk(c, plans[b].variant)))));
+  const fetched = await Promise.all(items.map((it, b) => Promise.all(it.input.chunks.map((c) => fetchChunk(ctx.source, c, plans[b].variant)))));
+  const blocks = fetched.map((f) => f.map((x) => x.block));
+  const counts = items.map((it, b) => chunkCounts(fetched[b], linkTokens(it.input, plans[b].k)));
   const fetchMs = performance.now() - f0;
   const cache = engine.newCache(items.length, Math.max(...lays.map((l, i) => l.total + items[i].maxNewTokens)));
   let rows: PicRow[];
@@ -181,5 +188,5 @@ export async function linkBatch(ctx: LinkContext, items: BatchItem[]): Promise<L
   }
   const ttftMs = performance.now() - t0;
   // A row's tokens are exactly what is computed for it: prefix, link tokens, question.
-  return { cache, logits, stats: items.map((it, b) => linkStats(it.options, lays[b].total, rows[b].tokens.length, ttftMs, fetchMs)) };
+  return { cache, logits, stats: items.map((it, b) => linkStats(it.options, lays[b].total, rows[b].tokens.length, ttftMs, fetchMs, counts[b].reused, counts[b].compiled)) };
 }

@@ -1,6 +1,6 @@
 import { sliceBlock, type Engine, type KVBlock, type KVCache, type RowInput } from '../engine';
 import { range, type Layout } from './layout';
-import type { ChunkSource, CompileVariant, LinkInput } from './types';
+import { fetchChunk, type ChunkSource, type CompileVariant, type FetchedChunk, type LinkInput } from './types';
 
 /**
  * Position-independent linking: cached chunks placed at their offsets (keys re-rotated), then a few tokens
@@ -27,15 +27,20 @@ export interface PicResult {
   logits: Float32Array;
   computed: number;
   fetchMs: number;
+  /** Chunk tokens read from the store and not recomputed; chunk tokens compiled on a miss (chunkCounts). */
+  reused: number;
+  compiled: number;
 }
 
 export async function linkPic(engine: Engine, source: ChunkSource, input: LinkInput, lay: Layout, cache: KVCache, plan: PicPlan): Promise<PicResult> {
   const t0 = performance.now();
-  const blocks = await Promise.all(input.chunks.map((c) => source.chunk(c, plan.variant)));
+  const fetched = await Promise.all(input.chunks.map((c) => fetchChunk(source, c, plan.variant)));
+  const blocks = fetched.map((f) => f.block);
   const fetchMs = performance.now() - t0;
   const { rope } = engine;
   const ks = linkTokens(input, plan.k);
   const computed = lay.prefixLen + ks.reduce((a, b) => a + b, 0) + input.question.length;
+  const { reused, compiled } = chunkCounts(fetched, ks);
 
   if (plan.path === 'sequential') {
     if (lay.prefixLen) await engine.forward(cache, [{ tokens: input.prefix, positions: range(0, lay.prefixLen) }]);
@@ -46,13 +51,27 @@ export async function linkPic(engine: Engine, source: ChunkSource, input: LinkIn
       if (k < blocks[i].length) cache.place(0, k ? sliceBlock(blocks[i], k, blocks[i].length) : blocks[i], range(off + k, blocks[i].length - k), rope);
     }
     const { logits } = await engine.forward(cache, [{ tokens: input.question, positions: range(lay.questionOffset, input.question.length) }]);
-    return { logits: logits[0], computed, fetchMs };
+    return { logits: logits[0], computed, fetchMs, reused, compiled };
   }
 
   // one-pass
   const row = picRow(engine, cache, 0, input, lay, blocks, plan.k);
   const logits = await forwardRows(engine, cache, [row]);
-  return { logits: logits[0], computed, fetchMs };
+  return { logits: logits[0], computed, fetchMs, reused, compiled };
+}
+
+/**
+ * Of a request's chunks: the tokens read from the store and kept (a hit's tokens less the `recomputed` link tokens of
+ * that chunk), and the tokens compiled on a miss (a miss's whole chunk). What usage's cached tokens count.
+ */
+export function chunkCounts(fetched: FetchedChunk[], recomputed: number[]): { reused: number; compiled: number } {
+  let reused = 0;
+  let compiled = 0;
+  fetched.forEach((f, i) => {
+    if (f.hit) reused += f.block.length - recomputed[i];
+    else compiled += f.block.length;
+  });
+  return { reused, compiled };
 }
 
 /** A row built by picRow: its input, and how many of its leading tokens belong to the first half of its chunks. */
@@ -127,6 +146,6 @@ export function picRow(engine: Engine, cache: KVCache, row: number, input: LinkI
 }
 
 /** How many tokens of each chunk are recomputed: the first k, or the whole chunk when it is shorter. */
-function linkTokens(input: LinkInput, k: number): number[] {
+export function linkTokens(input: LinkInput, k: number): number[] {
   return input.chunks.map((c) => Math.min(k, c.length));
 }

@@ -54,6 +54,19 @@ export function variantId(v: CompileVariant): string {
 /** Where compiled chunks come from (the KV store, or a fresh compile). */
 export interface ChunkSource {
   chunk(tokens: number[], variant: CompileVariant): Promise<KVBlock>;
+  /** Like chunk, and says whether the block was read from a store (a hit in any tier) or compiled on a miss. */
+  fetch?(tokens: number[], variant: CompileVariant): Promise<FetchedChunk>;
+}
+
+/** A chunk's KV, and whether it was read from a store (`hit`) or compiled for this request (a miss). */
+export interface FetchedChunk {
+  block: KVBlock;
+  hit: boolean;
+}
+
+/** A chunk from `source`: a source that cannot tell where its blocks come from counts as compiling them (no hit). */
+export function fetchChunk(source: ChunkSource, tokens: number[], variant: CompileVariant): Promise<FetchedChunk> {
+  return source.fetch ? source.fetch(tokens, variant) : source.chunk(tokens, variant).then((block) => ({ block, hit: false }));
 }
 
 /** Key-value block storage for prefix mode's hashed blocks (the KV store satisfies it). */
@@ -67,8 +80,14 @@ export interface LinkStats {
   promptTokens: number;
   /** Tokens run through the model (CacheBlend: token-layers ÷ layers). */
   computedTokens: number;
-  /** Prompt tokens whose KV came from a cache unchanged or re-rotated. */
+  /**
+   * Prompt tokens whose KV was read from a store (a chunk's hit in any tier, a prefix block) and kept, unchanged or
+   * re-rotated: not recomputed, not compiled on a miss (OpenAI's and vLLM's cached tokens). Whole tokens in every mode
+   * (CacheBlend: the hit chunks' tokens it did not recompute after the check layer).
+   */
   reusedTokens: number;
+  /** Prompt tokens of chunks compiled on a miss for this request (their KV was not in the store). */
+  compiledTokens: number;
   computedFraction: number;
   /** Milliseconds from the call to the first token's logits: chunk fetch, placement and compute. */
   ttftMs: number;

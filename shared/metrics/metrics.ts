@@ -111,10 +111,12 @@ export interface RequestRecord {
   e2eSeconds?: number;
   promptTokens?: number;
   generationTokens?: number;
-  /** Prompt tokens whose KV came from a cache (unchanged or re-rotated); `usage.prompt_tokens_details.cached_tokens`. */
+  /** Prompt tokens whose KV was read from a cache (a hit) and not recomputed; `usage.prompt_tokens_details.cached_tokens`. */
   cachedTokens?: number;
   /** Prompt tokens run through the model (full: all; attnlink: k per chunk + question). */
   recomputedTokens?: number;
+  /** Prompt tokens of chunks compiled on a miss for this request (not read from the KV store). */
+  compiledTokens?: number;
   /** Requests computed in the same forward calls as this one (a shared-context group or a batch of contexts). */
   batchSize?: number;
 }
@@ -131,6 +133,7 @@ export interface ServingMetrics {
   generationTokens: Counter<'mode'>;
   cachedTokens: Counter<'mode'>;
   recomputedTokens: Counter<'mode'>;
+  compiledTokens: Counter<'mode'>;
   requests: Counter<'mode' | 'status'>;
   requestsRunning: Gauge;
   requestsWaiting: Gauge;
@@ -143,7 +146,7 @@ export interface ServingMetrics {
  * `epic_time_to_first_token_seconds{mode}`, `epic_e2e_request_latency_seconds{mode}`, `epic_request_queue_time_seconds`,
  * `epic_request_prefill_time_seconds{mode}`, `epic_request_decode_time_seconds{mode}`,
  * `epic_time_per_output_token_seconds{mode}`, `epic_prompt_tokens_total{mode}`, `epic_generation_tokens_total{mode}`,
- * `epic_cached_tokens_total{mode}`, `epic_recomputed_tokens_total{mode}`, `epic_requests_total{mode,status}`,
+ * `epic_cached_tokens_total{mode}`, `epic_recomputed_tokens_total{mode}`, `epic_compiled_tokens_total{mode}`, `epic_requests_total{mode,status}`,
  * `epic_requests_running`, `epic_requests_waiting`.
  */
 export function createServingMetrics(registry: Registry): ServingMetrics {
@@ -168,8 +171,9 @@ export function createServingMetrics(registry: Registry): ServingMetrics {
     timePerOutputToken: hist('time_per_output_token_seconds', 'Decode time per generated token after the first, in seconds.', TPOT_BUCKETS),
     promptTokens: counter('prompt_tokens_total', 'Prompt tokens processed, by link mode.'),
     generationTokens: counter('generation_tokens_total', 'Tokens generated, by link mode.'),
-    cachedTokens: counter('cached_tokens_total', 'Prompt tokens whose KV was served from the cache (unchanged or re-rotated), by link mode.'),
+    cachedTokens: counter('cached_tokens_total', 'Prompt tokens whose KV was read from the cache (a hit in any tier) and not recomputed, by link mode.'),
     recomputedTokens: counter('recomputed_tokens_total', 'Prompt tokens run through the model (not served from the cache), by link mode.'),
+    compiledTokens: counter('compiled_tokens_total', "Prompt tokens of chunks compiled on a miss for a request (their KV was not in the cache; a group's shared context counts for each request), by link mode."),
     requests: new Counter<'mode' | 'status'>({
       name: METRIC_PREFIX + 'requests_total',
       help: 'Requests finished, by link mode and outcome.',
@@ -181,7 +185,7 @@ export function createServingMetrics(registry: Registry): ServingMetrics {
   };
   // Known label values start at 0, so rates and ratios have series before the first request.
   for (const mode of MODE_LABELS) {
-    for (const c of [m.promptTokens, m.generationTokens, m.cachedTokens, m.recomputedTokens]) c.inc({ mode }, 0);
+    for (const c of [m.promptTokens, m.generationTokens, m.cachedTokens, m.recomputedTokens, m.compiledTokens]) c.inc({ mode }, 0);
     for (const status of REQUEST_STATUSES) m.requests.inc({ mode, status }, 0);
   }
 
@@ -209,6 +213,7 @@ export function createServingMetrics(registry: Registry): ServingMetrics {
       add(m.generationTokens, mode, r.generationTokens);
       add(m.cachedTokens, mode, r.cachedTokens);
       add(m.recomputedTokens, mode, r.recomputedTokens);
+      add(m.compiledTokens, mode, r.compiledTokens);
     },
   };
 }

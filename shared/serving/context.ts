@@ -1,6 +1,7 @@
 import { LayeredModel, type Engine } from '../engine';
 import type { KVStore } from '../kvstore';
-import { storeSource, type BlockStore, type LinkContext } from '../linking';
+import type { BlockStore, LinkContext } from '../linking';
+import { storeChunkSource } from './store';
 
 /**
  * The link context of a tenant: compiled chunks from the tiered store; prefix mode's hashed blocks in a store of their
@@ -10,5 +11,5 @@ import { storeSource, type BlockStore, type LinkContext } from '../linking';
 export function linkContextFactory(engine: Engine, store: KVStore, prefixStore: BlockStore): (tenantSalt: string) => LinkContext {
   let layered: Promise<LayeredModel> | undefined;
   const loadLayered = () => (layered ??= LayeredModel.load(engine.config, engine.sessionOptions));
-  return (tenantSalt) => ({ engine, source: storeSource(engine, store, tenantSalt), prefixStore, tenantSalt, loadLayered });
+  return (tenantSalt) => ({ engine, source: storeChunkSource(engine, store, tenantSalt), prefixStore, tenantSalt, loadLayered });
 }

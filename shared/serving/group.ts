@@ -100,7 +100,8 @@ export async function serveGroup(ctx: LinkContext, reqs: ServeRequest[], onToken
     const computedCtx = linked.stats.computedTokens;
     return finish(r, gen[i], {
       prompt,
-      cached: Math.max(0, Math.round(ctxLen - computedCtx)),
+      cached: linked.stats.reusedTokens,
+      compiled: linked.stats.compiledTokens,
       computed: computedCtx + r.question.length,
       mode: linked.stats.mode,
       group: reqs.length,

@@ -97,6 +97,7 @@ export function inferenceProcessor(d: InferenceDeps) {
         generationTokens: result.tokens.length,
         cachedTokens: result.cachedTokens,
         recomputedTokens: result.computedTokens,
+        compiledTokens: result.compiledTokens,
         batchSize: result.batchSize,
       });
       const after = d.scheduler.stats();

@@ -92,8 +92,13 @@ export interface ServeResult {
   tokens: number[];
   finishReason: 'stop' | 'length';
   promptTokens: number;
-  /** Prompt tokens whose KV came from a cache (OpenAI's usage.prompt_tokens_details.cached_tokens). */
+  /**
+   * Prompt tokens whose KV was read from a store (a hit in any tier) and not recomputed: OpenAI's
+   * usage.prompt_tokens_details.cached_tokens. Never a chunk compiled on a miss.
+   */
   cachedTokens: number;
+  /** Prompt tokens of chunks compiled on a miss for this request (usage.prompt_tokens_details.compiled_tokens). */
+  compiledTokens?: number;
   /** Prompt tokens run through the model. */
   computedTokens: number;
   mode: string;

@@ -6,7 +6,7 @@ import type { ServeRequest, ServeResult } from './request';
 export function finish(
   r: ServeRequest,
   gen: RowResult,
-  m: { prompt: number; cached: number; computed: number; mode: string; group: number; batch?: number; ttft: number; decodeMs: number },
+  m: { prompt: number; cached: number; compiled?: number; computed: number; mode: string; group: number; batch?: number; ttft: number; decodeMs: number },
 ): ServeResult {
   const { text, tokens } = gen;
   return {
@@ -16,6 +16,7 @@ export function finish(
     finishReason: gen.finish,
     promptTokens: m.prompt,
     cachedTokens: m.cached,
+    compiledTokens: m.compiled ?? 0,
     computedTokens: m.computed,
     mode: m.mode,
     groupSize: m.group,
@@ -27,6 +28,6 @@ export function finish(
 }
 
 /** A request's token counts as its link reports them (for finish). */
-export function linkedCounts(s: LinkStats): { prompt: number; cached: number; computed: number; mode: string } {
-  return { prompt: s.promptTokens, cached: Math.max(0, Math.round(s.reusedTokens)), computed: s.computedTokens, mode: s.mode };
+export function linkedCounts(s: LinkStats): { prompt: number; cached: number; compiled: number; computed: number; mode: string } {
+  return { prompt: s.promptTokens, cached: s.reusedTokens, compiled: s.compiledTokens, computed: s.computedTokens, mode: s.mode };
 }

@@ -62,6 +62,7 @@ describe('serving metrics', () => {
       epic_generation_tokens_total: 'counter',
       epic_cached_tokens_total: 'counter',
       epic_recomputed_tokens_total: 'counter',
+      epic_compiled_tokens_total: 'counter',
       epic_requests_total: 'counter',
       epic_requests_running: 'gauge',
       epic_requests_waiting: 'gauge',

@@ -142,7 +142,8 @@ function usage(r: ServeResult) {
     prompt_tokens: r.promptTokens,
     completion_tokens: r.tokens.length,
     total_tokens: r.promptTokens + r.tokens.length,
-    prompt_tokens_details: { cached_tokens: r.cachedTokens },
+    // cached_tokens: read from the KV store; compiled_tokens (an extension): chunks compiled on a miss for this request.
+    prompt_tokens_details: { cached_tokens: r.cachedTokens, compiled_tokens: r.compiledTokens ?? 0 },
   };
 }
 
