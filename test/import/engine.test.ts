@@ -2,7 +2,7 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Engine } from '../../shared/engine';
 import { fixture, readNumpyReference, type FixtureName } from '../helpers/fixtures';
-import { maxAbsDiff, range } from '../helpers/model';
+import { maxAbsDiff, range, readReference } from '../helpers/model';
 
 /**
  * Each HF-layout fixture (real architecture and tokenizer, random weights), imported by tools/model/import_hf.py, runs
@@ -46,6 +46,41 @@ describe.each(cases)('%s on the %s graph (%s)', (name, graph) => {
       }
       expect(hi - lo).toBeGreaterThan(0.5);
     }
+  });
+
+  test("logits and post-RoPE KV equal the importer's torch reference within 1e-4", async () => {
+    const ref = readReference(dir, engine.shape.layers);
+    const n = ref.input_ids.length;
+    const cache = engine.newCache(1, n);
+    const { logits } = await engine.forward(cache, [{ tokens: ref.input_ids, positions: range(0, n) }], { logits: 'all' });
+    expect(maxAbsDiff(logits[0], ref.logits)).toBeLessThan(1e-4);
+    const block = cache.toBlock(0, 0, n);
+    for (let l = 0; l < engine.shape.layers; l++) {
+      expect(maxAbsDiff(block.keys[l], ref.keys[l])).toBeLessThan(1e-4);
+      expect(maxAbsDiff(block.values[l], ref.values[l])).toBeLessThan(1e-4);
+    }
+  });
+
+  test('a chunk compiled at 0 and re-rotated to P has the keys of the chunk compiled at P (rope scaling included)', async () => {
+    const tokens = readNumpyReference(dir).sequences[0].ids.slice(1, 17);
+    const at0 = await engine.compile(tokens, 0);
+    const report: string[] = [];
+    for (const P of [1, 1000, engine.contextLength - tokens.length]) {
+      const atP = await engine.compile(tokens, P);
+      const moved = engine.rope.shiftBlock(at0, P);
+      let diff = 0;
+      let size = 0;
+      for (let l = 0; l < engine.shape.layers; l++) {
+        diff = Math.max(diff, maxAbsDiff(moved.keys[l], atP.keys[l]));
+        for (const v of atP.keys[l]) size = Math.max(size, Math.abs(v));
+      }
+      report.push(`P=${P}: ${diff.toExponential(2)} (largest key ${size.toFixed(2)})`);
+      // float32 angles: P * inv_freq rounds to ~1e-7 of P radians, and onnxruntime's float32 cos/sin of a large
+      // angle adds its own error, so the bound grows with P; within 1e-5 of the key's size where P <= 1000
+      expect(diff).toBeLessThan((P <= 1000 ? 1e-5 : 4e-5) * Math.max(1, size));
+    }
+    // eslint-disable-next-line no-console
+    console.log(`${name} ${graph}: re-rotated vs in-place keys max |diff| ${report.join(', ')}`);
   });
 
   test("the text's ids are what the engine's tokenizer gives", () => {
