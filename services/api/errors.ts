@@ -142,7 +142,7 @@ export function answerError(err: unknown, res: Response, queue?: ConnectionState
     answerError(queueUnavailable(), res);
     return;
   }
-  if (err instanceof RequestTimeoutError || /timed out/i.test(e?.message ?? '')) {
+  if (err instanceof RequestTimeoutError) {
     res.status(504).json(errorBody('the request timed out in the queue or the worker', 'server_error', null, 'timeout'));
     return;
   }
