@@ -83,37 +83,49 @@ function keepAbove(probs: Float64Array, ids: number[] | undefined, th: number, n
 
 /**
  * Quickselect by count or by mass: the value th such that the values above it fall short of `target` (how many, or
- * their sum) and those at or above it reach it. Expected O(n), where sorting 128k probabilities took 15-45 ms a token.
+ * their sum) and those at or above it reach it. In place on a copy in `scratch` (three-way partitions around a median
+ * of three), expected O(n), where sorting 128k probabilities took 15-45 ms a token.
  */
-function selectThreshold(values: Float64Array, target: number, byMass: boolean): number {
-  let cur = values;
+function selectThreshold(src: Float64Array, target: number, byMass: boolean, scratch: Float64Array): number {
+  const a = scratch.subarray(0, src.length);
+  a.set(src);
+  let lo = 0;
+  let hi = a.length;
   let need = target;
   let pivot = -Infinity;
-  while (cur.length) {
-    const n = cur.length;
-    const a = cur[0];
-    const b = cur[n >> 1];
-    const c = cur[n - 1];
-    pivot = Math.max(Math.min(a, b), Math.min(Math.max(a, b), c)); // median of three
-    const hi = new Float64Array(n);
-    const lo = new Float64Array(n);
-    let g = 0;
-    let l = 0;
+  while (lo < hi) {
+    const x = a[lo];
+    const y = a[(lo + hi) >> 1];
+    const z = a[hi - 1];
+    pivot = Math.max(Math.min(x, y), Math.min(Math.max(x, y), z));
+    // [lo, gt) above the pivot, [gt, i) equal, [lt, hi) below.
+    let gt = lo;
+    let i = lo;
+    let lt = hi;
     let gAmt = 0;
     let eAmt = 0;
-    for (let i = 0; i < n; i++) {
-      const v = cur[i];
+    while (i < lt) {
+      const v = a[i];
       if (v > pivot) {
-        hi[g++] = v;
+        a[i] = a[gt];
+        a[gt] = v;
+        gt++;
+        i++;
         gAmt += byMass ? v : 1;
-      } else if (v === pivot) eAmt += byMass ? v : 1;
-      else lo[l++] = v;
+      } else if (v < pivot) {
+        lt--;
+        a[i] = a[lt];
+        a[lt] = v;
+      } else {
+        i++;
+        eAmt += byMass ? v : 1;
+      }
     }
-    if (gAmt >= need) cur = hi.subarray(0, g);
+    if (gAmt >= need) hi = gt;
     else if (gAmt + eAmt >= need) return pivot;
     else {
       need -= gAmt + eAmt;
-      cur = lo.subarray(0, l);
+      lo = lt;
     }
   }
   // Rounding left a sliver of mass unreached: keep everything down to the last pivot.
@@ -121,16 +133,16 @@ function selectThreshold(values: Float64Array, target: number, byMass: boolean):
 }
 
 /** The k most probable ids (ties by lowest id). */
-function keepTopK(probs: Float64Array, k: number): number[] {
-  return keepAbove(probs, undefined, selectThreshold(probs, k, false), k);
+function keepTopK(probs: Float64Array, k: number, scratch: Float64Array): number[] {
+  return keepAbove(probs, undefined, selectThreshold(probs, k, false, scratch), k);
 }
 
 /** The smallest set of most probable ids (of `ids`, or all) whose mass reaches `p` of theirs (ties at the edge kept). */
-function keepTopP(probs: Float64Array, ids: number[] | undefined, p: number): number[] {
+function keepTopP(probs: Float64Array, ids: number[] | undefined, p: number, scratch: Float64Array): number[] {
   const values = ids ? Float64Array.from(ids, (i) => probs[i]) : probs;
   let mass = 0;
   for (let i = 0; i < values.length; i++) mass += values[i];
-  return keepAbove(probs, ids, selectThreshold(values, p * mass, true));
+  return keepAbove(probs, ids, selectThreshold(values, p * mass, true, scratch));
 }
 
 /**
@@ -140,6 +152,8 @@ function keepTopP(probs: Float64Array, ids: number[] | undefined, p: number): nu
  */
 export class Sampler {
   private readonly rng: Rng | undefined;
+  private weights: Float64Array | undefined;
+  private scratch: Float64Array | undefined;
 
   constructor(readonly params: SamplingParams = {}) {
     const { temperature = 0, topP = 1, topK = 0 } = params;
@@ -163,32 +177,37 @@ export class Sampler {
     const topK = this.params.topK ?? 0;
     let max = -Infinity;
     for (let i = 0; i < V; i++) if (logits[i] > max) max = logits[i];
-    const probs = new Float64Array(V);
-    let sum = 0;
-    for (let i = 0; i < V; i++) {
-      const p = Math.exp((logits[i] - max) / t);
-      probs[i] = p;
-      sum += p;
+    // Unnormalised softmax weights in a buffer kept across steps (top-k, top-p and the draw are scale-free).
+    if (this.weights?.length !== V) {
+      this.weights = new Float64Array(V);
+      this.scratch = new Float64Array(V);
     }
-    for (let i = 0; i < V; i++) probs[i] /= sum;
+    const scratch = this.scratch!;
+    const probs = this.weights;
+    const inv = 1 / t;
+    for (let i = 0; i < V; i++) probs[i] = Math.exp((logits[i] - max) * inv);
     let cands: number[] | undefined;
-    if (topK > 0 && topK < V) cands = keepTopK(probs, topK);
-    if (topP < 1) cands = keepTopP(probs, cands, topP);
+    if (topK > 0 && topK < V) cands = keepTopK(probs, topK, scratch);
+    if (topP < 1) cands = keepTopP(probs, cands, topP, scratch);
     const u = this.rng.next();
     if (!cands) {
+      let sum = 0;
+      for (let i = 0; i < V; i++) sum += probs[i];
+      const target = u * sum;
       let acc = 0;
       for (let i = 0; i < V; i++) {
         acc += probs[i];
-        if (u < acc) return i;
+        if (target < acc) return i;
       }
       return argmax(probs);
     }
     let mass = 0;
     for (const id of cands) mass += probs[id];
+    const target = u * mass;
     let acc = 0;
     for (const id of cands) {
-      acc += probs[id] / mass;
-      if (u < acc) return id;
+      acc += probs[id];
+      if (target < acc) return id;
     }
     return cands[cands.length - 1];
   }
