@@ -2,7 +2,7 @@ import { ContextLengthError, LayeredModel, type Engine, type KVCache, type RowIn
 import { linkCacheBlend } from './cacheblend';
 import { LinkInputError } from './errors';
 import { layout, range } from './layout';
-import { chunkCounts, forwardRows, linkPic, linkTokens, picRow, type PicRow } from './pic';
+import { chunkCounts, forwardRows, forwardSequential, linkPic, linkTokens, picRow } from './pic';
 import { linkPrefix } from './prefix';
 import { fetchChunk, LINK_DEFAULTS, LINK_MODES, MIN_R, type BlockStore, type ChunkSource, type CompileVariant, type LinkInput, type LinkOptions, type LinkStats } from './types';
 
@@ -138,9 +138,13 @@ export function contextSharable(o: LinkOptions): boolean {
   return o.mode !== 'cacheblend';
 }
 
-/** Modes `linkBatch` can serve: position-independent linking with the one-pass path. */
+/**
+ * Modes `linkBatch` can serve: position-independent linking, on the path the engine links with by default — one-pass
+ * with position-masked attention (the primitive graph), sequential without it (stock graphs: see forwardSequential).
+ */
 export function batchable(engine: Engine, o: LinkOptions): boolean {
-  return engine.capabilities.positionMasked && (o.mode === 'naive' || o.mode === 'attnlink' || o.mode === 'attnlink0') && (o.path ?? 'one-pass') === 'one-pass';
+  const path = engine.capabilities.positionMasked ? 'one-pass' : 'sequential';
+  return (o.mode === 'naive' || o.mode === 'attnlink' || o.mode === 'attnlink0') && (o.path ?? path) === path;
 }
 
 export interface BatchItem {
@@ -177,16 +181,23 @@ export async function linkBatch(ctx: LinkContext, items: BatchItem[]): Promise<L
   const counts = items.map((it, b) => chunkCounts(fetched[b], linkTokens(it.input, plans[b].k)));
   const fetchMs = performance.now() - f0;
   const cache = engine.newCache(items.length, Math.max(...lays.map((l, i) => l.total + items[i].maxNewTokens)));
-  let rows: PicRow[];
+  let computed: number[];
   let logits: Float32Array[];
   try {
-    rows = items.map((it, b) => picRow(engine, cache, b, it.input, lays[b], blocks[b], plans[b].k));
-    logits = await forwardRows(engine, cache, rows);
+    if (engine.capabilities.positionMasked) {
+      const rows = items.map((it, b) => picRow(engine, cache, b, it.input, lays[b], blocks[b], plans[b].k));
+      computed = rows.map((r) => r.tokens.length);
+      logits = await forwardRows(engine, cache, rows);
+    } else {
+      // A stock graph: the rows walk their prompts in step, one call per stage for all of them.
+      logits = await forwardSequential(engine, cache, items.map((it, b) => ({ input: it.input, lay: lays[b], blocks: blocks[b], k: plans[b].k })));
+      computed = items.map((it, b) => lays[b].prefixLen + it.input.chunks.reduce((s, c) => s + Math.min(plans[b].k, c.length), 0) + it.input.question.length);
+    }
   } catch (e) {
     cache.release();
     throw e;
   }
   const ttftMs = performance.now() - t0;
   // A row's tokens are exactly what is computed for it: prefix, link tokens, question.
-  return { cache, logits, stats: items.map((it, b) => linkStats(it.options, lays[b].total, rows[b].tokens.length, ttftMs, fetchMs, counts[b].reused, counts[b].compiled)) };
+  return { cache, logits, stats: items.map((it, b) => linkStats(it.options, lays[b].total, computed[b], ttftMs, fetchMs, counts[b].reused, counts[b].compiled)) };
 }

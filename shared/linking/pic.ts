@@ -37,21 +37,13 @@ export async function linkPic(engine: Engine, source: ChunkSource, input: LinkIn
   const fetched = await Promise.all(input.chunks.map((c) => fetchChunk(source, c, plan.variant)));
   const blocks = fetched.map((f) => f.block);
   const fetchMs = performance.now() - t0;
-  const { rope } = engine;
   const ks = linkTokens(input, plan.k);
   const computed = lay.prefixLen + ks.reduce((a, b) => a + b, 0) + input.question.length;
   const { reused, compiled } = chunkCounts(fetched, ks);
 
   if (plan.path === 'sequential') {
-    if (lay.prefixLen) await engine.forward(cache, [{ tokens: input.prefix, positions: range(0, lay.prefixLen) }]);
-    for (let i = 0; i < blocks.length; i++) {
-      const off = lay.chunkOffsets[i];
-      const k = ks[i];
-      if (k) await engine.forward(cache, [{ tokens: input.chunks[i].slice(0, k), positions: range(off, k) }]);
-      if (k < blocks[i].length) cache.place(0, k ? sliceBlock(blocks[i], k, blocks[i].length) : blocks[i], range(off + k, blocks[i].length - k), rope);
-    }
-    const { logits } = await engine.forward(cache, [{ tokens: input.question, positions: range(lay.questionOffset, input.question.length) }]);
-    return { logits: logits[0], computed, fetchMs, reused, compiled };
+    const [logits] = await forwardSequential(engine, cache, [{ input, lay, blocks, k: plan.k }]);
+    return { logits, computed, fetchMs, reused, compiled };
   }
 
   // one-pass
@@ -72,6 +64,44 @@ export function chunkCounts(fetched: FetchedChunk[], recomputed: number[]): { re
     else compiled += f.block.length;
   });
   return { reused, compiled };
+}
+
+/** One request of a sequential link: its input and layout, its chunks' compiled blocks, the link tokens per chunk. */
+export interface SequentialItem {
+  input: LinkInput;
+  lay: Layout;
+  blocks: KVBlock[];
+  k: number;
+}
+
+/**
+ * The sequential path for one request or a batch of them (row b of the cache is items[b]): walk the prompts in
+ * position order, every row in step — the prefixes in one call; then per chunk index, every row's first k tokens
+ * of that chunk in one call, and the rest of those chunks placed; then every question in one call. Each call only
+ * looks back (every token sees all its row has cached, and its row's earlier tokens), so it is what a graph without
+ * position-masked attention can compute: 2 + (chunks with link tokens) calls whatever the number of rows. Rows
+ * whose prompt has no chunk at an index, or no link token there, sit that call out. Returns each row's last logits.
+ */
+export async function forwardSequential(engine: Engine, cache: KVCache, items: SequentialItem[]): Promise<Float32Array[]> {
+  const { rope } = engine;
+  const none: RowInput = { tokens: [], positions: [] };
+  const ks = items.map((it) => linkTokens(it.input, it.k));
+  if (items.some((it) => it.lay.prefixLen)) {
+    await engine.forward(cache, items.map((it) => (it.lay.prefixLen ? { tokens: it.input.prefix, positions: range(0, it.lay.prefixLen) } : none)));
+  }
+  const chunks = Math.max(0, ...items.map((it) => it.blocks.length));
+  for (let i = 0; i < chunks; i++) {
+    const rows = items.map((it, b): RowInput => (i < it.blocks.length && ks[b][i] ? { tokens: it.input.chunks[i].slice(0, ks[b][i]), positions: range(it.lay.chunkOffsets[i], ks[b][i]) } : none));
+    if (rows.some((r) => r.tokens.length)) await engine.forward(cache, rows);
+    items.forEach((it, b) => {
+      if (i >= it.blocks.length) return;
+      const k = ks[b][i];
+      const block = it.blocks[i];
+      if (k < block.length) cache.place(b, k ? sliceBlock(block, k, block.length) : block, range(it.lay.chunkOffsets[i] + k, block.length - k), rope);
+    });
+  }
+  const { logits } = await engine.forward(cache, items.map((it) => ({ tokens: it.input.question, positions: range(it.lay.questionOffset, it.input.question.length) })));
+  return logits;
 }
 
 /** A row built by picRow: its input, and how many of its leading tokens belong to the first half of its chunks. */

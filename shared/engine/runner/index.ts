@@ -18,7 +18,7 @@ export type GraphChoice = 'auto' | 'primitive' | 'stock';
 /** Open the graph the choice names and wrap it in its runner. */
 export async function openRunner(config: ModelConfig, want: GraphChoice, pool: BufferPool, opts: SessionOptions = {}): Promise<GraphRunner> {
   if (want === 'stock' || (want === 'auto' && !config.graphs.primitive)) {
-    return new StockRunner(await openGraph(config, 'stock', config.graphs.stock ?? 'model.onnx', opts), kvShape(config));
+    return new StockRunner(await openGraph(config, 'stock', config.graphs.stock ?? 'model.onnx', opts), kvShape(config), config.vocabSize);
   }
   if (!config.graphs.primitive) {
     throw new ModelLoadError(`${config.dir}/config.json names no primitive graph (epic.graphs.primitive)`, `${config.dir}/config.json`);

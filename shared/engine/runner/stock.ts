@@ -21,6 +21,7 @@ export class StockRunner implements GraphRunner {
   constructor(
     private readonly graph: GraphSession,
     private readonly shape: KVShape,
+    private readonly vocabSize: number,
   ) {
     this.file = graph.file;
     const s = graph.session;
@@ -78,40 +79,123 @@ export class StockRunner implements GraphRunner {
 
   pastPlan(cache: KVCache): { used: number; compact: boolean; P: number } {
     const used = cache.usedSlots();
-    return { used, compact: true, P: Math.max(used, 1) };
+    return { used, compact: true, P: this.caps.positionIds ? Math.max(used, 1) : used };
   }
 
+  /**
+   * One call. Optimum graphs: the rows together, present returned as it is (float32) with each row's tokens at P + s.
+   * GroupQueryAttention graphs (no position_ids) read each row's length from its attention_mask sum and write its
+   * tokens at slots sum - n.. of present; they refuse several new tokens over a non-empty past in a batch of more
+   * than one row (test/engine/gqa.test.ts pins these down), so such a call runs row by row.
+   */
   async run({ cache, rows, S, ids, pos }: RunInput): Promise<RunOutput> {
     const B = cache.batch;
+    const live = rows.map((r, b) => (r.tokens.length ? b : -1)).filter((b) => b >= 0);
+    const perRow = !this.caps.positionIds && S > 1 && B > 1 && cache.usedSlots() > 0;
+    if (!perRow && this.caps.kvDtype === 'float32') {
+      const c = await this.call(cache, Array.from({ length: B }, (_, b) => b), rows, S, ids, pos);
+      const logits = this.floats(c.logits);
+      return { logits: logits.data, newK: c.keys.map((t) => t.data as Float32Array), newV: c.values.map((t) => t.data as Float32Array), srcLen: c.T, srcStart: c.starts, kvFloatsOut: c.kvFloatsOut, floatsConverted: logits.converted };
+    }
+    // Compact outputs [B, kvHeads, S, headDim]: only the call's tokens, converted from float16 where the graph's KV is.
+    const { kvHeads, headDim, layers } = this.shape;
+    const V = this.vocabSize;
+    const out: RunOutput = {
+      logits: new Float32Array(B * S * V),
+      newK: Array.from({ length: layers }, () => new Float32Array(B * kvHeads * S * headDim)),
+      newV: Array.from({ length: layers }, () => new Float32Array(B * kvHeads * S * headDim)),
+      srcLen: S,
+      srcStart: new Int32Array(B),
+      kvFloatsOut: 0,
+      floatsConverted: 0,
+    };
+    const groups = perRow ? live.map((b) => [b]) : [Array.from({ length: B }, (_, b) => b)];
+    for (const sel of groups) {
+      const n = perRow ? rows[sel[0]].tokens.length : S;
+      const sub = (a: BigInt64Array) => (perRow ? a.subarray(sel[0] * S, sel[0] * S + n) : a);
+      const c = await this.call(cache, sel, rows, n, sub(ids), sub(pos));
+      out.kvFloatsOut += c.kvFloatsOut;
+      out.floatsConverted += c.floatsConverted;
+      const lg = this.floats(c.logits);
+      out.floatsConverted += lg.converted;
+      sel.forEach((b, i) => out.logits.set(lg.data.subarray(i * n * V, (i + 1) * n * V), b * S * V));
+      for (let l = 0; l < layers; l++) {
+        for (const [src, dst] of [
+          [c.keys[l], out.newK[l]],
+          [c.values[l], out.newV[l]],
+        ] as const) {
+          sel.forEach((b, i) => {
+            for (let h = 0; h < kvHeads; h++) {
+              const from = ((i * kvHeads + h) * c.T + c.starts[i]) * headDim;
+              const to = (b * kvHeads + h) * S * headDim;
+              if (src.type === 'float16') halfToFloats(src.data as Uint16Array, dst, from, to, n * headDim);
+              else dst.set((src.data as Float32Array).subarray(from, from + n * headDim), to);
+            }
+          });
+          if (src.type === 'float16') out.floatsConverted += sel.length * kvHeads * n * headDim;
+        }
+      }
+    }
+    return out;
+  }
+
+  /** logits as float32 (float16 logits converted). */
+  private floats(t: ort.Tensor): { data: Float32Array; converted: number } {
+    if (t.type !== 'float16') return { data: t.data as Float32Array, converted: 0 };
+    const data = new Float32Array(t.size);
+    halfToFloats(t.data as Uint16Array, data);
+    return { data, converted: t.size };
+  }
+
+  /** Feeds for rows `sel` of the cache (S tokens each, ids/pos [sel.length, S]) and the graph's outputs. */
+  private async call(cache: KVCache, sel: number[], rows: RowInput[], S: number, ids: BigInt64Array, pos: BigInt64Array) {
+    const Bs = sel.length;
     const C = cache.capacity;
     const { kvHeads, headDim, layers } = this.shape;
-    // Slots copied from the cache; an empty past becomes one masked zero slot (some graphs reject a zero-length past).
-    const dense = cache.usedSlots();
-    const P = Math.max(dense, 1);
-    const T = P + S;
-    const mask = new BigInt64Array(B * T);
-    for (let b = 0; b < B; b++) {
-      for (let j = 0; j < dense; j++) mask[b * T + j] = BigInt(cache.slotValid[b * C + j]);
-      for (let s = 0; s < S; s++) mask[b * T + P + s] = s < rows[b].tokens.length ? 1n : 0n;
+    // Slots copied from the cache: up to the last valid slot of the rows. Optimum graphs get one masked zero slot for
+    // an empty past (some reject a zero-length past); GQA graphs an empty past, which is how they see a first prompt.
+    let dense = 0;
+    for (const b of sel) for (let j = C - 1; j >= dense; j--) if (cache.slotValid[b * C + j]) {
+      dense = j + 1;
+      break;
     }
+    const P = this.caps.positionIds ? Math.max(dense, 1) : dense;
+    const T = P + S;
+    const mask = new BigInt64Array(Bs * T);
+    const starts: number[] = [];
+    sel.forEach((b, i) => {
+      let valid = 0;
+      for (let j = 0; j < dense; j++) {
+        mask[i * T + j] = BigInt(cache.slotValid[b * C + j]);
+        valid += cache.slotValid[b * C + j];
+      }
+      for (let s = 0; s < S; s++) mask[i * T + P + s] = s < rows[b].tokens.length ? 1n : 0n;
+      // where the row's tokens land in present: after the whole past (Optimum), after the row's own length (GQA)
+      starts.push(this.caps.positionIds ? P : valid);
+    });
     const feeds: Record<string, ort.Tensor> = {
-      input_ids: new ort.Tensor('int64', ids, [B, S]),
-      attention_mask: new ort.Tensor('int64', mask, [B, T]),
+      input_ids: new ort.Tensor('int64', ids, [Bs, S]),
+      attention_mask: new ort.Tensor('int64', mask, [Bs, T]),
     };
-    if (this.caps.positionIds) feeds.position_ids = new ort.Tensor('int64', pos, [B, S]);
+    if (this.caps.positionIds) feeds.position_ids = new ort.Tensor('int64', pos, [Bs, S]);
     const names = pastInputNames(layers);
-    const dims = [B, kvHeads, P, headDim];
+    const dims = [Bs, kvHeads, P, headDim];
     const half = this.caps.kvDtype === 'float16';
     let floatsConverted = 0;
     const past = (buf: Float32Array): ort.Tensor => {
-      if (!half) return new ort.Tensor('float32', cache.packSlots(buf, dense, P, new Float32Array(B * kvHeads * P * headDim)), dims);
-      // Packed and converted in one pass: the float16 past is the only copy.
-      const out = new Uint16Array(B * kvHeads * P * headDim);
-      for (let b = 0; b < B; b++) {
-        for (let h = 0; h < kvHeads; h++) floatsToHalf(buf, out, cache.offset(b, h, 0), (b * kvHeads + h) * P * headDim, dense * headDim);
-      }
-      floatsConverted += B * kvHeads * dense * headDim;
-      return new ort.Tensor('float16', out, dims);
+      const n = Bs * kvHeads * P * headDim;
+      const out = half ? new Uint16Array(n) : new Float32Array(n);
+      sel.forEach((b, i) => {
+        for (let h = 0; h < kvHeads; h++) {
+          const from = cache.offset(b, h, 0);
+          const to = (i * kvHeads + h) * P * headDim;
+          // packed and converted in one pass: the float16 past is the only copy
+          if (half) floatsToHalf(buf, out as Uint16Array, from, to, dense * headDim);
+          else (out as Float32Array).set(buf.subarray(from, from + dense * headDim), to);
+        }
+      });
+      if (half) floatsConverted += Bs * kvHeads * dense * headDim;
+      return half ? new ort.Tensor('float16', out as Uint16Array, dims) : new ort.Tensor('float32', out as Float32Array, dims);
     };
     for (let l = 0; l < layers; l++) {
       feeds[names[2 * l]] = past(cache.keys[l]);
@@ -119,33 +203,16 @@ export class StockRunner implements GraphRunner {
     }
     const res = await this.graph.session.run(feeds);
     const outNames = kvOutputNames('stock', layers);
-    const newK: Float32Array[] = [];
-    const newV: Float32Array[] = [];
+    const keys: ort.Tensor[] = [];
+    const values: ort.Tensor[] = [];
     let kvFloatsOut = 0;
-    // present is [B, kvHeads, P + S, headDim]: the call's tokens follow the past.
-    const fresh = (t: ort.Tensor): Float32Array => {
-      kvFloatsOut += t.size;
-      if (!half) return t.data as Float32Array;
-      // Only the call's tokens come back to float32: the past half of present is what went in.
-      const src = t.data as Uint16Array;
-      const out = new Float32Array(B * kvHeads * S * headDim);
-      for (let bh = 0; bh < B * kvHeads; bh++) halfToFloats(src, out, (bh * T + P) * headDim, bh * S * headDim, S * headDim);
-      floatsConverted += out.length;
-      return out;
-    };
     for (let l = 0; l < layers; l++) {
-      newK.push(fresh(res[outNames[2 * l]]));
-      newV.push(fresh(res[outNames[2 * l + 1]]));
+      keys.push(res[outNames[2 * l]]);
+      values.push(res[outNames[2 * l + 1]]);
+      kvFloatsOut += keys[l].size + values[l].size;
     }
-    let logits: Float32Array;
-    if (res.logits.type === 'float16') {
-      const src = res.logits.data as Uint16Array;
-      logits = new Float32Array(src.length);
-      halfToFloats(src, logits);
-      floatsConverted += src.length;
-    } else logits = res.logits.data as Float32Array;
-    const srcStart = new Int32Array(B).fill(half ? 0 : P);
-    return { logits, newK, newV, srcLen: half ? S : T, srcStart, kvFloatsOut, floatsConverted };
+    // present is [Bs, kvHeads, max(T, P), headDim]
+    return { logits: res.logits, keys, values, T: keys[0].dims[2], starts, kvFloatsOut, floatsConverted };
   }
 }
 
