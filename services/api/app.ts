@@ -79,8 +79,8 @@ const UPLOAD_BODY_LIMIT = 80 * 1024 * 1024;
 /**
  * Checks before any route reads the request. HTTP/1.1 requires a Host header (RFC 9112 §3.2): Node's own check answers
  * an empty 400, so the server leaves it to this one (requireHostHeader: false). A declared Content-Length past what
- * any route takes is refused before a byte of the body is read (413, and the connection closes): body-parser and
- * multer read a body they refused to its end before answering, which for a declared 100 GB meant no answer at all.
+ * any route takes is refused before a byte of the body is read (413 at once): body-parser and multer read a body they
+ * refused to its end before answering, which for a declared 100 GB meant no answer at all.
  */
 function requestChecks(jsonLimit: number | undefined) {
   return (req: Request, res: Response, next: NextFunction) => {
@@ -91,7 +91,9 @@ function requestChecks(jsonLimit: number | undefined) {
     const declared = Number(req.headers['content-length'] ?? 0);
     const limit = req.is('multipart/form-data') ? UPLOAD_BODY_LIMIT : jsonLimit;
     if (limit !== undefined && declared > limit) {
-      res.set('Connection', 'close');
+      // A body up to twice the limit is read and dropped after the answer (Node does, on a kept-alive connection), so
+      // a client still writing it reads its 413 rather than a broken pipe; past that, the connection closes.
+      if (declared > 2 * limit) res.set('Connection', 'close');
       return next(new ApiError(413, `request body too large: ${declared} bytes declared, at most ${limit}`, 'invalid_request_error', null, 'body_too_large'));
     }
     next();

@@ -128,6 +128,9 @@ describe('HTTP requests outside the routes, over raw sockets', () => {
         fast: true,
       });
     }
+    // Just past the limit (8 MiB), a client that writes its whole body reads the 413, not a broken pipe.
+    const big = await fetch(`http://127.0.0.1:${s.apiPort}/v1/completions`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: 'x'.repeat(9 * 1024 * 1024) });
+    expect({ status: big.status, code: ((await big.json()) as any).error.code }).toEqual({ status: 413, code: 'body_too_large' });
     // Within the limit, the same route reads the body as before.
     const ok = await raw(s.apiPort, 'POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}');
     expect(ok.status).toBe(400);
