@@ -162,7 +162,7 @@ export class DiskBackend implements KVBackend {
       this.index.get(key); // content-addressed: already stored; refresh recency
       return;
     }
-    if (blob === undefined) blob = encodeBlock(block, this.expect.modelId);
+    if (blob === undefined) blob = encodeBlock(block, this.expect.modelId, this.expect.dtype);
     else validateBlock(block);
     if (blob.length > this.opts.budgetBytes) return; // would evict everything and still not fit
     const subdir = path.dirname(file);

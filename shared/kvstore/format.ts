@@ -7,7 +7,7 @@
  *   off  size
  *     0     4  magic "EPKV"
  *     4     2  format version (u16)
- *     6     1  dtype (1 = fp32)
+ *     6     1  dtype of the payload (1 = fp32, 2 = fp16)
  *     7     1  flags (0)
  *     8     4  CRC-32 of bytes [12, end)  — covers header, tokens, positions and payload
  *    12     4  header bytes H (u32, multiple of 8): where the token ids start
@@ -19,14 +19,17 @@
  *    34     m  model id (UTF-8), zero padding up to H
  *     H   4n  token ids (int32)
  *  H+4n   4n  positions (int32)
- *  H+8n    …  per layer l: keys[l] then values[l], each kvHeads·n·headDim fp32
+ *  H+8n    …  per layer l: keys[l] then values[l], each kvHeads·n·headDim elements of the dtype
  *
  * CRC-32 (zlib.crc32, hardware-assisted: ~5 GB/s measured here vs ~1.5 GB/s for SHA-256) detects bit flips and
  * truncation; it is not a defence against a hostile writer (whoever can write the cache can write any KV).
- * fp16 is not offered: the standard chunk is 256 KiB, and the reads are already far faster than a compile.
+ * The payload is fp32 unless the store is opened for a model whose graph computes KV in float16
+ * (KVStoreOptions.dtype): its KV comes out of the graph as halves, so fp16 blobs hold it exactly at half the bytes.
+ * Blocks are float32 in memory either way: an fp16 blob is converted once when read (no zero-copy view then).
  */
 import { endianness } from 'node:os';
 import { crc32 } from 'node:zlib';
+import { floatsToHalf, halfToFloats } from '../engine/half';
 import type { KVBlock, KVShape } from '../engine/kv';
 import { floatsPerLayer } from '../engine/kv';
 import { CorruptBlobError, IncompatibleBlobError, InvalidBlockError } from './errors';
@@ -34,6 +37,11 @@ import { CorruptBlobError, IncompatibleBlobError, InvalidBlockError } from './er
 export const BLOB_MAGIC = 0x564b5045; // "EPKV" read as u32 LE
 export const FORMAT_VERSION = 1;
 export const DTYPE_FP32 = 1;
+export const DTYPE_FP16 = 2;
+/** Element type of a blob's KV payload. */
+export type BlobDtype = 'float32' | 'float16';
+const DTYPE_CODE: Record<BlobDtype, number> = { float32: DTYPE_FP32, float16: DTYPE_FP16 };
+const BYTES: Record<number, number> = { [DTYPE_FP32]: 4, [DTYPE_FP16]: 2 };
 const FIXED_HEADER = 34;
 const CRC_OFFSET = 8;
 const CRC_FROM = 12;
@@ -46,6 +54,8 @@ export interface DecodeExpect {
   modelId: string;
   /** If given, the blob's KV shape must equal it. */
   shape?: KVShape;
+  /** Payload type blobs are written with (default float32); a blob of another dtype is refused as incompatible. */
+  dtype?: BlobDtype;
 }
 
 export interface BlobHeader {
@@ -63,8 +73,8 @@ function headerBytesFor(modelIdBytes: number): number {
 }
 
 /** Total blob size for a block of this shape and length. */
-export function blobBytes(modelId: string, shape: KVShape, length: number): number {
-  return headerBytesFor(Buffer.byteLength(modelId, 'utf8')) + 8 * length + 2 * shape.layers * floatsPerLayer(shape, length) * 4;
+export function blobBytes(modelId: string, shape: KVShape, length: number, dtype: BlobDtype = 'float32'): number {
+  return headerBytesFor(Buffer.byteLength(modelId, 'utf8')) + 8 * length + 2 * shape.layers * floatsPerLayer(shape, length) * BYTES[DTYPE_CODE[dtype]];
 }
 
 /** Throws InvalidBlockError unless the block's arrays agree with its shape and length (and `shape` if given). */
@@ -92,18 +102,21 @@ function copyInto(dst: Buffer, off: number, src: ArrayBufferView): number {
   return off + src.byteLength;
 }
 
-/** Serialises a block (one copy of the payload into a fresh Buffer). */
-export function encodeBlock(block: KVBlock, modelId: string): Buffer {
+/** Serialises a block (one copy of the payload into a fresh Buffer; converted to halves for fp16). */
+export function encodeBlock(block: KVBlock, modelId: string, dtype: BlobDtype = 'float32'): Buffer {
   validateBlock(block);
   const { shape, length } = block;
   const mid = Buffer.from(modelId, 'utf8');
   if (mid.length > 0xffff) throw new InvalidBlockError('model id longer than 65535 bytes');
   const hdr = headerBytesFor(mid.length);
-  const total = hdr + 8 * length + 2 * shape.layers * floatsPerLayer(shape, length) * 4;
+  const code = DTYPE_CODE[dtype];
+  if (!code) throw new InvalidBlockError(`unknown blob dtype ${dtype}`);
+  const per = floatsPerLayer(shape, length);
+  const total = hdr + 8 * length + 2 * shape.layers * per * BYTES[code];
   const buf = Buffer.allocUnsafeSlow(total);
   buf.writeUInt32LE(BLOB_MAGIC, 0);
   buf.writeUInt16LE(FORMAT_VERSION, 4);
-  buf.writeUInt8(DTYPE_FP32, 6);
+  buf.writeUInt8(code, 6);
   buf.writeUInt8(0, 7);
   buf.writeUInt32LE(hdr, 12);
   buf.writeUInt32LE(shape.layers, 16);
@@ -115,9 +128,19 @@ export function encodeBlock(block: KVBlock, modelId: string): Buffer {
   buf.fill(0, FIXED_HEADER + mid.length, hdr);
   let off = copyInto(buf, hdr, block.tokens);
   off = copyInto(buf, off, block.positions);
+  // allocUnsafeSlow: its own ArrayBuffer at offset 0, and off is a multiple of 8, so the halves can be viewed in place
+  const halves = (src: Float32Array) => {
+    floatsToHalf(src, new Uint16Array(buf.buffer, buf.byteOffset + off, per));
+    off += 2 * per;
+  };
   for (let l = 0; l < shape.layers; l++) {
-    off = copyInto(buf, off, block.keys[l]);
-    off = copyInto(buf, off, block.values[l]);
+    if (code === DTYPE_FP16) {
+      halves(block.keys[l]);
+      halves(block.values[l]);
+    } else {
+      off = copyInto(buf, off, block.keys[l]);
+      off = copyInto(buf, off, block.values[l]);
+    }
   }
   buf.writeUInt32LE(crc32(buf.subarray(CRC_FROM)) >>> 0, CRC_OFFSET);
   return buf;
@@ -147,7 +170,8 @@ export function readHeader(buf: Buffer): BlobHeader {
   }
   if (buf.length < headerBytes) throw new CorruptBlobError('truncated', `${buf.length} bytes, header needs ${headerBytes}`);
   const modelId = buf.toString('utf8', FIXED_HEADER, FIXED_HEADER + midLen);
-  const totalBytes = headerBytes + 8 * length + 2 * shape.layers * floatsPerLayer(shape, length) * 4;
+  if (!BYTES[dtype]) throw new IncompatibleBlobError('dtype', `dtype code ${dtype}; this build reads fp32 (1) and fp16 (2)`);
+  const totalBytes = headerBytes + 8 * length + 2 * shape.layers * floatsPerLayer(shape, length) * BYTES[dtype];
   return { version, dtype, modelId, shape, length, headerBytes, totalBytes };
 }
 
@@ -183,7 +207,8 @@ export function decodeBlock(buf: Buffer, expect: DecodeExpect): KVBlock {
   if (h.modelId !== expect.modelId) {
     throw new IncompatibleBlobError('model', `blob is for model ${JSON.stringify(h.modelId)}, expected ${JSON.stringify(expect.modelId)}`);
   }
-  if (h.dtype !== DTYPE_FP32) throw new IncompatibleBlobError('dtype', `dtype code ${h.dtype}, only fp32 (1) is read`);
+  const want = DTYPE_CODE[expect.dtype ?? 'float32'];
+  if (h.dtype !== want) throw new IncompatibleBlobError('dtype', `blob payload is dtype code ${h.dtype}, this store holds ${expect.dtype ?? 'float32'} (${want})`);
   const s = expect.shape;
   if (s && (s.layers !== h.shape.layers || s.kvHeads !== h.shape.kvHeads || s.headDim !== h.shape.headDim)) {
     throw new IncompatibleBlobError('shape', `blob shape ${fmtShape(h.shape)}, expected ${fmtShape(s)}`);
@@ -197,11 +222,22 @@ export function decodeBlock(buf: Buffer, expect: DecodeExpect): KVBlock {
   off += 4 * n;
   const keys: Float32Array[] = [];
   const values: Float32Array[] = [];
+  const read = (): Float32Array => {
+    if (h.dtype === DTYPE_FP32) {
+      const v = float32s(buf, off, per);
+      off += 4 * per;
+      return v;
+    }
+    const at = buf.byteOffset + off;
+    const src = at % 2 === 0 ? new Uint16Array(buf.buffer, at, per) : new Uint16Array(buf.buffer.slice(at, at + 2 * per));
+    const v = new Float32Array(per);
+    halfToFloats(src, v);
+    off += 2 * per;
+    return v;
+  };
   for (let l = 0; l < h.shape.layers; l++) {
-    keys.push(float32s(buf, off, per));
-    off += 4 * per;
-    values.push(float32s(buf, off, per));
-    off += 4 * per;
+    keys.push(read());
+    values.push(read());
   }
   return { shape: h.shape, length: n, tokens, positions, keys, values };
 }

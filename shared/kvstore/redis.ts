@@ -132,7 +132,7 @@ export class RedisBackend implements KVBackend {
   }
 
   async put(key: string, block: KVBlock, blob?: Buffer): Promise<void> {
-    if (blob === undefined) blob = encodeBlock(block, this.expect.modelId);
+    if (blob === undefined) blob = encodeBlock(block, this.expect.modelId, this.expect.dtype);
     else validateBlock(block);
     const k = this.blobKey(key);
     try {

@@ -18,7 +18,7 @@ import { DiskBackend } from './disk';
 import type { DiskTierOptions } from './disk';
 import { isKVBlobError } from './errors';
 import { encodeBlock, validateBlock } from './format';
-import type { DecodeExpect } from './format';
+import type { BlobDtype, DecodeExpect } from './format';
 import { leaseHeld, tryAcquireLease } from './lease';
 import { MemoryBackend } from './memory';
 import type { MemoryTierOptions } from './memory';
@@ -40,6 +40,12 @@ export interface KVStoreOptions {
   modelId: string;
   /** If given, every block put and every blob read must have this shape. */
   shape?: KVShape;
+  /**
+   * Payload type of the blobs written to disk and Redis (default float32). A model whose graph computes KV in float16
+   * (engine.capabilities.kvDtype) stores float16: its KV is exactly representable, at half the bytes. Blobs of the
+   * other type are refused as incompatible (and recomputed).
+   */
+  dtype?: BlobDtype;
   memory?: MemoryTierOptions | false;
   disk?: DiskTierOptions | false;
   redis?: RedisTierOptions | false;
@@ -95,6 +101,8 @@ const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 export class KVStore {
   readonly modelId: string;
   readonly shape?: KVShape;
+  /** Payload type of the blobs this store writes. */
+  readonly dtype: BlobDtype;
   private readonly backends = new Map<TierName, KVBackend>();
   private readonly readOrder: KVBackend[];
   private readonly writeSet: Set<TierName>;
@@ -120,6 +128,7 @@ export class KVStore {
   private constructor(opts: KVStoreOptions, backends: KVBackend[]) {
     this.modelId = opts.modelId;
     this.shape = opts.shape;
+    this.dtype = opts.dtype ?? 'float32';
     for (const b of backends) this.backends.set(b.tier, b);
     const configured = TIERS.filter((t) => this.backends.has(t));
     for (const t of [...(opts.readTiers ?? []), ...(opts.writeTiers ?? [])]) {
@@ -142,7 +151,7 @@ export class KVStore {
 
   /** Opens the configured tiers (the disk tier rebuilds its index from its directory first). */
   static async open(opts: KVStoreOptions): Promise<KVStore> {
-    const expect: DecodeExpect = { modelId: opts.modelId, shape: opts.shape };
+    const expect: DecodeExpect = { modelId: opts.modelId, shape: opts.shape, dtype: opts.dtype };
     const backends: KVBackend[] = [];
     try {
       if (opts.memory) backends.push(new MemoryBackend(opts.memory));
@@ -294,7 +303,7 @@ export class KVStore {
         b.putSync(key, block);
         continue;
       }
-      blob ??= encodeBlock(block, this.modelId);
+      blob ??= encodeBlock(block, this.modelId, this.dtype);
       const w = b.put(key, block, blob).catch(() => {
         this.c.writeErrors++;
       });

@@ -13,6 +13,7 @@ export function openStore(cfg: ServiceConfig, engine: Engine): Promise<KVStore> 
   return KVStore.open({
     modelId: engine.id,
     shape: engine.shape,
+    dtype: engine.capabilities.kvDtype,
     memory: cfg.KV_MEMORY_BYTES > 0 ? { budgetBytes: cfg.KV_MEMORY_BYTES } : false,
     disk: cfg.KV_DISK_BYTES > 0 ? { dir: `${cfg.KV_DISK_DIR}/${engine.id}`, budgetBytes: cfg.KV_DISK_BYTES } : false,
     redis: { url: cfg.KV_REDIS_URL, prefix: cfg.KV_REDIS_PREFIX },

@@ -6,8 +6,11 @@ import {
   blobBytes,
   chunkKey,
   decodeBlock,
+  DTYPE_FP16,
+  DTYPE_FP32,
   encodeBlock,
 } from '../../shared/kvstore';
+import { floatsToHalf, halfToFloats } from '../../shared/engine';
 import { MODEL, SHAPE, expectSameBlock, makeBlock } from './helpers';
 
 describe('chunkKey', () => {
@@ -101,6 +104,54 @@ describe('blob format', () => {
     const b = makeBlock(2, 8);
     const broken = { ...b, keys: [b.keys[0]] };
     expect(() => encodeBlock(broken, MODEL)).toThrow(InvalidBlockError);
+  });
+});
+
+describe('float16 blobs (a model whose graph computes KV in float16)', () => {
+  // KV as a float16 graph returns it: every value a half (what the engine's float32 cache holds for such a model)
+  const block = makeBlock(3, 40);
+  const toHalfExact = (a: Float32Array) => {
+    const h = new Uint16Array(a.length);
+    floatsToHalf(a, h);
+    halfToFloats(h, a);
+  };
+  for (let l = 0; l < SHAPE.layers; l++) {
+    toHalfExact(block.keys[l]);
+    toHalfExact(block.values[l]);
+  }
+  const blob = encodeBlock(block, MODEL, 'float16');
+
+  it('holds the payload as halves (dtype 2 in the header), round-trips exactly, and is about half the size', () => {
+    expect(blob.readUInt8(6)).toBe(DTYPE_FP16);
+    expect(blob.length).toBe(blobBytes(MODEL, SHAPE, 40, 'float16'));
+    const f32 = encodeBlock(block, MODEL);
+    expect(f32.readUInt8(6)).toBe(DTYPE_FP32);
+    const payload = 2 * SHAPE.layers * SHAPE.kvHeads * 40 * SHAPE.headDim;
+    expect(f32.length - blob.length).toBe(2 * payload);
+    const back = decodeBlock(blob, { modelId: MODEL, shape: SHAPE, dtype: 'float16' });
+    expectSameBlock(block, back);
+    expect(back.keys[0]).toBeInstanceOf(Float32Array);
+    // the float32 blob of the same block is what it always was: fp32 payload, bytes equal to the block's floats
+    expect(Buffer.from(f32.buffer, f32.byteOffset + f32.length - 4 * block.values[SHAPE.layers - 1].length).equals(Buffer.from(block.values[SHAPE.layers - 1].buffer))).toBe(true);
+  });
+
+  it('a store of one dtype refuses blobs of the other (incompatible, so they are recomputed); checksums cover halves too', () => {
+    expect(catchErr(() => decodeBlock(blob, { modelId: MODEL }))).toMatchObject({ kind: 'incompatible', reason: 'dtype' });
+    expect(catchErr(() => decodeBlock(encodeBlock(block, MODEL), { modelId: MODEL, dtype: 'float16' }))).toMatchObject({ kind: 'incompatible', reason: 'dtype' });
+    const bad = Buffer.from(blob);
+    bad[bad.length - 5] ^= 4;
+    expect(() => decodeBlock(bad, { modelId: MODEL, dtype: 'float16' })).toThrow(/checksum/);
+    const unknown = Buffer.from(blob);
+    unknown.writeUInt8(7, 6);
+    expect(catchErr(() => decodeBlock(unknown, { modelId: MODEL }))).toMatchObject({ kind: 'incompatible', reason: 'dtype' });
+  });
+
+  it('a float32 value that is not a half is rounded to nearest even when stored', () => {
+    const b = makeBlock(4, 2);
+    const back = decodeBlock(encodeBlock(b, MODEL, 'float16'), { modelId: MODEL, dtype: 'float16' });
+    const want = Float32Array.from(b.keys[0]);
+    toHalfExact(want);
+    expect(Array.from(back.keys[0])).toEqual(Array.from(want));
   });
 });
 

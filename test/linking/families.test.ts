@@ -1,4 +1,8 @@
+import { mkdtempSync, readdirSync, rmSync, statSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { Engine, type KVBlock } from '../../shared/engine';
+import { blobBytes, KVStore } from '../../shared/kvstore';
 import { compileSource, link, linkBatch, type BlockStore, type LinkInput, type LinkOptions } from '../../shared/linking';
 import { fixture } from '../helpers/fixtures';
 import { maxAbsDiff, randomTokens } from '../helpers/model';
@@ -171,6 +175,32 @@ describe('a float16-KV export (llama3-style-fp16)', () => {
     return { first: r.logits, tokens, margins };
   }
   const TIE = 2e-3;
+
+  test('its chunks are stored as float16 blobs, exactly, at half the bytes of a float32 model', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'kv16-'));
+    try {
+      const open = (e: Engine, sub: string) =>
+        KVStore.open({ modelId: e.id, shape: e.shape, dtype: e.capabilities.kvDtype, memory: false, disk: { dir: join(dir, sub), budgetBytes: 2 ** 26 }, redis: false });
+      const tokens = randomTokens(24, 7, 1000, 100_000);
+      const sizes: number[] = [];
+      for (const [e, sub] of [[f16, 'a'], [f32, 'b']] as const) {
+        const store = await open(e, sub);
+        const compiled = await e.compile(tokens);
+        await store.lookupOrCompute('k', () => compiled);
+        await store.close();
+        const again = await open(e, sub); // a fresh process's view: the disk blob
+        const read = await again.get('k');
+        await again.close();
+        for (let l = 0; l < e.shape.layers; l++) expect([maxAbsDiff(read!.keys[l], compiled.keys[l]), maxAbsDiff(read!.values[l], compiled.values[l])]).toEqual([0, 0]);
+        sizes.push(readdirSync(join(dir, sub), { recursive: true, withFileTypes: true }).filter((f) => f.isFile()).reduce((n, f) => n + statSync(join(f.parentPath, f.name)).size, 0));
+      }
+      // 2 bytes a float vs 4 (the headers differ by the model ids' lengths)
+      expect(sizes).toEqual([blobBytes(f16.id, f16.shape, 24, 'float16'), blobBytes(f32.id, f32.shape, 24, 'float32')]);
+      expect(sizes[0]).toBeLessThan(0.6 * sizes[1]);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
 
   test.each([{ mode: 'naive' }, { mode: 'attnlink', k: 16 }] as LinkOptions[])('$mode: the same greedy tokens as float32 on 20 prompts (up to a float32 near-tie)', async (o) => {
     let identical = 0;
