@@ -21,6 +21,12 @@ export class KVCache {
   readonly slotToken: Int32Array;
   /** Next free slot per row. */
   readonly length: Int32Array;
+  /**
+   * [batch * capacity] a number that changes whenever the slot's KV is written (any layer): lets a runner keep a
+   * converted copy of the cache (float16 graphs) and convert only the slots written since its last call.
+   */
+  readonly slotGen: Uint32Array;
+  private gen = 0;
   /** Floats copied into this cache so far (new KV and placed blocks): the copy accounting tests and benches read. */
   floatsWritten = 0;
 
@@ -41,6 +47,15 @@ export class KVCache {
     this.slotValid = new Uint8Array(batch * capacity);
     this.slotToken = new Int32Array(batch * capacity);
     this.length = new Int32Array(batch);
+    this.slotGen = new Uint32Array(batch * capacity);
+  }
+
+  /** Mark slots [from, from + n) of a row, or the listed ones, as rewritten (see slotGen). */
+  private touch(row: number, from: number, n: number, slots?: ArrayLike<number>): void {
+    const g = ++this.gen;
+    const base = row * this.capacity;
+    if (slots) for (let s = 0; s < slots.length; s++) this.slotGen[base + slots[s]] = g;
+    else this.slotGen.fill(g, base + from, base + from + n);
   }
 
   /** Hand the buffers back to the pool they came from; the cache must not be used afterwards. */
@@ -98,6 +113,7 @@ export class KVCache {
       }
     }
     const i0 = row * this.capacity + start;
+    this.touch(row, start, n);
     this.slotPos.set(Int32Array.from(positions), i0);
     this.slotValid.fill(1, i0, i0 + n);
     this.slotToken.set(block.tokens, i0);
@@ -131,6 +147,7 @@ export class KVCache {
         }
       }
     }
+    this.touch(row, 0, 0, slots);
     for (let s = 0; s < slots.length; s++) {
       const i = row * this.capacity + slots[s];
       this.slotPos[i] = positions[s];
@@ -154,6 +171,7 @@ export class KVCache {
         this.values[layer].set(value.subarray(src, src + headDim), dst);
       }
     }
+    this.touch(0, 0, 0, slots);
     this.floatsWritten += 2 * kvHeads * headDim * slots.length;
   }
 
@@ -185,6 +203,7 @@ export class KVCache {
     this.slotValid.set(src.slotValid.subarray(s0, s0 + n), d0);
     this.slotToken.set(src.slotToken.subarray(s0, s0 + n), d0);
     this.length[dstRow] = n;
+    this.touch(dstRow, 0, n);
     this.floatsWritten += 2 * layers * kvHeads * headDim * n;
   }
 

@@ -145,6 +145,9 @@ describe('a float16-KV export (llama3-style-fp16)', () => {
     expect(r1.floatsConverted).toBe(10 * perToken);
     const r2 = await f16.forward(cache, [{ tokens: [1234], positions: [10] }]);
     expect(r2.floatsConverted).toBe(10 * perToken + perToken); // the 10 cached in, the new one out
+    // the cache's float16 mirror keeps what was converted: the next step converts only the token written since
+    const r3 = await f16.forward(cache, [{ tokens: [1235], positions: [11] }]);
+    expect(r3.floatsConverted).toBe(perToken + perToken);
     expect(cache.keys[0]).toBeInstanceOf(Float32Array);
     cache.release();
     const c32 = f32.newCache(1, 32);

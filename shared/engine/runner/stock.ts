@@ -147,6 +147,48 @@ export class StockRunner implements GraphRunner {
     return { data, converted: t.size };
   }
 
+  /** Per cache, its KV as float16 and the slotGen each slot had when converted (float16 graphs). */
+  private readonly mirrors = new WeakMap<KVCache, { k: Uint16Array[]; v: Uint16Array[]; gen: Uint32Array }>();
+
+  /**
+   * The cache's float16 mirror with slots [0, dense) of rows `sel` brought up to date: each run of slots written since
+   * it was last converted (KVCache.slotGen) is converted, the rest is reused. A decode step converts its one new token
+   * per row instead of the whole past. Costs half the cache's bytes again while the cache lives.
+   */
+  private halfMirror(cache: KVCache, sel: number[], dense: number) {
+    const { kvHeads, headDim, layers } = this.shape;
+    const C = cache.capacity;
+    let m = this.mirrors.get(cache);
+    if (!m) {
+      const n = cache.batch * kvHeads * C * headDim;
+      m = { k: Array.from({ length: layers }, () => new Uint16Array(n)), v: Array.from({ length: layers }, () => new Uint16Array(n)), gen: new Uint32Array(cache.batch * C) };
+      this.mirrors.set(cache, m);
+    }
+    let converted = 0;
+    for (const b of sel) {
+      let j = 0;
+      while (j < dense) {
+        if (cache.slotGen[b * C + j] === m.gen[b * C + j]) {
+          j++;
+          continue;
+        }
+        let end = j + 1;
+        while (end < dense && cache.slotGen[b * C + end] !== m.gen[b * C + end]) end++;
+        for (let l = 0; l < layers; l++) {
+          for (let h = 0; h < kvHeads; h++) {
+            const at = cache.offset(b, h, j);
+            floatsToHalf(cache.keys[l], m.k[l], at, at, (end - j) * headDim);
+            floatsToHalf(cache.values[l], m.v[l], at, at, (end - j) * headDim);
+          }
+        }
+        m.gen.set(cache.slotGen.subarray(b * C + j, b * C + end), b * C + j);
+        converted += 2 * layers * kvHeads * (end - j) * headDim;
+        j = end;
+      }
+    }
+    return { k: m.k, v: m.v, converted };
+  }
+
   /** Feeds for rows `sel` of the cache (S tokens each, ids/pos [sel.length, S]) and the graph's outputs. */
   private async call(cache: KVCache, sel: number[], rows: RowInput[], S: number, ids: BigInt64Array, pos: BigInt64Array) {
     const Bs = sel.length;
@@ -182,24 +224,24 @@ export class StockRunner implements GraphRunner {
     const dims = [Bs, kvHeads, P, headDim];
     const half = this.caps.kvDtype === 'float16';
     let floatsConverted = 0;
-    const past = (buf: Float32Array): ort.Tensor => {
+    const mirror = half ? this.halfMirror(cache, sel, dense) : undefined;
+    if (mirror) floatsConverted += mirror.converted;
+    const past = (l: number, kind: 'k' | 'v'): ort.Tensor => {
       const n = Bs * kvHeads * P * headDim;
+      // float16: packed from the cache's float16 mirror, where only slots written since the last call were converted
+      const src = mirror ? mirror[kind][l] : kind === 'k' ? cache.keys[l] : cache.values[l];
       const out = half ? new Uint16Array(n) : new Float32Array(n);
       sel.forEach((b, i) => {
         for (let h = 0; h < kvHeads; h++) {
           const from = cache.offset(b, h, 0);
-          const to = (i * kvHeads + h) * P * headDim;
-          // packed and converted in one pass: the float16 past is the only copy
-          if (half) floatsToHalf(buf, out as Uint16Array, from, to, dense * headDim);
-          else (out as Float32Array).set(buf.subarray(from, from + dense * headDim), to);
+          out.set(src.subarray(from, from + dense * headDim), (i * kvHeads + h) * P * headDim);
         }
       });
-      if (half) floatsConverted += Bs * kvHeads * dense * headDim;
       return half ? new ort.Tensor('float16', out as Uint16Array, dims) : new ort.Tensor('float32', out as Float32Array, dims);
     };
     for (let l = 0; l < layers; l++) {
-      feeds[names[2 * l]] = past(cache.keys[l]);
-      feeds[names[2 * l + 1]] = past(cache.values[l]);
+      feeds[names[2 * l]] = past(l, 'k');
+      feeds[names[2 * l + 1]] = past(l, 'v');
     }
     const res = await this.graph.session.run(feeds);
     const outNames = kvOutputNames('stock', layers);
