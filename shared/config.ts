@@ -29,6 +29,12 @@ const Env = z.object({
     .regex(/^[^{}]*\{[^{}]+\}[^{}]*$/, 'must hold exactly one {hash tag}, as in epic:{api}')
     .default(CatalogKeys.DEFAULT_PREFIX),
   MODEL_DIR: z.string().min(1).default(defaultModelDir),
+  /**
+   * The graph to serve, relative to MODEL_DIR, for an export that ships several (onnx-community's onnx/model_fp16.onnx,
+   * onnx/model_q4f16.onnx): served as a stock graph. Unset: the folder's own graphs (config.json's epic block), else
+   * model.onnx, else onnx/model.onnx.
+   */
+  MODEL_FILE: z.string().min(1).optional(),
   API_HOST: z.string().default('127.0.0.1'),
   API_PORT: z.coerce.number().int().min(0).max(65535).default(8080),
   /** Interface the workers' /metrics listens on (0.0.0.0 in containers). */

@@ -19,7 +19,7 @@ import { Replies } from './replies';
 async function main() {
   const cfg = loadServiceConfig();
   const log = createLogger('api', cfg.LOG_LEVEL);
-  const model = loadModelConfig(cfg.MODEL_DIR);
+  const model = loadModelConfig(cfg.MODEL_DIR, undefined, { graphFile: cfg.MODEL_FILE });
   const tokenizer = loadTokenizer(model);
   const redis = producerConnection(cfg.REDIS_URL);
   redis.on('error', (e) => log.warn({ err: e.message }, 'queue redis error'));

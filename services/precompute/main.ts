@@ -14,7 +14,7 @@ import { openStore } from '../../shared/serving/store';
 async function main() {
   const cfg = loadServiceConfig();
   const log = createLogger('precompute', cfg.LOG_LEVEL);
-  const engine = await Engine.load(cfg.MODEL_DIR, { executionProvider: cfg.EXECUTION_PROVIDER, intraOpThreads: cfg.ORT_THREADS, spinning: cfg.ORT_SPINNING, flushDenormals: cfg.ORT_FLUSH_DENORMALS });
+  const engine = await Engine.load(cfg.MODEL_DIR, { graphFile: cfg.MODEL_FILE, executionProvider: cfg.EXECUTION_PROVIDER, intraOpThreads: cfg.ORT_THREADS, spinning: cfg.ORT_SPINNING, flushDenormals: cfg.ORT_FLUSH_DENORMALS });
   const store = await openStore(cfg, engine);
   const registry = createRegistry('precompute');
   const queue = new Queue(QUEUES.precompute, { connection: workerConnection(cfg.REDIS_URL), prefix: cfg.QUEUE_PREFIX });

@@ -17,7 +17,7 @@ import { openPrefixStore, openStore } from '../../shared/serving/store';
 async function main() {
   const cfg = loadServiceConfig();
   const log = createLogger('worker', cfg.LOG_LEVEL);
-  const engine = await Engine.load(cfg.MODEL_DIR, { executionProvider: cfg.EXECUTION_PROVIDER, intraOpThreads: cfg.ORT_THREADS, spinning: cfg.ORT_SPINNING, flushDenormals: cfg.ORT_FLUSH_DENORMALS });
+  const engine = await Engine.load(cfg.MODEL_DIR, { graphFile: cfg.MODEL_FILE, executionProvider: cfg.EXECUTION_PROVIDER, intraOpThreads: cfg.ORT_THREADS, spinning: cfg.ORT_SPINNING, flushDenormals: cfg.ORT_FLUSH_DENORMALS });
   log.info({ model: engine.id, graph: engine.graphKind, provider: cfg.EXECUTION_PROVIDER }, 'engine loaded');
   if (cfg.WORKER_WARMUP) {
     // A linked request computes ~k tokens per chunk and its question: 256 covers 8 chunks at k = 16 with room to spare.

@@ -1,4 +1,4 @@
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { z } from 'zod';
 import { ModelLoadError } from './errors';
 import type { KVShape } from './kv';
@@ -115,7 +115,24 @@ export function kvShape(c: ModelConfig): KVShape {
   return { layers: c.layers, kvHeads: c.kvHeads, headDim: c.headDim };
 }
 
-export function loadModelConfig(dir: string, file = `${dir}/config.json`): ModelConfig {
+export interface ModelConfigOptions {
+  /**
+   * The one graph to serve, relative to the model folder (MODEL_FILE): an export's variant such as
+   * `onnx/model_fp16.onnx`. It is served as a stock graph, and the folder's own `epic` graphs are not used.
+   */
+  graphFile?: string;
+}
+
+/**
+ * The stock graph of a folder without an `epic` block, as exports lay it out: `model.onnx` (Optimum), else
+ * `onnx/model.onnx` (onnx-community, whose variants sit beside it: pick one with MODEL_FILE).
+ */
+function exportGraph(dir: string): string {
+  if (!existsSync(`${dir}/model.onnx`) && existsSync(`${dir}/onnx/model.onnx`)) return 'onnx/model.onnx';
+  return 'model.onnx';
+}
+
+export function loadModelConfig(dir: string, file = `${dir}/config.json`, opts: ModelConfigOptions = {}): ModelConfig {
   let text: string;
   try {
     text = readFileSync(file, 'utf8');
@@ -153,7 +170,7 @@ export function loadModelConfig(dir: string, file = `${dir}/config.json`): Model
       file,
     );
   }
-  const graphs = c.epic?.graphs ?? { stock: 'model.onnx' };
+  const graphs = opts.graphFile ? { stock: opts.graphFile } : (c.epic?.graphs ?? { stock: exportGraph(dir) });
   return {
     id: c._name_or_path ?? dir.replace(/\/+$/, '').split('/').pop()!,
     dir,

@@ -1,5 +1,5 @@
 import { KVCache } from './cache';
-import type { ModelConfig } from './config';
+import type { ModelConfig, ModelConfigOptions } from './config';
 import { ContextLengthError, EngineInputError, ModelLoadError } from './errors';
 import { generateAll } from './generate';
 import { allocBlock, type KVBlock, type KVShape } from './kv';
@@ -12,7 +12,7 @@ import type { TextTokenizer } from './tokenizer';
 
 export type { RowInput } from './runner';
 
-export interface EngineOptions extends SessionOptions {
+export interface EngineOptions extends SessionOptions, ModelConfigOptions {
   /** Which graph runs the primitive: the model's own primitive graph when it has one (default), or the stock one. */
   graph?: GraphChoice;
   /** Verify RoPE re-rotation against the model at load (default true). */

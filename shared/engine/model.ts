@@ -1,4 +1,4 @@
-import { kvShape, loadModelConfig, type ModelConfig } from './config';
+import { kvShape, loadModelConfig, type ModelConfig, type ModelConfigOptions } from './config';
 import type { KVShape } from './kv';
 import { BufferPool } from './pool';
 import { Rope } from './rope';
@@ -32,8 +32,8 @@ export class Model {
     this.capabilities = { ...runner.caps, perLayer: !!config.graphs.layers };
   }
 
-  static async load(dir: string, graph: GraphChoice, pool: BufferPool, opts: SessionOptions = {}): Promise<Model> {
-    const config = loadModelConfig(dir);
+  static async load(dir: string, graph: GraphChoice, pool: BufferPool, opts: SessionOptions & ModelConfigOptions = {}): Promise<Model> {
+    const config = loadModelConfig(dir, undefined, opts);
     const tokenizer = loadTokenizer(config);
     const runner = await openRunner(config, graph, pool, opts);
     return new Model(config, tokenizer, runner, opts);

@@ -45,7 +45,7 @@ export function inferenceProcessor(d: InferenceDeps) {
       const id = typeof raw.request?.id === 'string' ? raw.request.id : undefined;
       if (id && typeof raw.replyTo === 'string') await d.publisher.publish(raw.replyTo, JSON.stringify({ id, error: message } satisfies Reply)).catch(() => undefined);
       if (id && raw.stream === true) await endStream(d, id, message).catch(() => undefined);
-      throw new UnrecoverableError(message);
+      throw announced(new UnrecoverableError(message));
     }
     const data = parsed.data;
     if (data.stream && job.stalledCounter > 0 && (await d.publisher.exists(d.keys.streamBegan(data.request.id)))) {
@@ -54,7 +54,7 @@ export function inferenceProcessor(d: InferenceDeps) {
       // runStreaming). One that had sent nothing yet (it waited in the dead worker's scheduler) simply runs.
       const message = 'the worker serving this stream stopped; send the request again';
       await endStream(d, data.request.id, message).catch(() => undefined);
-      throw new UnrecoverableError(message);
+      throw announced(new UnrecoverableError(message));
     }
     if (data.batchId !== undefined) {
       const b = await d.batches.get(data.tenant, data.batchId);
@@ -122,10 +122,24 @@ export function inferenceProcessor(d: InferenceDeps) {
         // not replace the request's own error).
         if (data.batchId !== undefined) await d.batches.record(data.tenant, data.batchId, data.index ?? 0, false, { error: (e as Error).message }).catch(() => undefined);
       }
-      if (data.stream) await endStream(d, data.request.id, (e as Error).message);
+      if (data.stream) {
+        await endStream(d, data.request.id, (e as Error).message);
+        if (e instanceof Error) announced(e);
+      }
       throw e;
     }
   };
+}
+
+/**
+ * Errors whose stream the processor has already ended: the 'failed' handler (recordFailure), which gets the same error
+ * object in the same process, does not end it a second time. A failure the processor never saw (a job BullMQ failed
+ * for stalling too often) is not in it, and the handler ends that stream.
+ */
+const streamEnded = new WeakSet<Error>();
+function announced<E extends Error>(e: E): E {
+  streamEnded.add(e);
+  return e;
 }
 
 /** A stream's last event when it fails: its client shows the error and stops waiting. */
@@ -153,13 +167,13 @@ const StreamSlot = z.object({ stream: z.literal(true), request: z.object({ id: z
  * After a job's last attempt (or an unrecoverable one) failed: record the failure in its batch, so the batch still
  * completes, and end a stream's client. A job that stalled more than maxStalledCount times (its worker died each time)
  * arrives here without its processor having run: BullMQ fails it in the next worker that takes it, with an
- * UnrecoverableError. (A failure the processor saw was recorded and announced there already; doing it again is a no-op
- * for the batch, and a second end of stream finds no listener.)
+ * UnrecoverableError. (A failure the processor saw was recorded and announced there already: recording it again is a
+ * no-op for the batch, and its stream is not ended twice.)
  */
 export async function recordFailure(d: Pick<InferenceDeps, 'batches' | 'publisher' | 'keys'>, job: Job | undefined, err: Error): Promise<void> {
   if (!job) return;
   const stream = StreamSlot.safeParse(job.data);
-  if (stream.success) {
+  if (stream.success && !streamEnded.has(err)) {
     await endStream(d, stream.data.request.id, err.message).catch(() => undefined);
   }
   // Read the batch's coordinates alone: a job whose data failed the schema still belongs to its batch.
