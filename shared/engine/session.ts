@@ -24,6 +24,15 @@ export interface SessionOptions {
    * which loads no session, and the worker accept the same requests.
    */
   flushDenormals?: boolean;
+  /**
+   * onnxruntime's CPU memory arena (default on: one call's memory is kept for the next). Every session has its own
+   * arena, which never shrinks: for models opened as many sessions (the per-layer graphs) the arenas add up. Measured
+   * at the SmolLM2-135M shape (bench:shapes): one CacheBlend link over 4,129 tokens took the process past 8 GiB (and
+   * 13.9 GiB in a run of every mode) with the 62 per-layer sessions' arenas on, 3.6 GiB with them off. Off, large
+   * tensors are mapped fresh on every call: run the process with GLIBC_TUNABLES=glibc.malloc.hugetlb=1 (huge pages for
+   * malloc's mappings; 70.5 s -> 6.8 s for that link here).
+   */
+  memArena?: boolean;
 }
 
 /** Which of the two graph contracts a session implements (see tools/model/export.py). */
@@ -70,7 +79,7 @@ export async function openSession(file: string, opts: SessionOptions = {}): Prom
       // attnlink-16 batch of 16 rows over and over in one process: with patterns on, the first two passes over 64
       // requests ran at 57-68 jobs/s and later ones at 146-152, and a full-prefill pass in between dropped the next
       // to 114-119; with patterns off the second pass was already at 119-133, and a full pass did not slow the next.
-      enableCpuMemArena: true,
+      enableCpuMemArena: opts.memArena !== false,
       enableMemPattern: false,
       // Config keys of onnxruntime_session_options_config_keys.h (session.intra_op.allow_spinning ...).
       extra: { session: { set_denormal_as_zero: opts.flushDenormals === false ? '0' : '1', intra_op: { allow_spinning: opts.spinning ? '1' : '0' }, inter_op: { allow_spinning: opts.spinning ? '1' : '0' } } },
