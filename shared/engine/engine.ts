@@ -43,17 +43,7 @@ export interface GenerateResult {
   finish: ('stop' | 'length')[];
 }
 
-export function argmax(v: Float32Array): number {
-  let best = 0;
-  let bv = -Infinity;
-  for (let i = 0; i < v.length; i++) {
-    if (v[i] > bv) {
-      bv = v[i];
-      best = i;
-    }
-  }
-  return best;
-}
+export { argmax } from './sampling';
 
 /** forward's `pastSlots` promise: no valid slot at or past it is visible to (at or before the position of) a token of its row. */
 function checkPastSlots(cache: KVCache, rows: RowInput[], pastSlots: number): void {

@@ -1,7 +1,7 @@
 import { existsSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { Engine } from '../../shared/engine';
-import { maxAbsDiff, range, readReference } from '../helpers/model';
+import { expectMatchesReference, maxAbsDiff, range, readReference } from '../helpers/model';
 
 /** Every committed model, on both graphs, reproduces the reference its exporter (torch fp32) wrote beside it. */
 const MODELS = join(__dirname, '..', '..', 'models');
@@ -17,16 +17,7 @@ describe.each(cases)('%s, %s graph, against the exporting framework', (_name, gr
   });
 
   test('logits and KV equal torch reference within 1e-4', async () => {
-    const ref = readReference(dir, engine.shape.layers);
-    const n = ref.input_ids.length;
-    const cache = engine.newCache(1, n);
-    const { logits } = await engine.forward(cache, [{ tokens: ref.input_ids, positions: range(0, n) }], { logits: 'all' });
-    expect(maxAbsDiff(logits[0], ref.logits)).toBeLessThan(1e-4);
-    const block = cache.toBlock(0, 0, n);
-    for (let l = 0; l < engine.shape.layers; l++) {
-      expect(maxAbsDiff(block.keys[l], ref.keys[l])).toBeLessThan(1e-4);
-      expect(maxAbsDiff(block.values[l], ref.values[l])).toBeLessThan(1e-4);
-    }
+    await expectMatchesReference(engine, dir);
   });
 
   test('tokenizer.json gives the ids the exporter gave', () => {

@@ -1,6 +1,7 @@
 import { cpSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import type { Engine } from '../../shared/engine';
 
 export const TINY = join(__dirname, '..', '..', 'models', 'tiny-random');
 
@@ -59,4 +60,18 @@ export function randomTokens(n: number, seed: number, lo: number, hi: number): n
     s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
     return lo + (s % (hi - lo));
   });
+}
+
+/** A prefill of the reference's ids from position 0: its logits and post-RoPE KV equal the torch reference within 1e-4. */
+export async function expectMatchesReference(engine: Engine, dir: string): Promise<void> {
+  const ref = readReference(dir, engine.shape.layers);
+  const n = ref.input_ids.length;
+  const cache = engine.newCache(1, n);
+  const { logits } = await engine.forward(cache, [{ tokens: ref.input_ids, positions: range(0, n) }], { logits: 'all' });
+  expect(maxAbsDiff(logits[0], ref.logits)).toBeLessThan(1e-4);
+  const block = cache.toBlock(0, 0, n);
+  for (let l = 0; l < engine.shape.layers; l++) {
+    expect(maxAbsDiff(block.keys[l], ref.keys[l])).toBeLessThan(1e-4);
+    expect(maxAbsDiff(block.values[l], ref.values[l])).toBeLessThan(1e-4);
+  }
 }

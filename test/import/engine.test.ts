@@ -2,7 +2,7 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Engine } from '../../shared/engine';
 import { fixture, readNumpyReference, type FixtureName } from '../helpers/fixtures';
-import { maxAbsDiff, range, readReference } from '../helpers/model';
+import { expectMatchesReference, maxAbsDiff, range, readReference } from '../helpers/model';
 
 /**
  * Each HF-layout fixture (real architecture and tokenizer, random weights), imported by tools/model/import_hf.py, runs
@@ -49,16 +49,7 @@ describe.each(cases)('%s on the %s graph (%s)', (name, graph) => {
   });
 
   test("logits and post-RoPE KV equal the importer's torch reference within 1e-4", async () => {
-    const ref = readReference(dir, engine.shape.layers);
-    const n = ref.input_ids.length;
-    const cache = engine.newCache(1, n);
-    const { logits } = await engine.forward(cache, [{ tokens: ref.input_ids, positions: range(0, n) }], { logits: 'all' });
-    expect(maxAbsDiff(logits[0], ref.logits)).toBeLessThan(1e-4);
-    const block = cache.toBlock(0, 0, n);
-    for (let l = 0; l < engine.shape.layers; l++) {
-      expect(maxAbsDiff(block.keys[l], ref.keys[l])).toBeLessThan(1e-4);
-      expect(maxAbsDiff(block.values[l], ref.values[l])).toBeLessThan(1e-4);
-    }
+    await expectMatchesReference(engine, dir);
   });
 
   test('a chunk compiled at 0 and re-rotated to P has the keys of the chunk compiled at P (rope scaling included)', async () => {
