@@ -224,11 +224,16 @@ export class Engine {
     }
     const capacity = Math.max(...prompts.map((p) => p.length)) + maxNewTokens;
     const cache = this.newCache(prompts.length, capacity);
-    const { logits } = await this.forward(
-      cache,
-      prompts.map((p) => ({ tokens: p, positions: p.map((_, i) => i) })),
-    );
-    return { cache, logits };
+    try {
+      const { logits } = await this.forward(
+        cache,
+        prompts.map((p) => ({ tokens: p, positions: p.map((_, i) => i) })),
+      );
+      return { cache, logits };
+    } catch (e) {
+      cache.release();
+      throw e;
+    }
   }
 
   /**

@@ -6,6 +6,7 @@
 export class BufferPool {
   private readonly free = new Map<number, ArrayBuffer[]>();
   private pooledBytes = 0;
+  private lent = 0;
 
   constructor(readonly maxPooledBytes = 512 * 1024 * 1024) {}
 
@@ -17,6 +18,7 @@ export class BufferPool {
     const size = floats <= 1024 ? 1024 : 2 ** Math.ceil(Math.log2(floats));
     const list = this.free.get(size * 4);
     const buf = list?.pop();
+    this.lent++;
     if (buf) {
       this.pooledBytes -= buf.byteLength;
       const view = new Float32Array(buf, 0, floats);
@@ -29,6 +31,7 @@ export class BufferPool {
   }
 
   release(view: Float32Array): void {
+    this.lent--;
     const buf = view.buffer as ArrayBuffer;
     if (this.pooledBytes + buf.byteLength > this.maxPooledBytes) return;
     const list = this.free.get(buf.byteLength) ?? [];
@@ -39,5 +42,10 @@ export class BufferPool {
 
   get bytes(): number {
     return this.pooledBytes;
+  }
+
+  /** Views handed out and not released yet: a serving loop that releases every cache on every path keeps it level. */
+  get outstanding(): number {
+    return this.lent;
   }
 }

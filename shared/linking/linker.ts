@@ -75,36 +75,41 @@ export async function link(ctx: LinkContext, input: LinkInput, o: LinkOptions, m
   let compiled = 0;
   let fetchMs = 0;
   let after = async () => {};
-  switch (o.mode) {
-    case 'full': {
-      const r = await engine.forward(cache, [{ tokens: lay.tokens, positions: range(0, lay.total) }]);
-      logits = r.logits[0];
-      computed = lay.total;
-      break;
+  try {
+    switch (o.mode) {
+      case 'full': {
+        const r = await engine.forward(cache, [{ tokens: lay.tokens, positions: range(0, lay.total) }]);
+        logits = r.logits[0];
+        computed = lay.total;
+        break;
+      }
+      case 'prefix': {
+        if (!ctx.prefixStore) throw new LinkInputError('prefix mode needs a prefix block store');
+        const r = await linkPrefix(engine, ctx.prefixStore, lay, cache, { blockSize: LINK_DEFAULTS.blockSize, salt: ctx.tenantSalt });
+        ({ logits, computed, fetchMs } = r);
+        reused = lay.total - computed; // the prompt's blocks found in the prefix store
+        after = r.commit;
+        break;
+      }
+      case 'naive':
+      case 'attnlink':
+      case 'attnlink0': {
+        ({ logits, computed, fetchMs, reused, compiled } = await linkPic(engine, ctx.source, input, lay, cache, { ...picPlan(o), path }));
+        break;
+      }
+      case 'cacheblend': {
+        ctx.layered ??= await (ctx.loadLayered ? ctx.loadLayered() : LayeredModel.load(engine.config, engine.sessionOptions));
+        const r = await linkCacheBlend(engine, ctx.layered, ctx.source, input, lay, cache, {
+          r: o.r ?? LINK_DEFAULTS.r,
+          checkLayer: o.checkLayer ?? LINK_DEFAULTS.checkLayer,
+        });
+        ({ logits, computed, fetchMs, reused, compiled } = r);
+        break;
+      }
     }
-    case 'prefix': {
-      if (!ctx.prefixStore) throw new LinkInputError('prefix mode needs a prefix block store');
-      const r = await linkPrefix(engine, ctx.prefixStore, lay, cache, { blockSize: LINK_DEFAULTS.blockSize, salt: ctx.tenantSalt });
-      ({ logits, computed, fetchMs } = r);
-      reused = lay.total - computed; // the prompt's blocks found in the prefix store
-      after = r.commit;
-      break;
-    }
-    case 'naive':
-    case 'attnlink':
-    case 'attnlink0': {
-      ({ logits, computed, fetchMs, reused, compiled } = await linkPic(engine, ctx.source, input, lay, cache, { ...picPlan(o), path }));
-      break;
-    }
-    case 'cacheblend': {
-      ctx.layered ??= await (ctx.loadLayered ? ctx.loadLayered() : LayeredModel.load(engine.config, engine.sessionOptions));
-      const r = await linkCacheBlend(engine, ctx.layered, ctx.source, input, lay, cache, {
-        r: o.r ?? LINK_DEFAULTS.r,
-        checkLayer: o.checkLayer ?? LINK_DEFAULTS.checkLayer,
-      });
-      ({ logits, computed, fetchMs, reused, compiled } = r);
-      break;
-    }
+  } catch (e) {
+    cache.release(); // a failed link (a chunk that cannot be fetched or compiled, a refused call) keeps no buffers
+    throw e;
   }
   return { cache, logits, after, stats: linkStats(o, lay.total, computed, performance.now() - t0, fetchMs, reused, compiled) };
 }
