@@ -1,4 +1,5 @@
-import { fixture, type FixtureName } from './fixtures';
+import { spawnSync } from 'node:child_process';
+import { PYTHON, fixture, type FixtureName } from './fixtures';
 
 /**
  * Jest globalSetup: build the real-model fixtures (tools/model/fixtures.py) once, before any test file runs, so a
@@ -19,6 +20,14 @@ const ALL: FixtureName[] = [
 
 export default function globalSetup(): void {
   if (process.env.EPIC_SKIP_FIXTURES === '1') return;
+  const probe = spawnSync(PYTHON, ['-c', 'import torch, onnx, numpy'], { encoding: 'utf8' });
+  if (probe.status !== 0) {
+    throw new Error(
+      `the real-model fixtures are built with ${PYTHON} and Debian's torch, onnx and numpy, which it cannot import ` +
+        `(${(probe.error?.message ?? probe.stderr ?? '').trim().split('\n').pop()}): ` +
+        'apt-get install python3-torch python3-onnx python3-numpy libopenblas0-pthread, or run `bash .ci/run`, which installs them',
+    );
+  }
   const t0 = Date.now();
   for (const name of ALL) fixture(name);
   const s = (Date.now() - t0) / 1000;
