@@ -4,7 +4,7 @@ import type { Duplex } from 'node:stream';
 import { ConnectionClosedError } from 'bullmq';
 import { MaxRetriesPerRequestError } from 'ioredis/built/errors';
 import type { ErrorMetrics } from '../../shared/metrics/metrics';
-import { ResolveError } from '../../shared/serving/resolve';
+import { ResolveError } from './resolve';
 
 /** An error with an HTTP status, answered in OpenAI's error shape. */
 export class ApiError extends Error {

@@ -3,8 +3,8 @@
  * routes validate with (z.toJSONSchema), so their fields, types and bounds are the ones enforced.
  */
 import { z } from 'zod';
-import { CHAT_DEFAULT_MAX_TOKENS, DEFAULT_MAX_TOKENS, MAX_BATCH_REQUESTS } from '../../shared/serving/limits';
-import { RequestSpec } from '../../shared/serving/resolve';
+import { CHAT_DEFAULT_MAX_TOKENS, DEFAULT_MAX_TOKENS, MAX_BATCH_REQUESTS } from './limits';
+import { RequestSpec } from './resolve';
 import { DocumentBody } from './routes/documents';
 import { JobBody } from './routes/jobs';
 import { BatchBody, BatchLine, ChatBody, CompletionBody } from './routes/openai';

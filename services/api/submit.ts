@@ -1,8 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { Job, type Queue } from 'bullmq';
 import type { BatchRecord, BatchStatus } from '../../shared/catalog';
-import { batchJobId, type InferenceJob } from '../../shared/queue/contracts';
-import type { StreamEvent } from '../../shared/serving/inference';
+import { batchJobId, type InferenceJob, type StreamEvent } from '../../shared/queue/contracts';
 import { wallClockMs, type ServeRequest, type ServeResult } from '../../shared/serving/request';
 import type { ApiDeps } from './deps';
 import { isRedisDown, JobVanishedError, queueUnavailable, RequestTimeoutError, WorkerError, type ConnectionState } from './errors';

@@ -9,7 +9,7 @@ import { createRegistry, serveMetrics } from '../../shared/metrics/server';
 import { QUEUES } from '../../shared/queue/contracts';
 import { workerConnection } from '../../shared/queue/connection';
 import { linkContextFactory } from '../../shared/serving/context';
-import { inferenceProcessor, recordFailure } from '../../shared/serving/inference';
+import { inferenceProcessor, recordFailure } from './processor';
 import { Scheduler } from '../../shared/serving/scheduler';
 import { openPrefixStore, openStore } from '../../shared/serving/store';
 

@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { ServeRequest } from '../serving/request';
+import { ServeRequest, type ServeResult } from '../serving/request';
 
 /** Queue names and job payloads: the plain data that crosses from the API to the workers. */
 export const QUEUES = {
@@ -27,6 +27,14 @@ export function batchJobId(batchId: string, index: number): string {
 /** What a worker publishes on a job's `replyTo` channel. */
 export interface Reply {
   id: string;
-  result?: import('../serving/request').ServeResult;
+  result?: ServeResult;
+  error?: string;
+}
+
+/** An event on a streamed request's channel: text as it is generated, then the last event (done, a result or an error). */
+export interface StreamEvent {
+  delta?: string;
+  done?: boolean;
+  result?: ServeResult;
   error?: string;
 }

@@ -11,7 +11,7 @@ import { KVStore } from '../../shared/kvstore';
 import { QUEUES } from '../../shared/queue/contracts';
 import { defaultJobOptions } from '../../shared/queue/options';
 import { linkContextFactory } from '../../shared/serving/context';
-import { inferenceProcessor, recordFailure } from '../../shared/serving/inference';
+import { inferenceProcessor, recordFailure } from '../../services/worker/processor';
 import { PrecomputeJob, precomputeChunk } from '../../shared/serving/precompute';
 import { Replies } from '../../services/api/replies';
 import { Scheduler } from '../../shared/serving/scheduler';

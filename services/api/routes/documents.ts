@@ -1,8 +1,8 @@
 import { Router } from 'express';
 import { z } from 'zod';
 import type { DocumentRecord } from '../../../shared/catalog';
-import { chunkText, maxTextChars } from '../../../shared/serving/resolve';
-import { tenantSalt } from '../../../shared/serving/tenancy';
+import { chunkText, maxTextChars } from '../resolve';
+import { tenantSalt } from '../tenancy';
 import type { ApiDeps } from '../deps';
 import { ApiError } from '../errors';
 import { checkId, parseBody } from '../validate';

@@ -1,10 +1,10 @@
 import { Router, type Response } from 'express';
 import { z } from 'zod';
 import type { BatchRecord } from '../../../shared/catalog';
-import { MAX_BATCH_REQUESTS } from '../../../shared/serving/limits';
-import { RequestSpec, resolveRequest, ResolveError, type DefaultMaxTokens } from '../../../shared/serving/resolve';
+import { MAX_BATCH_REQUESTS } from '../limits';
+import { RequestSpec, resolveRequest, ResolveError, type DefaultMaxTokens } from '../resolve';
 import type { ServeRequest } from '../../../shared/serving/request';
-import { tenantSalt } from '../../../shared/serving/tenancy';
+import { tenantSalt } from '../tenancy';
 import type { ApiDeps } from '../deps';
 import { ApiError } from '../errors';
 import { cancelBatch, newId, startBatch } from '../submit';

@@ -1,19 +1,12 @@
 import { UnrecoverableError, type Job } from 'bullmq';
 import type IORedis from 'ioredis';
 import { z } from 'zod';
-import type { BatchStore, CatalogKeys } from '../catalog';
-import type { TextTokenizer } from '../engine';
-import type { ErrorMetrics, ServingMetrics } from '../metrics/metrics';
-import { InferenceJob, type Reply } from '../queue/contracts';
-import { wallClockMs, type ServeResult } from './request';
-import type { Scheduler } from './scheduler';
-
-export interface StreamEvent {
-  delta?: string;
-  done?: boolean;
-  result?: ServeResult;
-  error?: string;
-}
+import type { BatchStore, CatalogKeys } from '../../shared/catalog';
+import type { TextTokenizer } from '../../shared/engine';
+import type { ErrorMetrics, ServingMetrics } from '../../shared/metrics/metrics';
+import { InferenceJob, type Reply, type StreamEvent } from '../../shared/queue/contracts';
+import { wallClockMs, type ServeResult } from '../../shared/serving/request';
+import type { Scheduler } from '../../shared/serving/scheduler';
 
 export interface InferenceDeps {
   scheduler: Scheduler;

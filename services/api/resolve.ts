@@ -1,10 +1,10 @@
 import { z } from 'zod';
-import { splitDocument, type Chunk } from '../chunking';
-import type { DocumentStore } from '../catalog';
-import { ContextLengthError, type Engine, type ModelConfig, type TextTokenizer } from '../engine';
-import { chunkKey } from '../kvstore';
+import { splitDocument, type Chunk } from '../../shared/chunking';
+import type { DocumentStore } from '../../shared/catalog';
+import { ContextLengthError, type Engine, type ModelConfig, type TextTokenizer } from '../../shared/engine';
+import { chunkKey } from '../../shared/kvstore';
 import { CHAT_DEFAULT_MAX_TOKENS, DEFAULT_MAX_TOKENS, MAX_TOKENS_CAP } from './limits';
-import { ModeSpec, samplingFrom, SamplingFields, type ServeRequest } from './request';
+import { ModeSpec, samplingFrom, SamplingFields, type ServeRequest } from '../../shared/serving/request';
 
 /** A request as clients send it: documents by id or inline, a question (after the documents) or a bare prompt. */
 export const RequestSpec = z
