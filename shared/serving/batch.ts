@@ -1,16 +1,8 @@
-import { batchable, linkBatch, type LinkContext } from '../linking';
+import { linkBatch, type LinkContext } from '../linking';
 import type { RowResult } from '../engine/generate';
 import { decodeRows, promptPrefix, type OnToken } from './group';
 import { linkOptions, type ServeRequest, type ServeResult } from './request';
 import { finish, linkedCounts } from './result';
-
-/**
- * Whether a request can join a cross-request batch: it has chunks and a question, and its mode links with one forward
- * call per row (naive, attnlink, attnlink0 on the primitive graph).
- */
-export function canBatch(ctx: LinkContext, r: ServeRequest): boolean {
-  return r.chunks.length > 0 && r.question.length > 0 && batchable(ctx.engine, linkOptions(r.mode));
-}
 
 /**
  * Serve requests with *different* contexts together (continuous batching, as vLLM batches sequences): each request
