@@ -38,8 +38,35 @@ export interface TierStats {
   bytesWritten: number;
 }
 
+/**
+ * The capability of a tier every process shares (Redis): compiles of one chunk are coordinated across processes (a
+ * lease per key: one compiles, the others wait for its blob), and the tier can be polled for that blob.
+ */
+export interface SharedTier {
+  /** False while the tier cannot be reached: the store then compiles without coordinating. */
+  readonly available: boolean;
+  /** Takes the compile lease of `key` for `ttlMs`, or undefined when another process holds it. Throws when unreachable. */
+  tryLease(key: string, ttlMs: number): Promise<{ release(): Promise<void> } | undefined>;
+  /** Whether some process holds the compile lease of `key`. */
+  leaseHeld(key: string): Promise<boolean>;
+  /**
+   * One read while waiting for another process's blob: undefined when absent or unreadable (not counted as a miss).
+   * Throws a KVBlobError (after deleting and counting the blob) when it is bad.
+   */
+  poll(key: string): Promise<StoredChunk | undefined>;
+}
+
+/**
+ * A tier. Beyond get/put/delete/has, a tier states what more it can do (as LMCache's abstract backend does), and the
+ * store asks for the capability, never for the class: `putSync` (a write done before the caller's next await: process
+ * memory), `shared` (coordination across processes: Redis).
+ */
 export interface KVBackend {
   readonly tier: TierName;
+  /** Capability: stores a chunk synchronously (a lookup right after sees it). */
+  putSync?(key: string, block: KVBlock): void;
+  /** Capability: the tier is shared by every process and coordinates their compiles. */
+  readonly shared?: SharedTier;
   /** The chunk, or undefined on a miss. Throws a KVBlobError (after deleting the entry) when the stored blob is bad. */
   get(key: string): Promise<StoredChunk | undefined>;
   /** Stores a chunk. `blob` may be passed when already encoded (it must be `encodeBlock(block, modelId)`). */

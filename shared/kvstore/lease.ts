@@ -5,7 +5,10 @@
  * if the holder dies its lease expires after `ttlMs` and a waiter takes over.
  */
 import { randomBytes } from 'node:crypto';
-import type { RedisClient } from './redis';
+import type { Cluster, Redis } from 'ioredis';
+
+/** A standalone or Cluster client. */
+export type RedisClient = Redis | Cluster;
 
 const REFRESH = `if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('pexpire', KEYS[1], ARGV[2]) else return 0 end`;
 const RELEASE = `if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) else return 0 end`;

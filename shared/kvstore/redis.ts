@@ -13,14 +13,16 @@
  */
 import { Cluster, Redis } from 'ioredis';
 import type { KVBlock } from '../engine/kv';
-import type { KVBackend, StoredChunk, TierStats } from './backend';
+import type { KVBackend, SharedTier, StoredChunk, TierStats } from './backend';
 import { emptyStats } from './backend';
 import { isKVBlobError } from './errors';
 import { decodeBlock, encodeBlock, validateBlock } from './format';
 import type { DecodeExpect } from './format';
 import { assertValidKey } from './key';
+import { leaseHeld, tryAcquireLease, type RedisClient } from './lease';
 
-export type RedisClient = Redis | Cluster;
+export type { RedisClient };
+
 
 export interface RedisTierOptions {
   /** redis://… URL of the KV cache's Redis (not the queue's). Ignored when `client` is given. */
@@ -89,6 +91,24 @@ export class RedisBackend implements KVBackend {
   lockKey(key: string): string {
     return `${this.blobKey(key)}:lock`;
   }
+
+  /** The compile lease and polling for another process's blob (see SharedTier). */
+  readonly shared: SharedTier = ((b: RedisBackend): SharedTier => ({
+    get available() {
+      return b.available;
+    },
+    tryLease: (key, ttlMs) => tryAcquireLease(b.client, b.lockKey(key), ttlMs),
+    leaseHeld: (key) => leaseHeld(b.client, b.lockKey(key)),
+    poll: async (key) => {
+      let blob: Buffer | null;
+      try {
+        blob = await b.getRaw(key);
+      } catch {
+        return undefined;
+      }
+      return blob ? { block: b.decode(key, blob), blob } : undefined;
+    },
+  }))(this);
 
   /** Raw read (no validation); null when absent. Throws on connection errors. */
   async getRaw(key: string): Promise<Buffer | null> {

@@ -12,14 +12,13 @@
  * - Which tiers are read and which are written is configurable; stats() returns plain counters.
  */
 import type { KVBlock, KVShape } from '../engine/kv';
-import type { KVBackend, StoredChunk, TierName, TierStats } from './backend';
+import type { KVBackend, SharedTier, StoredChunk, TierName, TierStats } from './backend';
 import { TIERS } from './backend';
 import { DiskBackend } from './disk';
 import type { DiskTierOptions } from './disk';
 import { isKVBlobError } from './errors';
 import { encodeBlock, validateBlock } from './format';
 import type { BlobDtype, DecodeExpect } from './format';
-import { leaseHeld, tryAcquireLease } from './lease';
 import { MemoryBackend } from './memory';
 import type { MemoryTierOptions } from './memory';
 import { RedisBackend } from './redis';
@@ -34,6 +33,9 @@ export interface LeaseOptions {
   pollMs?: number;
   maxPollMs?: number;
 }
+
+/** A tier with the shared capability. */
+type SharedBackend = KVBackend & { readonly shared: SharedTier };
 
 export interface KVStoreOptions {
   /** Model id written into and required of every blob. */
@@ -107,6 +109,7 @@ export class KVStore {
   private readonly readOrder: KVBackend[];
   private readonly writeSet: Set<TierName>;
   private readonly lease: Required<LeaseOptions> | undefined;
+  private readonly sharedTier: SharedBackend | undefined;
   private readonly inflight = new Map<string, Promise<ChunkResult>>();
   private readonly background = new Set<Promise<unknown>>();
   private readonly c = {
@@ -137,9 +140,10 @@ export class KVStore {
     const reads = new Set(opts.readTiers ?? configured);
     this.readOrder = configured.filter((t) => reads.has(t)).map((t) => this.backends.get(t)!);
     this.writeSet = new Set(opts.writeTiers ?? configured);
-    const redisShared = reads.has('redis') && this.writeSet.has('redis');
+    // The tier that coordinates compiles across processes (Redis): only when it is both read and written.
+    this.sharedTier = [...this.backends.values()].find((b): b is SharedBackend => !!b.shared && reads.has(b.tier) && this.writeSet.has(b.tier));
     this.lease =
-      opts.lease === false || !redisShared
+      opts.lease === false || !this.sharedTier
         ? undefined
         : {
             ttlMs: opts.lease?.ttlMs ?? 10_000,
@@ -299,7 +303,7 @@ export class KVStore {
     const targets = tiers.filter((t) => this.writeSet.has(t)).map((t) => this.backends.get(t)).filter((b): b is KVBackend => !!b);
     const waits: Promise<unknown>[] = [];
     for (const b of targets) {
-      if (b instanceof MemoryBackend) {
+      if (b.putSync) {
         b.putSync(key, block);
         continue;
       }
@@ -335,39 +339,32 @@ export class KVStore {
     return { block, source: 'compiled' };
   }
 
-  /** One Redis read while coordinating: an absent blob is not counted as a tier miss; a bad one is refused. */
-  private async pollRedis(redis: RedisBackend, key: string): Promise<KVBlock | undefined> {
-    let raw: Buffer | null;
+  /** One read of the shared tier while coordinating: an absent blob is not counted as a tier miss; a bad one is refused. */
+  private async pollShared(b: SharedBackend, key: string): Promise<KVBlock | undefined> {
+    let got: StoredChunk | undefined;
     try {
-      raw = await redis.getRaw(key);
-    } catch {
-      return undefined;
-    }
-    if (!raw) return undefined;
-    let block: KVBlock;
-    try {
-      block = redis.decode(key, raw);
+      got = await b.shared.poll(key);
     } catch (e) {
       if (isKVBlobError(e)) return undefined;
       throw e;
     }
-    this.promote(key, { block, blob: raw }, 'redis');
-    return block;
+    if (!got) return undefined;
+    this.promote(key, got, b.tier);
+    return got.block;
   }
 
   /** Compile under the cross-process lease, or wait for whoever holds it. */
   private async computeShared(key: string, compile: CompileFn): Promise<ChunkResult> {
     const lease = this.lease;
-    const redis = this.backends.get('redis') as RedisBackend | undefined;
-    if (!lease || !redis || !redis.available) return this.compileAndStore(key, compile);
-    const lockKey = redis.lockKey(key);
+    const shared = this.sharedTier;
+    if (!lease || !shared || !shared.shared.available) return this.compileAndStore(key, compile);
     const deadline = Date.now() + lease.waitTimeoutMs;
     let waited = false;
     let sawHolder = false;
     for (;;) {
       let held;
       try {
-        held = await tryAcquireLease(redis.client, lockKey, lease.ttlMs);
+        held = await shared.shared.tryLease(key, lease.ttlMs);
       } catch {
         return this.compileAndStore(key, compile); // Redis unreachable: no coordination
       }
@@ -375,7 +372,7 @@ export class KVStore {
         try {
           if (sawHolder) this.c.leaseTakeovers++;
           // Someone may have finished between our miss and our lease.
-          const late = await this.pollRedis(redis, key);
+          const late = await this.pollShared(shared, key);
           if (late) return { block: late, source: 'redis' };
           return await this.compileAndStore(key, compile);
         } finally {
@@ -396,12 +393,12 @@ export class KVStore {
         }
         await sleep(Math.min(delay, Math.max(1, deadline - Date.now())));
         delay = Math.min(lease.maxPollMs, delay * 1.5);
-        const got = await this.pollRedis(redis, key);
+        const got = await this.pollShared(shared, key);
         if (got) {
           this.c.remoteHits++;
           return { block: got, source: 'redis' };
         }
-        if (!(await leaseHeld(redis.client, lockKey))) break; // holder gone without a blob: try to take over
+        if (!(await shared.shared.leaseHeld(key))) break; // holder gone without a blob: try to take over
       }
     }
   }
