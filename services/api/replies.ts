@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import type IORedis from 'ioredis';
 import type { Reply } from '../../shared/queue/contracts';
-import type { ServeResult } from '../../shared/serving/request';
+import type { ServeResult } from '../../shared/serving/result';
 import { WorkerError } from './errors';
 
 /**

@@ -5,7 +5,8 @@ import type { BatchStore, CatalogKeys } from '../../shared/catalog';
 import type { TextTokenizer } from '../../shared/engine';
 import type { ErrorMetrics, ServingMetrics } from '../../shared/metrics/metrics';
 import { InferenceJob, type Reply, type StreamEvent } from '../../shared/queue/contracts';
-import { wallClockMs, type ServeResult } from '../../shared/serving/request';
+import { wallClockMs } from '../../shared/serving/request';
+import type { ServeResult } from '../../shared/serving/result';
 import type { Scheduler } from '../../shared/serving/scheduler';
 
 export interface InferenceDeps {

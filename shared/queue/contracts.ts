@@ -1,5 +1,6 @@
 import { z } from 'zod';
-import { ServeRequest, type ServeResult } from '../serving/request';
+import { ServeRequest } from '../serving/request';
+import type { ServeResult } from '../serving/result';
 
 /** Queue names and job payloads: the plain data that crosses from the API to the workers. */
 export const QUEUES = {

@@ -1,8 +1,8 @@
 import { linkBatch, type LinkContext } from '../linking';
 import type { RowResult } from '../engine/generate';
 import { decodeRows, promptPrefix, type OnToken } from './group';
-import { linkOptions, type ServeRequest, type ServeResult } from './request';
-import { finish, linkedCounts } from './result';
+import { linkOptions, type ServeRequest } from './request';
+import { finish, promptCounts, type ServeResult } from './result';
 
 /**
  * Serve requests with *different* contexts together (continuous batching, as vLLM batches sequences): each request
@@ -26,5 +26,5 @@ export async function serveBatch(ctx: LinkContext, reqs: ServeRequest[], onToken
     linked.cache.release();
   }
   const decodeMs = performance.now() - t0 - ttft;
-  return reqs.map((r, i) => finish(r, gen[i], { ...linkedCounts(linked.stats[i]), group: 1, batch: reqs.length, ttft, decodeMs }));
+  return reqs.map((r, i) => finish(r, gen[i], promptCounts(linked.stats[i]), { group: 1, batch: reqs.length, ttft, decodeMs }));
 }

@@ -2,7 +2,8 @@ import type { LinkContext } from '../linking';
 import { serveBatch } from './batch';
 import { serveGroup } from './group';
 import type { Plan, PlanStep } from './plan';
-import type { ServeRequest, ServeResult } from './request';
+import type { ServeRequest } from './request';
+import type { ServeResult } from './result';
 
 /** A request waiting for its result: what the scheduler queues and the executor settles. */
 export interface Waiting {

@@ -1,8 +1,8 @@
 import type { Engine, KVCache } from '../engine';
 import { generateAll, type RowResult, type RowSpec } from '../engine/generate';
 import { contextSharable, link, modeLabel, type LinkContext } from '../linking';
-import { finish, linkedCounts } from './result';
-import { linkOptions, samplingParams, type ServeRequest, type ServeResult } from './request';
+import { linkOptions, samplingParams, type ServeRequest } from './request';
+import { finish, promptCounts, type ServeResult } from './result';
 
 /** A generated token and the text it adds to its request's stream ('' while held back: see shared/engine/generate.ts). */
 export type OnToken = (index: number, token: number, text: string) => void;
@@ -43,7 +43,7 @@ export async function serveGroup(ctx: LinkContext, reqs: ServeRequest[], onToken
     }
     const decodeMs = performance.now() - t0 - ttft;
     return reqs.map((r, i) =>
-      finish(r, gen[i], { prompt: prompts[i].length, cached: 0, computed: prompts[i].length, mode: 'full', group: reqs.length, ttft, decodeMs }),
+      finish(r, gen[i], { promptTokens: prompts[i].length, cachedTokens: 0, compiledTokens: 0, computedTokens: prompts[i].length, mode: 'full' }, { group: reqs.length, ttft, decodeMs }),
     );
   }
   const mode = linkOptions(reqs[0].mode);
@@ -62,7 +62,7 @@ export async function serveGroup(ctx: LinkContext, reqs: ServeRequest[], onToken
     } finally {
       one.cache.release();
     }
-    return [finish(r, gen[0], { ...linkedCounts(one.stats), group: 1, ttft, decodeMs: performance.now() - t0 - ttft })];
+    return [finish(r, gen[0], promptCounts(one.stats), { group: 1, ttft, decodeMs: performance.now() - t0 - ttft })];
   }
   const linked = await link(ctx, { prefix, chunks: reqs[0].chunks, question: [] }, mode, 0, true);
   const ctxLen = linked.stats.promptTokens;
@@ -95,18 +95,14 @@ export async function serveGroup(ctx: LinkContext, reqs: ServeRequest[], onToken
     cache?.release();
   }
   const decodeMs = performance.now() - t0 - ttft;
-  return reqs.map((r, i) => {
-    const prompt = ctxLen + r.question.length;
-    const computedCtx = linked.stats.computedTokens;
-    return finish(r, gen[i], {
-      prompt,
-      cached: linked.stats.reusedTokens,
-      compiled: linked.stats.compiledTokens,
-      computed: computedCtx + r.question.length,
-      mode: linked.stats.mode,
-      group: reqs.length,
-      ttft,
-      decodeMs,
-    });
-  });
+  // The context's counts are the group's; each row adds its own question, computed here.
+  const ctxCounts = promptCounts(linked.stats);
+  return reqs.map((r, i) =>
+    finish(
+      r,
+      gen[i],
+      { ...ctxCounts, promptTokens: ctxLen + r.question.length, computedTokens: ctxCounts.computedTokens + r.question.length },
+      { group: reqs.length, ttft, decodeMs },
+    ),
+  );
 }

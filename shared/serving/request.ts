@@ -86,33 +86,6 @@ export const ServeRequest = z.object({
 });
 export type ServeRequest = z.infer<typeof ServeRequest>;
 
-export interface ServeResult {
-  id: string;
-  text: string;
-  tokens: number[];
-  finishReason: 'stop' | 'length';
-  promptTokens: number;
-  /**
-   * Prompt tokens whose KV was read from a store (a hit in any tier) and not recomputed: OpenAI's
-   * usage.prompt_tokens_details.cached_tokens. Never a chunk compiled on a miss.
-   */
-  cachedTokens: number;
-  /** Prompt tokens of chunks compiled on a miss for this request (usage.prompt_tokens_details.compiled_tokens). */
-  compiledTokens?: number;
-  /** Prompt tokens run through the model. */
-  computedTokens: number;
-  mode: string;
-  /** Requests that shared this request's linked context. */
-  groupSize: number;
-  /** Requests computed in the same forward calls (a shared-context group, or a batch of different contexts). */
-  batchSize: number;
-  ttftMs: number;
-  prefillMs: number;
-  decodeMs: number;
-  /** Wall-clock instants (epoch ms, sub-ms precision; see `wallClockMs`) the worker took the job and had its result. */
-  worker?: { pickedAt: number; doneAt: number };
-}
-
 /** Epoch milliseconds with sub-millisecond precision, comparable across processes of one machine. */
 export function wallClockMs(): number {
   return performance.timeOrigin + performance.now();

@@ -1,7 +1,8 @@
 import { batchable, type LinkContext } from '../linking';
 import { executePlan, type Waiting } from './execute';
 import { planRound, type Plan, type PlanOptions } from './plan';
-import type { ServeRequest, ServeResult } from './request';
+import type { ServeRequest } from './request';
+import type { ServeResult } from './result';
 
 export interface SchedulerStats {
   groups: number;

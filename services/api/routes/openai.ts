@@ -3,7 +3,7 @@ import multer from 'multer';
 import { z } from 'zod';
 import type { BatchRecord, FileRecord } from '../../../shared/catalog';
 import { DEFAULT_MAX_TOKENS, MAX_BATCH_REQUESTS, MAX_TOKENS_CAP } from '../limits';
-import type { ServeResult } from '../../../shared/serving/request';
+import type { ServeResult } from '../../../shared/serving/result';
 import { ModeSpec, SamplingFields, type ServeRequest } from '../../../shared/serving/request';
 import { maxTextChars, RequestSpec, resolveRequest, ResolveError, type DefaultMaxTokens } from '../resolve';
 import { tenantSalt } from '../tenancy';
@@ -12,6 +12,7 @@ import type { ApiDeps } from '../deps';
 import { ApiError, uploadError } from '../errors';
 import { cancelBatch, newId, runOne, runStreaming, startBatch, type OneRun } from '../submit';
 import { wallClockMs } from '../../../shared/serving/request';
+import { usage } from '../usage';
 import { checkId, parseBody } from '../validate';
 
 /**
@@ -134,16 +135,6 @@ function toSpec(body: CompletionBody | ChatBody, text: string) {
     top_k: body.top_k,
     seed: body.seed,
     logit_bias: body.logit_bias,
-  };
-}
-
-function usage(r: ServeResult) {
-  return {
-    prompt_tokens: r.promptTokens,
-    completion_tokens: r.tokens.length,
-    total_tokens: r.promptTokens + r.tokens.length,
-    // cached_tokens: read from the KV store; compiled_tokens (an extension): chunks compiled on a miss for this request.
-    prompt_tokens_details: { cached_tokens: r.cachedTokens, compiled_tokens: r.compiledTokens ?? 0 },
   };
 }
 
