@@ -10,7 +10,10 @@ import { answerClientError, ApiError, errorBody, errorHandlerWith } from './erro
 import { openapi } from './openapi';
 import { documentsRouter } from './routes/documents';
 import { jobsRouter } from './routes/jobs';
-import { openaiRouter } from './routes/openai';
+import { batchesRouter } from './routes/batches';
+import { chatRouter } from './routes/chat';
+import { completionsRouter } from './routes/completions';
+import { filesRouter } from './routes/files';
 
 /** The HTTP API: a thin shell that validates, enqueues and answers; model work happens in the workers. */
 export function createApp(d: ApiDeps): Express {
@@ -61,7 +64,10 @@ export function createApp(d: ApiDeps): Express {
   app.use(express.json({ limit: d.bodyLimit ?? '8mb' }));
   app.use(documentsRouter(d));
   app.use(jobsRouter(d));
-  app.use(openaiRouter(d));
+  app.use(completionsRouter(d));
+  app.use(chatRouter(d));
+  app.use(filesRouter(d));
+  app.use(batchesRouter(d));
 
   app.use((_req, _res, next) => next(new ApiError(404, 'not found', 'invalid_request_error', null, 'not_found')));
   app.use(
@@ -73,7 +79,7 @@ export function createApp(d: ApiDeps): Express {
   return app;
 }
 
-/** A multipart upload's largest body: the file (64 MiB, multer's limit in routes/openai.ts) and its few small fields. */
+/** A multipart upload's largest body: the file (64 MiB, multer's limit in routes/files.ts) and its few small fields. */
 const UPLOAD_BODY_LIMIT = 80 * 1024 * 1024;
 
 /**

@@ -7,7 +7,8 @@ import { CHAT_DEFAULT_MAX_TOKENS, DEFAULT_MAX_TOKENS, MAX_BATCH_REQUESTS } from 
 import { RequestSpec } from './resolve';
 import { DocumentBody } from './routes/documents';
 import { JobBody } from './routes/jobs';
-import { BatchBody, BatchLine, ChatBody, CompletionBody } from './routes/openai';
+import { ChatBody, CompletionBody } from './openai';
+import { BatchBody, BatchLine } from './routes/batches';
 
 /** A request body's JSON Schema as clients send it (defaults optional); rules zod checks in code are described. */
 function schemaOf(schema: z.ZodType, description?: string): object {

@@ -2,9 +2,7 @@ import { Router, type Response } from 'express';
 import { z } from 'zod';
 import type { BatchRecord } from '../../../shared/catalog';
 import { MAX_BATCH_REQUESTS } from '../limits';
-import { RequestSpec, resolveRequest, ResolveError, type DefaultMaxTokens } from '../resolve';
-import type { ServeRequest } from '../../../shared/serving/request';
-import { tenantSalt } from '../tenancy';
+import { resolveAll } from '../requests';
 import type { ApiDeps } from '../deps';
 import { ApiError } from '../errors';
 import { cancelBatch, newId, startBatch } from '../submit';
@@ -18,28 +16,6 @@ export const JobBody = z
   .strict();
 
 const TERMINAL = new Set(['completed', 'failed', 'expired', 'cancelled']);
-
-export async function resolveAll(
-  d: ApiDeps,
-  tenant: string,
-  specs: unknown[],
-  idOf: (i: number) => string,
-  where: (i: number) => string,
-  defaultMaxTokens?: DefaultMaxTokens,
-): Promise<ServeRequest[]> {
-  const salt = tenantSalt(tenant, d.shareAcrossTenants);
-  const out: ServeRequest[] = [];
-  for (let i = 0; i < specs.length; i++) {
-    const spec = parseBody(RequestSpec, specs[i], where(i));
-    try {
-      out.push(await resolveRequest(d, spec, idOf(i), tenant, salt, defaultMaxTokens));
-    } catch (e) {
-      if (e instanceof ResolveError) throw new ResolveError(`${where(i)}: ${e.message}`, e.status, e.param ? `${where(i)}.${e.param}` : where(i), e.code);
-      throw e;
-    }
-  }
-  return out;
-}
 
 function jobView(b: BatchRecord) {
   return {
@@ -69,7 +45,7 @@ export function jobsRouter(d: ApiDeps): Router {
   r.post('/v1/jobs', async (req, res) => {
     const body = parseBody(JobBody, req.body);
     const id = newId('job_');
-    const requests = await resolveAll(d, req.tenant, body.requests, (i) => `${id}-r${i}`, (i) => `requests[${i}]`);
+    const requests = await resolveAll(d, req.tenant, body.requests.map((spec) => ({ spec })), (i) => `${id}-r${i}`, (i) => `requests[${i}]`);
     await d.admission.admit(requests.length);
     const b: BatchRecord = {
       id,
