@@ -1,20 +1,15 @@
-import { Queue } from 'bullmq';
 import type { Server } from 'node:http';
-import { BatchStore, CatalogKeys, DocumentStore, FileStore, TrackedCache, TrackingUnavailableError, type DocumentRecord } from '../../shared/catalog';
+import { CatalogKeys, TrackedCache, TrackingUnavailableError, type DocumentRecord } from '../../shared/catalog';
 import { loadServiceConfig } from '../../shared/config';
 import { runService } from '../../shared/lifecycle';
 import { loadModelConfig, loadTokenizer } from '../../shared/engine';
-import { KVStore } from '../../shared/kvstore';
 import { createLogger } from '../../shared/logging';
 import { createErrorMetrics, createQueueMetrics } from '../../shared/metrics/metrics';
 import { createRegistry } from '../../shared/metrics/server';
-import { QUEUES } from '../../shared/queue/contracts';
 import { producerConnection, workerConnection } from '../../shared/queue/connection';
-import { defaultJobOptions } from '../../shared/queue/options';
-import { queueAdmission } from './admission';
 import { createApiServer, createApp } from './app';
 import { parseApiKeys } from './auth';
-import { Replies } from './replies';
+import { wireApi } from './wiring';
 
 async function main() {
   const cfg = loadServiceConfig();
@@ -25,12 +20,6 @@ async function main() {
   redis.on('error', (e) => log.warn({ err: e.message }, 'queue redis error'));
   const subscriber = workerConnection(cfg.REDIS_URL);
   subscriber.on('error', (e) => log.warn({ err: e.message }, 'subscriber redis error'));
-  const opts = { connection: redis, prefix: cfg.QUEUE_PREFIX, defaultJobOptions: defaultJobOptions(cfg.JOB_ATTEMPTS) };
-  const inference = new Queue(QUEUES.inference, opts);
-  const precompute = new Queue(QUEUES.precompute, opts);
-  inference.on('error', (e) => log.warn({ err: e.message }, 'queue error'));
-  precompute.on('error', (e) => log.warn({ err: e.message }, 'queue error'));
-  const kv = await KVStore.open({ modelId: model.id, memory: false, disk: false, redis: { url: cfg.KV_REDIS_URL, prefix: cfg.KV_REDIS_PREFIX }, lease: false });
   const keys = new CatalogKeys(cfg.CATALOG_PREFIX);
   const docCache = cfg.DOC_CACHE_ENTRIES
     ? await new TrackedCache<DocumentRecord>(cfg.REDIS_URL, keys.docPrefix(), { max: cfg.DOC_CACHE_ENTRIES, onError: (e) => log.warn({ err: e.message }, 'document cache redis error') })
@@ -39,33 +28,33 @@ async function main() {
           throw new Error(e instanceof TrackingUnavailableError ? `${e.message}; DOC_CACHE_ENTRIES=0 runs the API without the document cache` : `document cache: ${e.message}`);
         })
     : undefined;
-  const replies = await Replies.open(subscriber, (id) => keys.reply(id));
   const registry = createRegistry('api');
-  createQueueMetrics(registry, [inference, precompute]);
   const errors = createErrorMetrics(registry, 'api');
-  const app = createApp({
+  const deps = await wireApi({
     model,
     tokenizer,
-    inference,
-    precompute,
     redis,
     subscriber,
-    replies,
+    queuePrefix: cfg.QUEUE_PREFIX,
+    onQueueError: (e) => log.warn({ err: e.message }, 'queue error'),
+    jobAttempts: cfg.JOB_ATTEMPTS,
     keys,
-    documents: new DocumentStore(redis, keys, docCache),
-    batches: new BatchStore(redis, keys),
-    files: new FileStore(redis, keys),
-    kv,
+    docCache,
+    kvRedis: { url: cfg.KV_REDIS_URL, prefix: cfg.KV_REDIS_PREFIX },
     registry,
     errors,
     log,
     apiKeys: parseApiKeys(cfg.API_KEYS),
     shareAcrossTenants: cfg.KV_SHARE_ACROSS_TENANTS,
     requestTimeoutMs: cfg.REQUEST_TIMEOUT_MS,
-    admission: queueAdmission(inference, cfg.MAX_QUEUE_DEPTH),
+    maxQueueDepth: cfg.MAX_QUEUE_DEPTH,
     bodyLimit: cfg.MAX_BODY_BYTES,
     adminTenant: cfg.ADMIN_TENANT,
   });
+  const { inference, precompute, kv } = deps;
+  const replies = deps.replies!;
+  createQueueMetrics(registry, [inference, precompute]);
+  const app = createApp(deps);
   const server: Server = createApiServer(app);
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);

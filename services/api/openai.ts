@@ -6,7 +6,7 @@ import type { ApiDeps } from './deps';
 import { ApiError } from './errors';
 import { DEFAULT_MAX_TOKENS, MAX_TOKENS_CAP } from './limits';
 import type { Prepared } from './requests';
-import { maxTextChars, type DefaultMaxTokens } from './resolve';
+import { DocumentsSpec, maxTextChars, type DefaultMaxTokens } from './resolve';
 import { usage } from './usage';
 
 /** The two OpenAI request kinds this API serves (routes/completions.ts, routes/chat.ts; both in batch files). */
@@ -17,7 +17,7 @@ export type CompletionKind = 'completion' | 'chat';
  * `{text}` inline); `mode`, `k` and `r` pick the link mode. Reuse is reported in usage.prompt_tokens_details.cached_tokens.
  */
 const Extensions = {
-  documents: z.array(z.union([z.string().min(1).max(128), z.object({ text: z.string().min(1) }).strict()])).max(64).optional(),
+  documents: DocumentsSpec.optional(),
   mode: ModeSpec.shape.mode.unwrap().optional(),
   k: ModeSpec.shape.k,
   r: ModeSpec.shape.r,

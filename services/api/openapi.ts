@@ -3,6 +3,7 @@
  * routes validate with (z.toJSONSchema), so their fields, types and bounds are the ones enforced.
  */
 import { z } from 'zod';
+import { ID_PATTERN } from '../../shared/ids';
 import { CHAT_DEFAULT_MAX_TOKENS, DEFAULT_MAX_TOKENS, MAX_BATCH_REQUESTS } from './limits';
 import { RequestSpec } from './resolve';
 import { DocumentBody } from './routes/documents';
@@ -29,7 +30,7 @@ const errors = {
   '503': { description: 'Queue Redis unavailable; see Retry-After', ...json(errorRef) },
 };
 const completionErrors = { ...errors, '504': { description: 'No answer within REQUEST_TIMEOUT_MS (the job is removed if no worker took it)', ...json(errorRef) } };
-const id = [{ name: 'id', in: 'path', required: true, schema: { type: 'string', pattern: '^[A-Za-z0-9_-]{1,128}$' } }];
+const id = [{ name: 'id', in: 'path', required: true, schema: { type: 'string', pattern: ID_PATTERN.source } }];
 const PROMPT_RULES =
   'A request needs `question` or `prompt` (`prompt` is an alias). The prompt (documents + question) plus `max_tokens` must fit the model context. ' +
   'Without `mode`: attnlink when there are documents, full otherwise. `k`: attnlink tokens recomputed per chunk (default 16); `r`: cacheblend fraction recomputed (default 0.15).';

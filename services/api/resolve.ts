@@ -6,10 +6,13 @@ import { chunkKey } from '../../shared/kvstore';
 import { CHAT_DEFAULT_MAX_TOKENS, DEFAULT_MAX_TOKENS, MAX_TOKENS_CAP } from './limits';
 import { ModeSpec, samplingFrom, SamplingFields, type ServeRequest } from '../../shared/serving/request';
 
+/** A request's documents as clients send them: ids of POSTed documents, or `{text}` inline; at most 64. */
+export const DocumentsSpec = z.array(z.union([z.string().min(1).max(128), z.object({ text: z.string().min(1) }).strict()])).max(64);
+
 /** A request as clients send it: documents by id or inline, a question (after the documents) or a bare prompt. */
 export const RequestSpec = z
   .object({
-    documents: z.array(z.union([z.string().min(1).max(128), z.object({ text: z.string().min(1) }).strict()])).max(64).default([]),
+    documents: DocumentsSpec.default([]),
     question: z.string().optional(),
     prompt: z.string().optional(),
     /** Absent: the caller's default (resolveRequest's `defaultMaxTokens`). */

@@ -1,20 +1,20 @@
 import { Queue, Worker } from 'bullmq';
 import { loadServiceConfig } from '../../shared/config';
 import { runService } from '../../shared/lifecycle';
-import { Engine } from '../../shared/engine';
 import { createLogger } from '../../shared/logging';
 import { createErrorMetrics, createPrecomputeMetrics, createStoreMetrics } from '../../shared/metrics/metrics';
 import { createRegistry, serveMetrics } from '../../shared/metrics/server';
 import { QUEUES } from '../../shared/queue/contracts';
 import { workerConnection } from '../../shared/queue/connection';
 import { PrecomputeJob, precomputeChunk } from '../../shared/serving/precompute';
+import { loadServiceEngine } from '../../shared/serving/load';
 import { openStore } from '../../shared/serving/store';
 
 /** The precompute worker: compiles chunks of new documents into the KV store ahead of the requests that use them. */
 async function main() {
   const cfg = loadServiceConfig();
   const log = createLogger('precompute', cfg.LOG_LEVEL);
-  const engine = await Engine.load(cfg.MODEL_DIR, { graphFile: cfg.MODEL_FILE, executionProvider: cfg.EXECUTION_PROVIDER, intraOpThreads: cfg.ORT_THREADS, spinning: cfg.ORT_SPINNING, flushDenormals: cfg.ORT_FLUSH_DENORMALS });
+  const engine = await loadServiceEngine(cfg);
   const store = await openStore(cfg, engine);
   const registry = createRegistry('precompute');
   const queue = new Queue(QUEUES.precompute, { connection: workerConnection(cfg.REDIS_URL), prefix: cfg.QUEUE_PREFIX });

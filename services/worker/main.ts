@@ -2,7 +2,6 @@ import { Worker } from 'bullmq';
 import { BatchStore, CatalogKeys } from '../../shared/catalog';
 import { loadServiceConfig } from '../../shared/config';
 import { runService } from '../../shared/lifecycle';
-import { Engine } from '../../shared/engine';
 import { createLogger } from '../../shared/logging';
 import { createErrorMetrics, createServingMetrics, createStoreMetrics } from '../../shared/metrics/metrics';
 import { createRegistry, serveMetrics } from '../../shared/metrics/server';
@@ -11,13 +10,14 @@ import { workerConnection } from '../../shared/queue/connection';
 import { linkContextFactory } from '../../shared/serving/context';
 import { inferenceProcessor, recordFailure } from './processor';
 import { Scheduler } from '../../shared/serving/scheduler';
+import { loadServiceEngine } from '../../shared/serving/load';
 import { openPrefixStore, openStore } from '../../shared/serving/store';
 
 /** The inference worker: BullMQ consumer; requests waiting together are grouped by shared context and linked once. */
 async function main() {
   const cfg = loadServiceConfig();
   const log = createLogger('worker', cfg.LOG_LEVEL);
-  const engine = await Engine.load(cfg.MODEL_DIR, { graphFile: cfg.MODEL_FILE, executionProvider: cfg.EXECUTION_PROVIDER, intraOpThreads: cfg.ORT_THREADS, spinning: cfg.ORT_SPINNING, flushDenormals: cfg.ORT_FLUSH_DENORMALS });
+  const engine = await loadServiceEngine(cfg);
   log.info({ model: engine.id, graph: engine.graphKind, provider: cfg.EXECUTION_PROVIDER }, 'engine loaded');
   if (cfg.WORKER_WARMUP) {
     // A linked request computes ~k tokens per chunk and its question: 256 covers 8 chunks at k = 16 with room to spare.

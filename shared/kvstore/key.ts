@@ -11,6 +11,7 @@
  * compile modes give different KV for the same tokens.
  */
 import { createHash } from 'node:crypto';
+import { ID_PATTERN } from '../ids';
 
 const DOMAIN = 'epic-serve/kv-chunk/v1';
 
@@ -24,7 +25,7 @@ export interface ChunkKeyInput {
 }
 
 /** Pattern every store key must match (hex SHA-256 from `chunkKey`, or any short filename-safe id). */
-export const KEY_PATTERN = /^[A-Za-z0-9_-]{1,128}$/;
+export const KEY_PATTERN = ID_PATTERN;
 
 export function chunkKey(input: ChunkKeyInput): string {
   const h = createHash('sha256');

@@ -11,7 +11,7 @@
  */
 import { Counter, Gauge, Histogram, collectDefaultMetrics } from 'prom-client';
 import type { Registry } from 'prom-client';
-import type { TierName, TierStats } from '../kvstore/backend';
+import { TIERS, type TierName, type TierStats } from '../kvstore/backend';
 import type { KVStoreStats } from '../kvstore/store';
 import { LINK_MODES } from '../linking/types';
 
@@ -73,7 +73,8 @@ export type PrecomputeResult = (typeof PRECOMPUTE_RESULTS)[number];
 export const QUEUE_STATES = ['waiting', 'active', 'delayed', 'completed', 'failed', 'paused', 'prioritized', 'waiting-children'] as const;
 export type QueueState = (typeof QUEUE_STATES)[number];
 
-export const KV_TIERS: readonly TierName[] = ['memory', 'disk', 'redis'];
+/** The KV store's tiers, fastest first (kvstore's TIERS). */
+export const KV_TIERS: readonly TierName[] = TIERS;
 export const LOOKUP_RESULTS = ['hit', 'miss'] as const;
 
 // ——— process metrics ———

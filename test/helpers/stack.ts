@@ -2,22 +2,20 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import type { Server } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Queue, Worker } from 'bullmq';
+import { Worker } from 'bullmq';
 import IORedis from 'ioredis';
 import { Registry } from 'prom-client';
-import { BatchStore, CatalogKeys, DocumentStore, FileStore, TrackedCache, type DocumentRecord } from '../../shared/catalog';
+import { CatalogKeys, TrackedCache, type DocumentRecord } from '../../shared/catalog';
 import { Engine } from '../../shared/engine';
 import { KVStore } from '../../shared/kvstore';
 import { QUEUES } from '../../shared/queue/contracts';
-import { defaultJobOptions } from '../../shared/queue/options';
 import { linkContextFactory } from '../../shared/serving/context';
 import { inferenceProcessor, recordFailure } from '../../services/worker/processor';
 import { PrecomputeJob, precomputeChunk } from '../../shared/serving/precompute';
-import { Replies } from '../../services/api/replies';
 import { Scheduler } from '../../shared/serving/scheduler';
-import { queueAdmission } from '../../services/api/admission';
 import { createApp } from '../../services/api/app';
 import type { ApiDeps } from '../../services/api/deps';
+import { wireApi } from '../../services/api/wiring';
 
 export const REDIS = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
 
@@ -54,35 +52,28 @@ export async function startStack(modelDir: string, opts: { apiKeys?: Map<string,
     disk: { dir: diskDir, budgetBytes: 2 ** 30 },
     redis: { url: REDIS, prefix: kvPrefix },
   });
-  const apiKv = await KVStore.open({ modelId: engine.id, memory: false, disk: false, redis: { url: REDIS, prefix: kvPrefix }, lease: false });
   const redis = conn();
-  const qopts = { connection: conn(), prefix, defaultJobOptions: defaultJobOptions(3) };
-  const inference = new Queue(QUEUES.inference, qopts);
-  const precompute = new Queue(QUEUES.precompute, qopts);
-  const batches = new BatchStore(redis, keys);
-  const subscriber = conn();
-  const replies = await Replies.open(subscriber, (id) => keys.reply(id));
-  // As services/api/main.ts: documents cached in memory, invalidated by Redis.
+  // As services/api/main.ts: documents cached in memory, invalidated by Redis; the rest wired as the service wires it.
   const docCache = await new TrackedCache<DocumentRecord>(REDIS, keys.docPrefix(), { max: 10_000 }).open();
-  const deps: ApiDeps = {
+  const deps = await wireApi({
     model: engine.config,
     tokenizer: engine.tokenizer,
-    inference,
-    precompute,
     redis,
-    subscriber,
-    replies,
+    subscriber: conn(),
+    queueConnection: conn(),
+    queuePrefix: prefix,
+    jobAttempts: 3,
     keys,
-    documents: new DocumentStore(redis, keys, docCache),
-    batches,
-    files: new FileStore(redis, keys),
-    kv: apiKv,
+    docCache,
+    kvRedis: { url: REDIS, prefix: kvPrefix },
     registry: new Registry(),
     apiKeys: opts.apiKeys ?? new Map(),
     shareAcrossTenants: false,
     requestTimeoutMs: 60_000,
-    admission: queueAdmission(inference, opts.maxQueueDepth ?? 100_000),
-  };
+    maxQueueDepth: opts.maxQueueDepth ?? 100_000,
+  });
+  const { inference, precompute, batches, kv: apiKv } = deps;
+  const replies = deps.replies!;
   const prefixStore = await KVStore.open({ modelId: engine.id, shape: engine.shape, memory: { budgetBytes: 2 ** 28 }, disk: false, redis: false });
   const scheduler = new Scheduler(linkContextFactory(engine, kv, prefixStore));
   const publisher = conn();

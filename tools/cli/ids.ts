@@ -1,8 +1,9 @@
 import { createHash } from 'node:crypto';
 
-/** The API's document id rule. */
-export const ID_PATTERN = /^[A-Za-z0-9_-]{1,128}$/;
-export const MAX_ID = 128;
+import { ID_PATTERN, MAX_ID_LENGTH as MAX_ID } from '../../shared/ids';
+
+/** The API's document id rule (shared/ids.ts). */
+export { ID_PATTERN, MAX_ID };
 
 /** A relative path with forward slashes and no leading `./`. */
 export function normalisePath(rel: string): string {

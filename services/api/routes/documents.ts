@@ -1,6 +1,7 @@
 import { Router } from 'express';
 import { z } from 'zod';
 import type { DocumentRecord } from '../../../shared/catalog';
+import { ID_PATTERN, ID_RULE } from '../../../shared/ids';
 import { chunkText, maxTextChars } from '../resolve';
 import { tenantSalt } from '../tenancy';
 import type { ApiDeps } from '../deps';
@@ -11,7 +12,7 @@ import { newId } from '../submit';
 export const DocumentBody = z
   .object({
     text: z.string().min(1),
-    id: z.string().regex(/^[A-Za-z0-9_-]{1,128}$/, 'ids are 1-128 letters, digits, _ or -').optional(),
+    id: z.string().regex(ID_PATTERN, ID_RULE).optional(),
     metadata: z.record(z.string(), z.union([z.string(), z.number(), z.boolean(), z.null()])).optional(),
   })
   .strict();

@@ -1,0 +1,81 @@
+import { Queue } from 'bullmq';
+import type IORedis from 'ioredis';
+import type { Logger } from 'pino';
+import type { Registry } from 'prom-client';
+import { BatchStore, DocumentStore, FileStore, type CatalogKeys, type DocumentRecord, type TrackedCache } from '../../shared/catalog';
+import type { ModelConfig, TextTokenizer } from '../../shared/engine';
+import { KVStore } from '../../shared/kvstore';
+import type { ErrorMetrics } from '../../shared/metrics/metrics';
+import { QUEUES } from '../../shared/queue/contracts';
+import { defaultJobOptions } from '../../shared/queue/options';
+import { queueAdmission } from './admission';
+import type { ApiDeps } from './deps';
+import { Replies } from './replies';
+
+/** What the API is built from: its connections and settings (main.ts from the environment; a test from its own). */
+export interface ApiWiring {
+  model: ModelConfig;
+  tokenizer: TextTokenizer;
+  /** Commands (fail fast when Redis is down); the queues' connection too unless `queueConnection` is given. */
+  redis: IORedis;
+  /** A subscriber connection for streamed tokens and replies. */
+  subscriber: IORedis;
+  queueConnection?: IORedis;
+  queuePrefix: string;
+  /** Listens to the queues' errors from the moment they exist (a Queue's unheard 'error' would throw). */
+  onQueueError?: (e: Error) => void;
+  /** Attempts of an inference job (defaultJobOptions). */
+  jobAttempts: number;
+  keys: CatalogKeys;
+  /** The document cache kept in step with Redis (absent: every read goes to Redis). */
+  docCache?: TrackedCache<DocumentRecord>;
+  /** The KV store's Redis, read for warm-chunk counts. */
+  kvRedis: { url: string; prefix: string };
+  registry: Registry;
+  errors?: ErrorMetrics;
+  log?: Pick<Logger, 'error' | 'warn'>;
+  apiKeys: Map<string, string>;
+  shareAcrossTenants: boolean;
+  requestTimeoutMs: number;
+  /** MAX_QUEUE_DEPTH: 429 past it. */
+  maxQueueDepth: number;
+  bodyLimit?: string | number;
+  adminTenant?: string;
+}
+
+/**
+ * The API's dependencies, wired once for the service and the tests alike: the queues, the KV store's Redis tier (read
+ * only, no lease), the reply channel, the catalog's stores and admission. The caller closes what it opened
+ * (deps.replies, the queues, deps.kv, its connections).
+ */
+export async function wireApi(w: ApiWiring): Promise<ApiDeps> {
+  const opts = { connection: w.queueConnection ?? w.redis, prefix: w.queuePrefix, defaultJobOptions: defaultJobOptions(w.jobAttempts) };
+  const inference = new Queue(QUEUES.inference, opts);
+  const precompute = new Queue(QUEUES.precompute, opts);
+  if (w.onQueueError) for (const q of [inference, precompute]) q.on('error', w.onQueueError);
+  const kv = await KVStore.open({ modelId: w.model.id, memory: false, disk: false, redis: { url: w.kvRedis.url, prefix: w.kvRedis.prefix }, lease: false });
+  const replies = await Replies.open(w.subscriber, (id) => w.keys.reply(id));
+  return {
+    model: w.model,
+    tokenizer: w.tokenizer,
+    inference,
+    precompute,
+    redis: w.redis,
+    subscriber: w.subscriber,
+    replies,
+    keys: w.keys,
+    documents: new DocumentStore(w.redis, w.keys, w.docCache),
+    batches: new BatchStore(w.redis, w.keys),
+    files: new FileStore(w.redis, w.keys),
+    kv,
+    registry: w.registry,
+    ...(w.errors ? { errors: w.errors } : {}),
+    ...(w.log ? { log: w.log } : {}),
+    apiKeys: w.apiKeys,
+    shareAcrossTenants: w.shareAcrossTenants,
+    requestTimeoutMs: w.requestTimeoutMs,
+    admission: queueAdmission(inference, w.maxQueueDepth),
+    ...(w.bodyLimit !== undefined ? { bodyLimit: w.bodyLimit } : {}),
+    ...(w.adminTenant !== undefined ? { adminTenant: w.adminTenant } : {}),
+  };
+}
