@@ -2,7 +2,7 @@ import { z } from 'zod';
 import { splitDocument, type Chunk } from '../../shared/chunking';
 import type { DocumentStore } from '../../shared/catalog';
 import { ContextLengthError, type Engine, type ModelConfig, type TextTokenizer } from '../../shared/engine';
-import { chunkKey } from '../../shared/kvstore';
+import { chunkKey, type ChunkKey } from '../../shared/kvstore';
 import { CHAT_DEFAULT_MAX_TOKENS, DEFAULT_MAX_TOKENS, MAX_TOKENS_CAP } from './limits';
 import { ModeSpec, samplingFrom, SamplingFields, type ServeRequest } from '../../shared/serving/request';
 
@@ -55,7 +55,7 @@ export function maxTextChars(r: Pick<Resolver, 'model' | 'tokenizer'>, tokens = 
 }
 
 /** Chunk a text with KVSplit and key each chunk for a tenant. */
-export function chunkText(r: Pick<Resolver, 'model' | 'tokenizer'>, text: string, salt: string): { key: string; tokens: number[] }[] {
+export function chunkText(r: Pick<Resolver, 'model' | 'tokenizer'>, text: string, salt: string): { key: ChunkKey; tokens: number[] }[] {
   return splitDocument(text, r.tokenizer).map((c: Chunk) => ({
     key: chunkKey({ modelId: r.model.id, tokens: c.tokens, tenantSalt: salt }),
     tokens: c.tokens,

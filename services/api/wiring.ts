@@ -1,11 +1,7 @@
 import { Queue } from 'bullmq';
 import type IORedis from 'ioredis';
-import type { Logger } from 'pino';
-import type { Registry } from 'prom-client';
-import { BatchStore, DocumentStore, FileStore, type CatalogKeys, type DocumentRecord, type TrackedCache } from '../../shared/catalog';
-import type { ModelConfig, TextTokenizer } from '../../shared/engine';
+import { BatchStore, DocumentStore, FileStore, type DocumentRecord, type TrackedCache } from '../../shared/catalog';
 import { KVStore } from '../../shared/kvstore';
-import type { ErrorMetrics } from '../../shared/metrics/metrics';
 import { QUEUES } from '../../shared/queue/contracts';
 import { defaultJobOptions } from '../../shared/queue/options';
 import { queueAdmission } from './admission';
@@ -13,35 +9,24 @@ import type { ApiDeps } from './deps';
 import { Replies } from './replies';
 
 /** What the API is built from: its connections and settings (main.ts from the environment; a test from its own). */
-export interface ApiWiring {
-  model: ModelConfig;
-  tokenizer: TextTokenizer;
-  /** Commands (fail fast when Redis is down); the queues' connection too unless `queueConnection` is given. */
-  redis: IORedis;
-  /** A subscriber connection for streamed tokens and replies. */
-  subscriber: IORedis;
+export type ApiWiring = Pick<
+  ApiDeps,
+  'model' | 'tokenizer' | 'redis' | 'subscriber' | 'keys' | 'registry' | 'errors' | 'log' | 'apiKeys' | 'shareAcrossTenants' | 'requestTimeoutMs' | 'bodyLimit' | 'adminTenant'
+> & {
+  /** The queues' connection (default: `redis`). */
   queueConnection?: IORedis;
   queuePrefix: string;
   /** Listens to the queues' errors from the moment they exist (a Queue's unheard 'error' would throw). */
   onQueueError?: (e: Error) => void;
   /** Attempts of an inference job (defaultJobOptions). */
   jobAttempts: number;
-  keys: CatalogKeys;
   /** The document cache kept in step with Redis (absent: every read goes to Redis). */
   docCache?: TrackedCache<DocumentRecord>;
   /** The KV store's Redis, read for warm-chunk counts. */
   kvRedis: { url: string; prefix: string };
-  registry: Registry;
-  errors?: ErrorMetrics;
-  log?: Pick<Logger, 'error' | 'warn'>;
-  apiKeys: Map<string, string>;
-  shareAcrossTenants: boolean;
-  requestTimeoutMs: number;
   /** MAX_QUEUE_DEPTH: 429 past it. */
   maxQueueDepth: number;
-  bodyLimit?: string | number;
-  adminTenant?: string;
-}
+};
 
 /**
  * The API's dependencies, wired once for the service and the tests alike: the queues, the KV store's Redis tier (read

@@ -1,9 +1,10 @@
+import type { ChunkKey } from '../kvstore/key';
 import type { CatalogKeys, Redis } from './redis';
 import type { TrackedCache } from './tracking';
 
 export interface DocumentChunk {
   /** Content-addressed KV store key (model, tenant salt, tokens, variant). */
-  key: string;
+  key: ChunkKey;
   tokens: number[];
 }
 

@@ -27,7 +27,15 @@ export interface ChunkKeyInput {
 /** Pattern every store key must match (hex SHA-256 from `chunkKey`, or any short filename-safe id). */
 export const KEY_PATTERN = ID_PATTERN;
 
-export function chunkKey(input: ChunkKeyInput): string {
+declare const chunkKeyBrand: unique symbol;
+/**
+ * A chunk's content address, as chunkKey makes it. Branded (as node-llama-cpp brands `Token`): a plain string — a
+ * document id, a catalog Redis key, a tenant salt — does not type-check where a chunk key is meant, while a ChunkKey
+ * still goes wherever a string does (the store's own keys are any filename-safe id).
+ */
+export type ChunkKey = string & { readonly [chunkKeyBrand]: true };
+
+export function chunkKey(input: ChunkKeyInput): ChunkKey {
   const h = createHash('sha256');
   const str = (s: string) => {
     const b = Buffer.from(s, 'utf8');
@@ -45,7 +53,7 @@ export function chunkKey(input: ChunkKeyInput): string {
   toks.writeUInt32LE(n, 0);
   for (let i = 0; i < n; i++) toks.writeInt32LE(input.tokens[i] | 0, 4 + 4 * i);
   h.update(toks);
-  return h.digest('hex');
+  return h.digest('hex') as ChunkKey;
 }
 
 export function assertValidKey(key: string): void {

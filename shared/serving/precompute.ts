@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import type { Engine } from '../engine';
-import { chunkKey, type KVStore } from '../kvstore';
+import { chunkKey, type ChunkKey, type KVStore } from '../kvstore';
 
 /** A precompute job: one chunk's tokens to compile alone from position 0 into the store. */
 export const PrecomputeJob = z.object({
@@ -11,7 +11,7 @@ export const PrecomputeJob = z.object({
 export type PrecomputeJob = z.infer<typeof PrecomputeJob>;
 
 export interface PrecomputeResult {
-  key: string;
+  key: ChunkKey;
   tokens: number;
   /** Where the chunk came from: already in a tier, or compiled now. */
   source: string;

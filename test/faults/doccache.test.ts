@@ -6,11 +6,12 @@
  */
 import { Queue } from 'bullmq';
 import { CatalogKeys, DocumentStore, TrackedCache, type DocumentRecord } from '../../shared/catalog';
+import { chunkKey } from '../../shared/kvstore';
 import { Admission, queueAdmission } from '../../services/api/admission';
 import { freePort, waitFor } from '../helpers/net';
 import { suiteRedis } from './procs';
 
-const doc = (id: string, tokens: number[]): DocumentRecord => ({ id, tenant: 't', chars: 10, chunks: [{ key: `k-${id}`, tokens }], metadata: {}, createdAt: 1 });
+const doc = (id: string, tokens: number[]): DocumentRecord => ({ id, tenant: 't', chars: 10, chunks: [{ key: chunkKey({ modelId: 'm', tokens, tenantSalt: id }), tokens }], metadata: {}, createdAt: 1 });
 
 describe('document cache', () => {
   const r = suiteRedis();
