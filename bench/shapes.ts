@@ -1,6 +1,6 @@
 /**
  * npm run bench:shapes [-- --threads N --prompts N --prompts-large N --shapes smollm2-135m,qwen2.5-0.5b --modes full,attnlink-16
- *                         --out NAME --layer-arena on|off --rebuild --no-hugetlb --max-rss-gib 6]
+ *                         --out NAME --layer-arena on|off --rebuild --no-hugetlb --max-rss-gib 6 --from SHAPE=FILE]
  *
  * EPIC's RAG workload at real model shapes with random weights (timing does not depend on trained weights):
  * 8 chunks of 512 tokens + a 32-token question after `<bos>`, ≤ 8 answer tokens, chunks hot in the KV store's memory
@@ -378,6 +378,7 @@ async function main() {
       shapes: { type: 'string' },
       modes: { type: 'string' },
       out: { type: 'string' },
+      from: { type: 'string' },
       'layer-arena': { type: 'string' },
       rebuild: { type: 'boolean' },
       'no-hugetlb': { type: 'boolean' },
@@ -398,7 +399,14 @@ async function main() {
   const maxRssBytes = Number(values['max-rss-gib'] ?? 6) * 2 ** 30;
   const startLoad = loadavg();
   const results: (ChildResult & { load_average_at_end: number[] })[] = [];
+  // --from SHAPE=FILE: a child's result from an earlier run (its JSON), to combine shapes measured apart.
+  const from = new Map((values.from ?? '').split(',').filter(Boolean).map((kv) => kv.split('=') as [string, string]));
+  const failed: { shape: string; error: string }[] = [];
   for (const shape of shapes) {
+    if (from.has(shape)) {
+      results.push({ load_average_at_end: [], ...(JSON.parse(readFileSync(from.get(shape)!, 'utf8')) as ChildResult), from_file: from.get(shape) } as ChildResult & { load_average_at_end: number[] });
+      continue;
+    }
     ensureBuilt(shape, !!values.rebuild);
     const n = shape === 'smollm2-135m' ? prompts : promptsLarge;
     const outFile = join(tmpdir(), `bench-shapes-${process.pid}-${shape}.json`);
@@ -411,8 +419,15 @@ async function main() {
     const env = { ...process.env };
     if (!values['no-hugetlb']) env.GLIBC_TUNABLES = [env.GLIBC_TUNABLES, 'glibc.malloc.hugetlb=1'].filter(Boolean).join(':');
     const r = await runChild(args, env, maxRssBytes);
-    if (r.killedForMemory) throw new Error(`bench:shapes child for ${shape} passed --max-rss-gib ${maxRssBytes / 2 ** 30} (RSS ${(r.peak / 2 ** 30).toFixed(2)} GiB) and was stopped`);
-    if (r.code !== 0 || !existsSync(outFile)) throw new Error(`bench:shapes child for ${shape} failed (exit ${r.code}${r.signal ? `, ${r.signal}` : ''})`);
+    const error = r.killedForMemory
+      ? `passed --max-rss-gib ${maxRssBytes / 2 ** 30} (RSS ${(r.peak / 2 ** 30).toFixed(2)} GiB) and was stopped`
+      : r.code !== 0 || !existsSync(outFile) ? `failed (exit ${r.code}${r.signal ? `, ${r.signal}` : ''})` : null;
+    if (error) {
+      console.error(`bench:shapes: the child for ${shape} ${error}; the other shapes are still written`);
+      failed.push({ shape, error });
+      continue;
+    }
+    process.stderr.write(`bench:shapes: ${shape}'s child result kept in ${outFile} (--from ${shape}=${outFile} reuses it)\n`);
     results.push({ ...(JSON.parse(readFileSync(outFile, 'utf8')) as ChildResult), load_average_at_end: loadavg() });
   }
   const out = results.map((res) => {
@@ -460,6 +475,7 @@ async function main() {
     machine: { ...machine(), threads, load_average_at_start: startLoad },
     seconds,
     shapes: out,
+    failed,
   };
   const file = writeResult(values.out ?? 'shapes', data);
   writeFileSync(file.replace(/\.json$/, '.svg'), barsSvg(out.map((s) => ({ group: `${s.shape} (${s.prompts} prompts)`, bars: s.rows.map((r) => ({ label: r.mode, value: r.ttft_ms_p50, limit: s.rows.find((x) => x.mode === 'full') ? s.rows.find((x) => x.mode === 'full')!.ttft_ms_p50 / r.flop_ratio_vs_full! : undefined })) })), {
