@@ -48,9 +48,17 @@ const AbortError = Object.getPrototypeOf(MaxRetriesPerRequestError) as new (...a
 /** Socket-level failures to reach a server (Node's `code`s). */
 const CONNECTION_CODES = new Set(['ECONNREFUSED', 'ECONNRESET', 'EPIPE', 'ETIMEDOUT', 'EHOSTUNREACH', 'ENETUNREACH', 'ENOTFOUND', 'EAI_AGAIN']);
 
-/** What isRedisDown needs of a connection: ioredis's `status` ('ready' when it answers). */
+/**
+ * What isRedisDown needs of a connection: ioredis's `status` ('ready' when it answers) and its socket. A socket that
+ * closed is seen before the status changes: ioredis then refuses commands with a bare Error while still 'ready'.
+ */
 export interface ConnectionState {
   readonly status: string;
+  readonly stream?: { readonly writable: boolean } | null;
+}
+
+function connectionDown(c: ConnectionState): boolean {
+  return c.status !== 'ready' || (c.stream != null && !c.stream.writable);
 }
 
 /**
@@ -59,7 +67,7 @@ export interface ConnectionState {
  * the connection dropped), BullMQ's ConnectionClosedError, a socket error's code (ECONNREFUSED, ECONNRESET, EPIPE,
  * ETIMEDOUT, …), also as an error's `cause`. ioredis rejects some commands with a bare `Error` and nothing else to
  * tell them by ("Connection is closed.", the offline queue's refusal): such a bare Error counts when `connection`, the
- * queue's, is not ready at that moment. Other classes (a TypeError, a ReplyError) are not the connection's.
+ * queue's, is not ready at that moment, or its socket no longer takes writes. Other classes (a TypeError, a ReplyError) are not the connection's.
  */
 export function isRedisDown(e: unknown, connection?: ConnectionState): boolean {
   for (let x = e, depth = 0; x && typeof x === 'object' && depth < 4; x = (x as { cause?: unknown }).cause, depth++) {
@@ -67,7 +75,7 @@ export function isRedisDown(e: unknown, connection?: ConnectionState): boolean {
     const code = (x as { code?: unknown }).code;
     if (typeof code === 'string' && CONNECTION_CODES.has(code)) return true;
   }
-  return !!connection && connection.status !== 'ready' && e instanceof Error && Object.getPrototypeOf(e) === Error.prototype;
+  return !!connection && connectionDown(connection) && e instanceof Error && Object.getPrototypeOf(e) === Error.prototype;
 }
 
 /**

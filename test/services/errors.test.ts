@@ -6,7 +6,7 @@ import express from 'express';
 import type { AddressInfo } from 'node:net';
 import IORedis from 'ioredis';
 import { MaxRetriesPerRequestError } from 'ioredis/built/errors';
-import { errorHandlerWith, isRedisDown } from '../../services/api/errors';
+import { errorHandlerWith, isRedisDown, type ConnectionState } from '../../services/api/errors';
 import { producerConnection } from '../../shared/queue/connection';
 import { RedisServer } from '../faults/procs';
 
@@ -20,7 +20,7 @@ async function failure(p: Promise<unknown>): Promise<Error> {
 }
 
 /** What a real Express app with the API's error handler answers for `err`. */
-async function answer(err: unknown, queue?: { status: string }) {
+async function answer(err: unknown, queue?: ConnectionState) {
   const app = express();
   app.get('/', () => {
     throw err;
@@ -69,6 +69,25 @@ describe('isRedisDown with real connection errors', () => {
       expect(isRedisDown(new TypeError('x is undefined'), c)).toBe(false);
       expect(await answer(new TypeError('x is undefined'), c)).toEqual({ status: 500, retryAfter: null, code: null });
       expect(isRedisDown(refused, { status: 'ready' })).toBe(false);
+    } finally {
+      c.disconnect();
+    }
+  });
+
+  test("a socket that closed before ioredis's status changed: the bare Error it refuses with is an outage (its socket tells), 503", async () => {
+    await redis.start();
+    const c = producerConnection(redis.url);
+    c.on('error', () => undefined);
+    try {
+      await new Promise((r) => c.once('ready', r));
+      // The moment the full suite caught (issue #21 bug 3's burst): the queue Redis's socket has closed, ioredis has not
+      // yet seen the close, so its status still reads 'ready' and it refuses the next command with a bare Error.
+      c.stream.destroy();
+      const refused = await failure(c.get('epic-test:k'));
+      expect(Object.getPrototypeOf(refused)).toBe(Error.prototype);
+      expect(c.status).toBe('ready');
+      expect(isRedisDown(refused, c)).toBe(true);
+      expect(await answer(refused, c)).toEqual({ status: 503, retryAfter: '1', code: 'queue_unavailable' });
     } finally {
       c.disconnect();
     }
