@@ -18,7 +18,7 @@ import { Engine, LayeredModel } from '../shared/engine';
 import { answer, chunkingLabel, itemInput, klDivergence, loadEvalSet, MAX_ANSWER_TOKENS, type Chunking } from '../shared/evaluation';
 import { KVStore } from '../shared/kvstore';
 import { link, LINK_DEFAULTS, modeLabel, storeSource, type LinkInput, type LinkOptions } from '../shared/linking';
-import { ROOT, machine, modelDirFromArgs, quantile, table, writeResult } from './common';
+import { ROOT, machine, modelDirFromArgs, quantile, shuffled, table, writeResult } from './common';
 import { scatterSvg } from './chart';
 
 interface Variant {
@@ -61,17 +61,6 @@ interface Acc {
   computed: number[];
   ttft: number[];
   chunks: number[];
-}
-
-function shuffled<T>(xs: T[], seed: number): T[] {
-  const a = [...xs];
-  let s = seed >>> 0;
-  for (let i = a.length - 1; i > 0; i--) {
-    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
-    const j = s % (i + 1);
-    [a[i], a[j]] = [a[j], a[i]];
-  }
-  return a;
 }
 
 async function main() {

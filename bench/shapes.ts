@@ -32,7 +32,7 @@ import { parseArgs } from 'node:util';
 import { Engine, LayeredModel } from '../shared/engine';
 import { KVStore } from '../shared/kvstore';
 import { link, LINK_DEFAULTS, modeLabel, storeSource, type LinkInput, type LinkOptions } from '../shared/linking';
-import { ROOT, machine, quantile, table, writeResult } from './common';
+import { ROOT, machine, quantile, shuffled, table, writeResult } from './common';
 import { barsSvg } from './shapes/chart';
 
 const SHAPES = ['smollm2-135m', 'qwen2.5-0.5b'] as const;
@@ -137,17 +137,6 @@ function ids(n: number, seed: number, lo: number, hi: number): number[] {
     s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
     return lo + (s % (hi - lo));
   });
-}
-
-function shuffled<T>(xs: T[], seed: number): T[] {
-  const a = [...xs];
-  let s = seed >>> 0;
-  for (let i = a.length - 1; i > 0; i--) {
-    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
-    const j = s % (i + 1);
-    [a[i], a[j]] = [a[j], a[i]];
-  }
-  return a;
 }
 
 /** Peak resident set since the last reset (VmHWM), in bytes; reset sets it to the current RSS. */

@@ -1,4 +1,4 @@
-import { cpSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { cpSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Engine } from '../../shared/engine';
@@ -74,4 +74,15 @@ export async function expectMatchesReference(engine: Engine, dir: string): Promi
     expect(maxAbsDiff(block.keys[l], ref.keys[l])).toBeLessThan(1e-4);
     expect(maxAbsDiff(block.values[l], ref.values[l])).toBeLessThan(1e-4);
   }
+}
+
+/** A copy of a model as a user's Optimum export looks: model.onnx only (no primitive or per-layer graphs), no epic block. */
+export function copyStockOnly(dir: string): { dir: string; cleanup: () => void } {
+  const m = copyModel(dir);
+  rmSync(join(m.dir, 'model_epic.onnx'));
+  rmSync(join(m.dir, 'layers'), { recursive: true });
+  const cfg = JSON.parse(readFileSync(join(m.dir, 'config.json'), 'utf8'));
+  delete cfg.epic;
+  writeFileSync(join(m.dir, 'config.json'), JSON.stringify(cfg));
+  return m;
 }

@@ -1,8 +1,6 @@
-import { readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
 import { QueueEvents } from 'bullmq';
 import { supportedModes, loadModelConfig } from '../../shared/engine';
-import { TINY, copyModel } from '../helpers/model';
+import { TINY, copyStockOnly } from '../helpers/model';
 import { waitFor } from '../helpers/net';
 import { getJson, postJson, REDIS, startStack, type Stack } from '../helpers/stack';
 
@@ -11,15 +9,10 @@ import { getJson, postJson, REDIS, startStack, type Stack } from '../helpers/sta
  * enqueued; it used to reach a worker and come back a 500 worker_error after three attempts.
  */
 describe('the API refuses modes the model cannot serve, from its config', () => {
-  let m: ReturnType<typeof copyModel>;
+  let m: ReturnType<typeof copyStockOnly>;
   let s: Stack;
   beforeAll(async () => {
-    m = copyModel(TINY);
-    rmSync(join(m.dir, 'model_epic.onnx'));
-    rmSync(join(m.dir, 'layers'), { recursive: true });
-    const cfg = JSON.parse(readFileSync(join(m.dir, 'config.json'), 'utf8'));
-    delete cfg.epic;
-    writeFileSync(join(m.dir, 'config.json'), JSON.stringify(cfg));
+    m = copyStockOnly(TINY);
     s = await startStack(m.dir);
   }, 60_000);
   afterAll(async () => {

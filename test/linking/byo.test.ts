@@ -1,21 +1,14 @@
-import { readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
 import { Engine, UnsupportedModeError } from '../../shared/engine';
 import { compileSource, link } from '../../shared/linking';
-import { TINY, copyModel, maxAbsDiff, randomTokens } from '../helpers/model';
+import { TINY, copyStockOnly, maxAbsDiff, randomTokens } from '../helpers/model';
 
 /** A bring-your-own Optimum model: only model.onnx, a plain Llama config.json and tokenizer.json. */
 describe('a stock Optimum model (no primitive or per-layer graphs)', () => {
-  let m: ReturnType<typeof copyModel>;
+  let m: ReturnType<typeof copyStockOnly>;
   let byo: Engine;
   let ours: Engine;
   beforeAll(async () => {
-    m = copyModel(TINY);
-    rmSync(join(m.dir, 'model_epic.onnx'));
-    rmSync(join(m.dir, 'layers'), { recursive: true });
-    const cfg = JSON.parse(readFileSync(join(m.dir, 'config.json'), 'utf8'));
-    delete cfg.epic;
-    writeFileSync(join(m.dir, 'config.json'), JSON.stringify(cfg));
+    m = copyStockOnly(TINY);
     byo = await Engine.load(m.dir);
     ours = await Engine.load(TINY);
   });
