@@ -247,7 +247,7 @@ export class Engine {
     if (maxOf.length !== B || maxOf.some((m) => !Number.isInteger(m) || m < 0)) {
       throw new EngineInputError(`maxTokens must be a non-negative integer (or one per row), got ${JSON.stringify(opts.maxTokens)}`);
     }
-    const stopIds = opts.stopIds ?? this.config.eosTokenIds;
+    const stopIds = opts.stopIds ?? this.tokenizer.stopIds;
     const onToken = opts.onToken;
     const rows = await generateAll(
       this,

@@ -50,8 +50,11 @@ export class Rng {
 }
 
 /** Whether these parameters choose greedily (no randomness). */
+/** Temperatures below this are greedy (vLLM's sampling epsilon): 1/t would overflow to Infinity and the weights to NaN. */
+export const MIN_TEMPERATURE = 1e-5;
+
 export function isGreedy(p: SamplingParams | undefined): boolean {
-  return !p || !p.temperature || p.topK === 1 || p.topP === 0;
+  return !p || !p.temperature || p.temperature < MIN_TEMPERATURE || p.topK === 1 || p.topP === 0;
 }
 
 /**

@@ -47,9 +47,9 @@ export function canBatch(r: ServeRequest, modeBatchable: ModeBatchable): boolean
   return r.chunks.length > 0 && r.question.length > 0 && modeBatchable(linkOptions(r.mode), r);
 }
 
-/** A request's padded cost in a batch: its prompt (one prefix token, chunks, question) plus max tokens. */
+/** A request's padded cost in a batch: its prompt (its prefix, BOS when it has none, chunks, question) plus max tokens. */
 export function batchSize(r: ServeRequest): number {
-  return 1 + r.chunks.reduce((n, c) => n + c.length, 0) + r.question.length + r.maxTokens;
+  return (r.prefix?.length ?? 1) + r.chunks.reduce((n, c) => n + c.length, 0) + r.question.length + r.maxTokens;
 }
 
 /**

@@ -48,6 +48,11 @@ async function greedy(p: number[], n: number): Promise<number[]> {
 }
 
 describe('sampling', () => {
+  test('a temperature too small to divide by is greedy (1/t would be Infinity and every weight NaN)', () => {
+    const logits = Float32Array.from([0.1, 0.5, 3.0, 0.2]);
+    for (const temperature of [1e-320, 5e-309, 1e-6]) expect(new Sampler({ temperature, seed: 1 }).pick(logits)).toBe(2);
+  });
+
   test('temperature 0, top_k 1 and top_p 0 are greedy (an argmax decode written out, and Engine.generate)', async () => {
     const want = await greedy(prompt(1), 10);
     for (const sampling of [undefined, { temperature: 0 }, { temperature: 1.5, topK: 1, seed: 3 }, { temperature: 1, topP: 0, seed: 9 }]) {

@@ -46,9 +46,11 @@ describe('planRound', () => {
       req({ doc: 2 }),
     ];
     // Batches are per tenant: tenant b's lone request is not batched with tenant a's (and runs as a group of one).
+    // Shortest first: the request with a two-token prefix costs one slot more than those with BOS.
+    expect(batchSize(reqs[5])).toBe(batchSize(reqs[6]) + 1);
     expect(shape(planRound(reqs, primitive))).toEqual([
       ['group', [2]],
-      ['batch', [3, 4, 5, 6]],
+      ['batch', [3, 4, 6, 5]],
       ['group', [0, 1]],
     ]);
   });

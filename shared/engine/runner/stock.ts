@@ -91,7 +91,10 @@ export class StockRunner implements GraphRunner {
   async run({ cache, rows, S, ids, pos }: RunInput): Promise<RunOutput> {
     const B = cache.batch;
     const live = rows.map((r, b) => (r.tokens.length ? b : -1)).filter((b) => b >= 0);
-    const perRow = !this.caps.positionIds && S > 1 && B > 1 && cache.usedSlots() > 0;
+    // A GroupQueryAttention row with no tokens and nothing cached would read seqlens_k = -1, which the op refuses:
+    // such a call also runs row by row, leaving that row out (serving's in-step link calls have rows that sit out).
+    const emptyRowNoPast = rows.some((r, b) => !r.tokens.length && cache.length[b] === 0);
+    const perRow = !this.caps.positionIds && B > 1 && ((S > 1 && cache.usedSlots() > 0) || emptyRowNoPast);
     if (!perRow && this.caps.kvDtype === 'float32') {
       const c = await this.call(cache, Array.from({ length: B }, (_, b) => b), rows, S, ids, pos);
       const logits = this.floats(c.logits);
