@@ -3,6 +3,7 @@ import { createHash } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import * as ort from 'onnxruntime-node';
+import { halfToNumber } from '../../shared/engine';
 import { maxAbsDiff } from '../helpers/model';
 
 /**
@@ -63,19 +64,9 @@ interface Meta {
 
 type Outputs = ort.InferenceSession.OnnxValueMapType;
 
-/** IEEE half → number. */
-function halfToFloat(h: number): number {
-  const s = h & 0x8000 ? -1 : 1;
-  const e = (h >> 10) & 0x1f;
-  const f = h & 0x3ff;
-  if (e === 0) return s * f * 2 ** -24;
-  if (e === 31) return f ? NaN : s * Infinity;
-  return s * (1 + f / 1024) * 2 ** (e - 15);
-}
-
 function floats(t: ort.Tensor): Float32Array {
   if (t.type === 'float32') return t.data as Float32Array;
-  if (t.type === 'float16') return Float32Array.from(t.data as Uint16Array, halfToFloat);
+  if (t.type === 'float16') return Float32Array.from(t.data as Uint16Array, halfToNumber);
   throw new Error(`unexpected tensor type ${t.type}`);
 }
 

@@ -1,7 +1,8 @@
 import { cpSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import type { Engine } from '../../shared/engine';
+import type { Engine, KVBlock } from '../../shared/engine';
+import type { BlockStore } from '../../shared/linking';
 
 export const TINY = join(__dirname, '..', '..', 'models', 'tiny-random');
 
@@ -85,4 +86,15 @@ export function copyStockOnly(dir: string): { dir: string; cleanup: () => void }
   delete cfg.epic;
   writeFileSync(join(m.dir, 'config.json'), JSON.stringify(cfg));
   return m;
+}
+
+/** Prefix mode's block store kept in a Map (the tests' own, in place of the worker's LRU). */
+export class MapStore implements BlockStore {
+  readonly map = new Map<string, KVBlock>();
+  async get(k: string) {
+    return this.map.get(k);
+  }
+  async put(k: string, b: KVBlock) {
+    this.map.set(k, b);
+  }
 }

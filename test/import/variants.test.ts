@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import * as ort from 'onnxruntime-node';
-import { Engine } from '../../shared/engine';
+import { Engine, halfToNumber } from '../../shared/engine';
 import { fixture, readNumpyReference } from '../helpers/fixtures';
 import { maxAbsDiff, range } from '../helpers/model';
 
@@ -15,15 +15,6 @@ import { maxAbsDiff, range } from '../helpers/model';
 const LAYERS = 2;
 const KV_HEADS = 1;
 const HEAD_DIM = 16;
-
-function f16ToF32(h: number): number {
-  const s = h & 0x8000 ? -1 : 1;
-  const e = (h >> 10) & 0x1f;
-  const m = h & 0x3ff;
-  if (e === 0) return s * m * 2 ** -24;
-  if (e === 31) return m ? NaN : s * Infinity;
-  return s * (1 + m / 1024) * 2 ** (e - 15);
-}
 
 /** One decoder-with-past call with Optimum names; position_ids only where the graph takes them. */
 async function call(
@@ -113,7 +104,7 @@ describe.each([
       const dLast = maxAbsDiff(last.logits, seq.logits.subarray((n - 1) * V));
       // the KV the graph returned is the KV a prefill computes (to float16 rounding where stored as float16)
       const fullKey = full.present['present.0.key'].data as Float32Array | Uint16Array;
-      const asF32 = (d: Float32Array | Uint16Array) => (d instanceof Uint16Array ? Float32Array.from(d, f16ToF32) : d);
+      const asF32 = (d: Float32Array | Uint16Array) => (d instanceof Uint16Array ? Float32Array.from(d, halfToNumber) : d);
       const dKey = maxAbsDiff(asF32(fullKey).subarray(0, (n - 1) * HEAD_DIM), asF32(key.data as Float32Array | Uint16Array));
       // eslint-disable-next-line no-console
       console.log(`${name} ${seq.name}: prefill vs NumPy ${dFull.toExponential(2)}, last token over past ${dLast.toExponential(2)}, key ${dKey.toExponential(2)}`);

@@ -1,27 +1,17 @@
 import { mkdtempSync, readdirSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Engine, type KVBlock } from '../../shared/engine';
+import { Engine } from '../../shared/engine';
 import { blobBytes, KVStore } from '../../shared/kvstore';
 import { compileSource, link, linkBatch, type BlockStore, type LinkInput, type LinkOptions } from '../../shared/linking';
 import { fixture } from '../helpers/fixtures';
-import { maxAbsDiff, randomTokens } from '../helpers/model';
+import { MapStore, maxAbsDiff, randomTokens } from '../helpers/model';
 
 /**
  * Real model families (random weights, real architectures and tokenizers; tools/model/fixtures.py): every link mode but
  * CacheBlend served from the stock graph gives what the primitive graph of the same folder gives, and so does a
  * GroupQueryAttention-op export (no position_ids) and a float16-KV export.
  */
-class MapStore implements BlockStore {
-  readonly map = new Map<string, KVBlock>();
-  async get(k: string) {
-    return this.map.get(k);
-  }
-  async put(k: string, b: KVBlock) {
-    this.map.set(k, b);
-  }
-}
-
 const MODES: LinkOptions[] = [{ mode: 'full' }, { mode: 'prefix' }, { mode: 'naive' }, { mode: 'attnlink', k: 4 }, { mode: 'attnlink', k: 16 }, { mode: 'attnlink0' }];
 const label = (o: LinkOptions) => (o.k !== undefined ? `${o.mode}-${o.k}` : o.mode);
 const NEW = 4;

@@ -1,16 +1,6 @@
-import { Engine, argmax, type KVBlock } from '../../shared/engine';
+import { Engine, argmax } from '../../shared/engine';
 import { compileSource, link, LinkInputError, type BlockStore, type LinkInput } from '../../shared/linking';
-import { TINY, maxAbsDiff, randomTokens } from '../helpers/model';
-
-class MapStore implements BlockStore {
-  readonly map = new Map<string, KVBlock>();
-  async get(k: string) {
-    return this.map.get(k);
-  }
-  async put(k: string, b: KVBlock) {
-    this.map.set(k, b);
-  }
-}
+import { MapStore, TINY, maxAbsDiff, randomTokens } from '../helpers/model';
 
 describe('link modes', () => {
   let engine: Engine;
