@@ -1,14 +1,29 @@
 /**
  * npm start — the whole system on local defaults: Redis (started here when none answers and a `redis-server` binary
- * exists), the API, an inference worker and a precompute worker. Ctrl-C stops everything it started.
+ * exists), the API, WORKERS inference workers (default 1) and a precompute worker. Ctrl-C stops everything it started.
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { pathToFileURL } from 'node:url';
 import { join } from 'node:path';
 import IORedis from 'ioredis';
-import { loadServiceConfig } from '../shared/config';
+import { loadServiceConfig, type ServiceConfig } from '../shared/config';
 
 const SERVICES = ['api', 'worker', 'precompute'] as const;
+
+/**
+ * The environment of inference worker i of n: its id (`w<i>`, or WORKER_ID-<i>), its metrics port (WORKER_METRICS_PORT,
+ * then the next free numbers past the API's and precompute's ports) and, with several, its own disk-tier folder.
+ */
+function workerEnv(cfg: ServiceConfig, i: number, n: number): Record<string, string> {
+  const taken = new Set([cfg.API_PORT, cfg.PRECOMPUTE_METRICS_PORT]);
+  let port = cfg.WORKER_METRICS_PORT;
+  for (let k = 0; k < i; k++) do port++; while (taken.has(port));
+  return {
+    WORKER_ID: cfg.WORKER_ID ? (n > 1 ? `${cfg.WORKER_ID}-${i}` : cfg.WORKER_ID) : `w${i}`,
+    WORKER_METRICS_PORT: String(port),
+    ...(n > 1 ? { KV_DISK_DIR: join(cfg.KV_DISK_DIR, `w${i}`) } : {}),
+  };
+}
 const children: { name: string; proc: ChildProcess }[] = [];
 let stopping = false;
 
@@ -102,9 +117,14 @@ async function main() {
   // node --import tsx: one process a service, so the SIGTERM below reaches it (`tsx file` would relay it to a child
   // and SIGKILL that child when it does not confirm within 30 ms, as a worker busy in onnxruntime may not).
   const loader = pathToFileURL(require.resolve('tsx')).href;
-  for (const name of SERVICES) {
+  const instances = SERVICES.flatMap((service): { service: (typeof SERVICES)[number]; name: string; env: Record<string, string> }[] =>
+    service === 'worker'
+      ? Array.from({ length: cfg.WORKERS }, (_, i) => ({ service, name: cfg.WORKERS > 1 ? `worker-${i}` : 'worker', env: workerEnv(cfg, i, cfg.WORKERS) }))
+      : [{ service, name: service, env: {} }],
+  );
+  for (const { service, name, env } of instances) {
     if (stopping) return; // told to stop while Redis started: start nothing more
-    const proc = spawn(process.execPath, ['--import', loader, join(__dirname, name, 'main.ts')], { stdio: ['ignore', 'pipe', 'pipe'], env: process.env });
+    const proc = spawn(process.execPath, ['--import', loader, join(__dirname, service, 'main.ts')], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } });
     children.push({ name, proc });
     prefixLines(name, proc.stdout!, process.stdout);
     prefixLines(name, proc.stderr!, process.stderr);
@@ -120,11 +140,15 @@ async function main() {
     return `http://${h.includes(':') ? `[${h}]` : h}:${port}`;
   };
   const url = reach(cfg.API_HOST, cfg.API_PORT);
-  const probes = [`${url}/readyz`, `${reach(cfg.METRICS_HOST, cfg.WORKER_METRICS_PORT)}/healthz`, `${reach(cfg.METRICS_HOST, cfg.PRECOMPUTE_METRICS_PORT)}/healthz`];
+  const probes = [
+    `${url}/readyz`,
+    ...instances.filter((x) => x.service === 'worker').map((x) => `${reach(cfg.METRICS_HOST, Number(x.env.WORKER_METRICS_PORT))}/healthz`),
+    `${reach(cfg.METRICS_HOST, cfg.PRECOMPUTE_METRICS_PORT)}/healthz`,
+  ];
   for (let i = 0; i < 600 && !stopping; i++) {
     const ok = await Promise.all(probes.map((p) => fetch(p).then((r) => r.ok, () => false)));
     if (ok.every(Boolean)) {
-      console.log(`[start] epic-serve is up: API ${url} (try: curl ${url}/v1/models). Ctrl-C stops it.`);
+      console.log(`[start] epic-serve is up: API ${url} (try: curl ${url}/v1/models), ${cfg.WORKERS} inference worker(s), ROUTING=${cfg.ROUTING}. Ctrl-C stops it.`);
       break;
     }
     await new Promise((r) => setTimeout(r, 200));

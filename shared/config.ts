@@ -2,6 +2,9 @@ import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { z } from 'zod';
 import { CatalogKeys } from './catalog/redis';
+import { WORKER_ID_PATTERN } from './routing/keys';
+import { ROUTING_MODES } from './routing/modes';
+import { DEFAULT_WEIGHTS } from './routing/score';
 
 /**
  * Service configuration from the environment, validated once. Every variable has a local default, so
@@ -90,6 +93,26 @@ const Env = z.object({
   API_DRAIN_MS: z.coerce.number().int().min(0).default(5_000),
   /** Largest JSON body the API reads (413 past it). */
   MAX_BODY_BYTES: z.coerce.number().int().min(1024).default(8 * 1024 * 1024),
+  /**
+   * How the API picks an inference queue per request (shared/routing): `cache` sends it to the live worker holding
+   * most of its chunks, balanced against that worker's backlog; `round-robin` cycles over the live workers; `shared`
+   * puts every job on the one shared queue that every worker takes from.
+   */
+  ROUTING: z.enum(ROUTING_MODES).default('cache'),
+  /** This worker's id (its own queue is inference-w-<id>); unset: <hostname>-<pid>. */
+  WORKER_ID: z.string().regex(WORKER_ID_PATTERN, 'letters, digits, _ . - (at most 64)').optional(),
+  /** Inference workers `npm start` starts (each with its own disk-tier folder and metrics port). */
+  WORKERS: z.coerce.number().int().min(1).max(64).default(1),
+  /** A worker's heartbeat TTL: a dead worker's index entries vanish and its queue is adopted this long after its last beat. */
+  ROUTING_HEARTBEAT_TTL_MS: z.coerce.number().int().min(100).default(10_000),
+  /** λ of the routing rule: tokens one job of a worker's backlog is worth. */
+  ROUTING_LOAD_WEIGHT: z.coerce.number().min(0).default(DEFAULT_WEIGHTS.load),
+  /** Weight of a token whose chunk is on a worker's disk tier only (memory: 1). */
+  ROUTING_DISK_WEIGHT: z.coerce.number().min(0).max(1).default(DEFAULT_WEIGHTS.disk),
+  /** Weight of a token whose chunk no live worker holds, for the chunk's home worker (rendezvous hash). */
+  ROUTING_HOME_WEIGHT: z.coerce.number().min(0).max(1).default(DEFAULT_WEIGHTS.home),
+  /** Jobs waiting in a worker's own queue past which the router sends new jobs to the shared queue instead. */
+  ROUTING_MAX_WAITING: z.coerce.number().int().min(0).default(8),
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
 });
 

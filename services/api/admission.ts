@@ -1,4 +1,5 @@
 import type { Queue } from 'bullmq';
+import type { InferenceQueues } from '../../shared/routing';
 import { ApiError } from './errors';
 
 /**
@@ -39,7 +40,11 @@ export class Admission {
   }
 }
 
-/** Admission to an inference queue: it counts what waits to run (waiting, delayed, prioritized). */
-export function queueAdmission(queue: Queue, cap: number): Admission {
-  return new Admission(() => queue.getJobCountByTypes('waiting', 'delayed', 'prioritized'), cap);
+/**
+ * Admission to the inference queues (the shared one and every worker's own), or to one queue: it counts what waits to
+ * run (waiting, delayed, prioritized).
+ */
+export function queueAdmission(queues: Pick<InferenceQueues, 'countWaiting'> | Queue, cap: number): Admission {
+  const count = 'countWaiting' in queues ? () => queues.countWaiting() : () => queues.getJobCountByTypes('waiting', 'delayed', 'prioritized');
+  return new Admission(count, cap);
 }

@@ -6,6 +6,7 @@ import type { BatchStore, CatalogKeys, DocumentStore, FileStore } from '../../sh
 import type { ModelConfig, TextTokenizer } from '../../shared/engine';
 import type { KVStore } from '../../shared/kvstore';
 import type { ErrorMetrics } from '../../shared/metrics/metrics';
+import type { Router } from '../../shared/routing';
 import type { Admission } from './admission';
 import type { Replies } from './replies';
 
@@ -13,7 +14,10 @@ import type { Replies } from './replies';
 export interface ApiDeps {
   model: ModelConfig;
   tokenizer: TextTokenizer;
+  /** The shared inference queue (any worker takes its jobs). */
   inference: Queue;
+  /** Picks each job's inference queue (ROUTING); its `queues` are the shared one and every worker's own. */
+  router: Router;
   precompute: Queue;
   /** Commands (fail fast when Redis is down). */
   redis: IORedis;

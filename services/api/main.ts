@@ -48,10 +48,15 @@ async function main() {
     shareAcrossTenants: cfg.KV_SHARE_ACROSS_TENANTS,
     requestTimeoutMs: cfg.REQUEST_TIMEOUT_MS,
     maxQueueDepth: cfg.MAX_QUEUE_DEPTH,
+    routing: {
+      mode: cfg.ROUTING,
+      weights: { load: cfg.ROUTING_LOAD_WEIGHT, disk: cfg.ROUTING_DISK_WEIGHT, home: cfg.ROUTING_HOME_WEIGHT },
+      maxWaiting: cfg.ROUTING_MAX_WAITING,
+    },
     bodyLimit: cfg.MAX_BODY_BYTES,
     adminTenant: cfg.ADMIN_TENANT,
   });
-  const { inference, precompute, kv } = deps;
+  const { inference, precompute, kv, router } = deps;
   const replies = deps.replies!;
   createQueueMetrics(registry, [inference, precompute]);
   const app = createApp(deps);
@@ -63,7 +68,7 @@ async function main() {
       resolve();
     });
   });
-  log.info({ url: `http://${cfg.API_HOST}:${cfg.API_PORT}`, model: model.id, auth: cfg.API_KEYS ? 'api keys' : 'off' }, 'api listening');
+  log.info({ url: `http://${cfg.API_HOST}:${cfg.API_PORT}`, model: model.id, auth: cfg.API_KEYS ? 'api keys' : 'off', routing: cfg.ROUTING }, 'api listening');
   return {
     log,
     close: async () => {
@@ -74,7 +79,7 @@ async function main() {
       const cut = setTimeout(() => server.closeAllConnections(), cfg.API_DRAIN_MS);
       await closed;
       clearTimeout(cut);
-      await Promise.allSettled([replies.close(), docCache?.close(), inference.close(), precompute.close(), kv.close()]);
+      await Promise.allSettled([replies.close(), docCache?.close(), router.queues.close(), precompute.close(), kv.close()]);
       redis.disconnect();
       subscriber.disconnect();
     },

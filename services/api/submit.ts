@@ -21,14 +21,15 @@ export async function runOne(d: ApiDeps, tenant: string, request: ServeRequest):
   checkModes(d.model, [request]);
   const reply = d.replies?.wait(request.id);
   try {
-    const job: Job = await d.inference.add('request', { tenant, request, stream: false, replyTo: d.replies?.channel } satisfies InferenceJob, { jobId: request.id });
+    const { queue, decision } = await d.router.route(tenant, request);
+    const job: Job = await queue.add('request', { tenant, request, stream: false, replyTo: d.replies?.channel, route: decision } satisfies InferenceJob, { jobId: request.id });
     const enqueuedAt = wallClockMs();
     const stop = new AbortController();
     // The client hears 504 and may send the request again: a job no worker has taken goes, rather than run for no one
     // (BullMQ does not remove a job a worker holds).
     const recorded = () =>
-      jobOutcome(d.inference, job.id!, d.requestTimeoutMs, { signal: stop.signal, connection: d.redis }).catch(async (e) => {
-        if (e instanceof RequestTimeoutError) await d.inference.remove(job.id!).catch(() => 0);
+      jobOutcome(queue, job.id!, d.requestTimeoutMs, { signal: stop.signal, connection: d.redis }).catch(async (e) => {
+        if (e instanceof RequestTimeoutError) await queue.remove(job.id!).catch(() => 0);
         throw e;
       });
     if (!reply) return { result: await recorded(), enqueuedAt, answeredAt: wallClockMs() };
@@ -113,7 +114,8 @@ export async function runStreaming(d: ApiDeps, tenant: string, request: ServeReq
   };
   try {
     // One attempt: a stream ends at its first failure (the client has seen some tokens; a retry would start over).
-    await d.inference.add('request', { tenant, request, stream: true } satisfies InferenceJob, { jobId: request.id, attempts: 1 });
+    const { queue, decision } = await d.router.route(tenant, request);
+    await queue.add('request', { tenant, request, stream: true, route: decision } satisfies InferenceJob, { jobId: request.id, attempts: 1 });
   } catch (e) {
     await stop();
     throw e;
@@ -124,7 +126,8 @@ export async function runStreaming(d: ApiDeps, tenant: string, request: ServeReq
 /**
  * Record a batch and enqueue its requests, one job each with an idempotent id. The record comes first (a worker that
  * takes a job checks its batch); when the enqueue fails the record is removed again, so a client that heard an error
- * finds no batch stuck in progress with no jobs. (addBulk is one transaction: all jobs or none.)
+ * finds no batch stuck in progress with no jobs. (addBulk is one transaction per queue: with routing, the jobs of one
+ * queue are all added or none; a job added to another queue before a failure finds its batch gone and does nothing.)
  */
 export async function startBatch(d: ApiDeps, record: BatchRecord, requests: ServeRequest[]): Promise<void> {
   checkModes(d.model, requests, (i) => `requests[${i}]`);
@@ -138,13 +141,16 @@ export async function startBatch(d: ApiDeps, record: BatchRecord, requests: Serv
 }
 
 async function enqueueBatch(d: ApiDeps, tenant: string, batchId: string, requests: ServeRequest[]): Promise<void> {
-  await d.inference.addBulk(
-    requests.map((request, index) => ({
-      name: 'request',
-      data: { tenant, request, batchId, index, stream: false } satisfies InferenceJob,
-      opts: { jobId: batchJobId(batchId, index) },
-    })),
-  );
+  // Each request routed in turn (the router counts its own assignments, so a batch spreads by load), then one addBulk
+  // per queue.
+  const byQueue = new Map<Queue, { name: string; data: InferenceJob; opts: { jobId: string } }[]>();
+  for (const [index, request] of requests.entries()) {
+    const { queue, decision } = await d.router.route(tenant, request);
+    let jobs = byQueue.get(queue);
+    if (!jobs) byQueue.set(queue, (jobs = []));
+    jobs.push({ name: 'request', data: { tenant, request, batchId, index, stream: false, route: decision }, opts: { jobId: batchJobId(batchId, index) } });
+  }
+  await Promise.all([...byQueue].map(([queue, jobs]) => queue.addBulk(jobs)));
 }
 
 /**
@@ -164,14 +170,15 @@ export async function cancelBatch(d: ApiDeps, b: BatchRecord): Promise<BatchReco
  * Remove a batch's jobs that no worker holds (waiting, or delayed for a retry): BullMQ refuses to remove a job whose
  * lock a worker holds, and such a job finds its batch cancelled when it starts, or records its result. Finished jobs
  * go too (their results are in the batch's record). Many at a time: a batch has up to MAX_BATCH_REQUESTS jobs, and one
- * round trip each in turn took seconds.
+ * round trip each in turn took seconds. Every inference queue is asked (the router spread the batch over them).
  */
 async function removeWaiting(d: ApiDeps, batchId: string, total: number): Promise<number> {
   let removed = 0;
   const PAGE = 256;
+  const queues = await d.router.queues.all();
   for (let i = 0; i < total; i += PAGE) {
     const page = Array.from({ length: Math.min(PAGE, total - i) }, (_, k) => batchJobId(batchId, i + k));
-    const done = await Promise.all(page.map((id) => d.inference.remove(id)));
+    const done = await Promise.all(page.flatMap((id) => queues.map((q) => q.remove(id))));
     removed += done.filter((n) => n === 1).length;
   }
   return removed;

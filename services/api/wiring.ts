@@ -2,7 +2,9 @@ import { Queue } from 'bullmq';
 import type IORedis from 'ioredis';
 import { BatchStore, DocumentStore, FileStore, type DocumentRecord, type TrackedCache } from '../../shared/catalog';
 import { KVStore } from '../../shared/kvstore';
+import { createLiveWorkersGauge, createRoutingMetrics } from '../../shared/metrics/routing';
 import { QUEUES } from '../../shared/queue/contracts';
+import { InferenceQueues, ResidencyReader, Router, RoutingKeys, type RoutingMode, type ScoreWeights } from '../../shared/routing';
 import { defaultJobOptions } from '../../shared/queue/options';
 import { queueAdmission } from './admission';
 import type { ApiDeps } from './deps';
@@ -26,6 +28,8 @@ export type ApiWiring = Pick<
   kvRedis: { url: string; prefix: string };
   /** MAX_QUEUE_DEPTH: 429 past it. */
   maxQueueDepth: number;
+  /** ROUTING and its rule's settings (default: cache, with the rule's defaults; with no live worker, the shared queue). */
+  routing?: { mode: RoutingMode; weights?: Partial<ScoreWeights>; maxWaiting?: number };
 };
 
 /**
@@ -38,12 +42,28 @@ export async function wireApi(w: ApiWiring): Promise<ApiDeps> {
   const inference = new Queue(QUEUES.inference, opts);
   const precompute = new Queue(QUEUES.precompute, opts);
   if (w.onQueueError) for (const q of [inference, precompute]) q.on('error', w.onQueueError);
+  const queueRedis = w.queueConnection ?? w.redis;
+  const routingKeys = new RoutingKeys(w.queuePrefix);
+  const queues = new InferenceQueues(opts, queueRedis, routingKeys, inference, w.onQueueError);
+  const reader = new ResidencyReader(queueRedis, routingKeys);
+  const decisions = createRoutingMetrics(w.registry);
+  createLiveWorkersGauge(w.registry, () => reader.lastLive().length);
+  const router = new Router({
+    mode: w.routing?.mode ?? 'cache',
+    modelId: w.model.id,
+    queues,
+    reader,
+    ...(w.routing?.weights ? { weights: w.routing.weights } : {}),
+    ...(w.routing?.maxWaiting !== undefined ? { maxWaiting: w.routing.maxWaiting } : {}),
+    onDecision: decisions.count,
+  });
   const kv = await KVStore.open({ modelId: w.model.id, memory: false, disk: false, redis: { url: w.kvRedis.url, prefix: w.kvRedis.prefix }, lease: false });
   const replies = await Replies.open(w.subscriber, (id) => w.keys.reply(id));
   return {
     model: w.model,
     tokenizer: w.tokenizer,
     inference,
+    router,
     precompute,
     redis: w.redis,
     subscriber: w.subscriber,
@@ -59,7 +79,7 @@ export async function wireApi(w: ApiWiring): Promise<ApiDeps> {
     apiKeys: w.apiKeys,
     shareAcrossTenants: w.shareAcrossTenants,
     requestTimeoutMs: w.requestTimeoutMs,
-    admission: queueAdmission(inference, w.maxQueueDepth),
+    admission: queueAdmission(queues, w.maxQueueDepth),
     ...(w.bodyLimit !== undefined ? { bodyLimit: w.bodyLimit } : {}),
     ...(w.adminTenant !== undefined ? { adminTenant: w.adminTenant } : {}),
   };

@@ -1,11 +1,14 @@
-import { Worker } from 'bullmq';
+import { hostname } from 'node:os';
+import { Queue, Worker, type Job, type Processor } from 'bullmq';
 import { BatchStore, CatalogKeys } from '../../shared/catalog';
 import { loadServiceConfig } from '../../shared/config';
 import { runService } from '../../shared/lifecycle';
 import { createLogger } from '../../shared/logging';
 import { createErrorMetrics, createServingMetrics, createStoreMetrics } from '../../shared/metrics/metrics';
 import { createRegistry, serveMetrics } from '../../shared/metrics/server';
+import { createIndexGauge, createRoutingMetrics } from '../../shared/metrics/routing';
 import { QUEUES } from '../../shared/queue/contracts';
+import { Adopter, ResidencyPublisher, RoutingKeys, workerQueueName } from '../../shared/routing';
 import { workerConnection } from '../../shared/queue/connection';
 import { linkContextFactory } from '../../shared/serving/context';
 import { inferenceProcessor, recordFailure } from './processor';
@@ -13,10 +16,21 @@ import { Scheduler } from '../../shared/serving/scheduler';
 import { loadServiceEngine } from '../../shared/serving/load';
 import { openPrefixStore, openStore } from '../../shared/serving/store';
 
-/** The inference worker: BullMQ consumer; requests waiting together are grouped by shared context and linked once. */
+/** This worker's id when WORKER_ID is unset: host and process, made fit for a queue name. */
+function defaultWorkerId(): string {
+  return `${hostname()}-${process.pid}`.replace(/[^A-Za-z0-9_.-]/g, '_').slice(-64);
+}
+
+/**
+ * The inference worker: BullMQ consumer of its own queue (jobs the API's router sent it), of the shared queue (jobs
+ * any worker may take; it takes fewer while its own keep it busy) and of the queues of dead workers it adopted.
+ * Requests waiting together are grouped by shared context and linked once. Its KV store's memory and disk tiers are
+ * published to the routing index, with a heartbeat.
+ */
 async function main() {
   const cfg = loadServiceConfig();
-  const log = createLogger('worker', cfg.LOG_LEVEL);
+  const workerId = cfg.WORKER_ID ?? defaultWorkerId();
+  const log = createLogger('worker', cfg.LOG_LEVEL).child({ workerId });
   const engine = await loadServiceEngine(cfg);
   log.info({ model: engine.id, graph: engine.graphKind, provider: cfg.EXECUTION_PROVIDER }, 'engine loaded');
   if (cfg.WORKER_WARMUP) {
@@ -24,9 +38,21 @@ async function main() {
     const ms = await engine.warmup({ rows: cfg.WORKER_MAX_BATCH, capacity: Math.floor(cfg.WORKER_BATCH_TOKENS / cfg.WORKER_MAX_BATCH), tokens: 256 });
     log.info({ ms: Math.round(ms) }, 'engine warmed up');
   }
-  const store = await openStore(cfg, engine);
+  const routingKeys = new RoutingKeys(cfg.QUEUE_PREFIX);
+  const indexRedis = workerConnection(cfg.REDIS_URL);
+  const residency = new ResidencyPublisher({
+    redis: indexRedis,
+    keys: routingKeys,
+    workerId,
+    ttlMs: cfg.ROUTING_HEARTBEAT_TTL_MS,
+    onError: (e) => log.warn({ err: e.message }, 'routing index'),
+  });
+  const store = await openStore(cfg, engine, residency.listener);
   const prefixStore = await openPrefixStore(cfg, engine);
   const registry = createRegistry('worker');
+  registry.setDefaultLabels({ service: 'worker', worker: workerId });
+  const routing = createRoutingMetrics(registry);
+  createIndexGauge(registry, () => residency.sizes());
   const serving = createServingMetrics(registry);
   const errors = createErrorMetrics(registry, 'worker');
   createStoreMetrics(registry, () => store.stats());
@@ -39,48 +65,114 @@ async function main() {
     maxBatchTokens: cfg.WORKER_BATCH_TOKENS,
     onGroup: (size, ms) => log.debug({ size, ms: Math.round(ms) }, 'group served'),
   });
-  const worker = new Worker(
+  const processor = inferenceProcessor({
+    scheduler,
+    batches,
+    keys,
+    publisher: redis,
+    tokenizer: engine.tokenizer,
+    metrics: serving,
+    errors,
+    onDuplicate: (job) => log.info({ job: job.id }, 'result already recorded by an earlier run of this job; not counted again'),
+  });
+  // Concurrency lets the worker hold several jobs at once, so the scheduler can group them; model work itself runs
+  // one group at a time.
+  const options = (concurrency: number) => ({
+    connection: workerConnection(cfg.REDIS_URL),
+    prefix: cfg.QUEUE_PREFIX,
+    concurrency,
+    lockDuration: cfg.WORKER_LOCK_MS,
+    stalledInterval: cfg.WORKER_STALLED_INTERVAL_MS,
+    maxStalledCount: cfg.WORKER_MAX_STALLED_COUNT,
+  });
+  // The shared queue is for whoever has room: it may hold as many jobs as its own queue leaves free (at least one, so
+  // it is always drained).
+  let ownRunning = 0;
+  let shared: Worker | undefined;
+  const roomForShared = () => {
+    if (shared) shared.concurrency = Math.max(1, cfg.WORKER_CONCURRENCY - ownRunning);
+  };
+  const ownProcessor: Processor = async (job: Job) => {
+    ownRunning++;
+    roomForShared();
+    try {
+      return await processor(job);
+    } finally {
+      ownRunning--;
+      roomForShared();
+    }
+  };
+  const own = new Worker(workerQueueName(workerId), ownProcessor, options(cfg.WORKER_CONCURRENCY));
+  shared = new Worker(
     QUEUES.inference,
-    inferenceProcessor({
-      scheduler,
-      batches,
-      keys,
-      publisher: redis,
-      tokenizer: engine.tokenizer,
-      metrics: serving,
-      errors,
-      onDuplicate: (job) => log.info({ job: job.id }, 'result already recorded by an earlier run of this job; not counted again'),
-    }),
-    // Concurrency lets the worker hold several jobs at once, so the scheduler can group them; model work itself runs
-    // one group at a time.
-    {
-      connection: workerConnection(cfg.REDIS_URL),
-      prefix: cfg.QUEUE_PREFIX,
-      concurrency: cfg.WORKER_CONCURRENCY,
-      lockDuration: cfg.WORKER_LOCK_MS,
-      stalledInterval: cfg.WORKER_STALLED_INTERVAL_MS,
-      maxStalledCount: cfg.WORKER_MAX_STALLED_COUNT,
+    async (job: Job) => {
+      if ((job.data as { route?: string } | undefined)?.route === 'fallback') routing.count('stolen');
+      return processor(job);
     },
+    options(cfg.WORKER_CONCURRENCY),
   );
-  worker.on('failed', (job, err) => {
-    errors.count('job_failed');
-    log.warn({ job: job?.id, attempts: job?.attemptsMade, err: err.message }, 'job failed');
-    void recordFailure({ batches, publisher: redis, keys }, job, err).catch((e) => log.error({ err: (e as Error).message }, 'recording failure'));
+  const adopter = new Adopter({
+    redis: indexRedis,
+    keys: routingKeys,
+    workerId,
+    ttlMs: cfg.ROUTING_HEARTBEAT_TTL_MS,
+    consume: (dead) => {
+      const w = new Worker(
+        workerQueueName(dead),
+        async (job: Job) => {
+          routing.count('adopted');
+          return processor(job);
+        },
+        options(cfg.WORKER_CONCURRENCY),
+      );
+      listen(w);
+      return w;
+    },
+    remaining: (dead) => remainingJobs(workerQueueName(dead)),
+    onAdopt: (dead) => log.warn({ dead }, "worker's heartbeat ran out: taking the jobs of its queue"),
+    onDone: (dead, reason) => log.info({ dead, reason }, 'adopted queue released'),
+    onError: (e) => log.warn({ err: e.message }, 'adopting queues'),
   });
-  worker.on('error', (err) => {
-    errors.count('queue');
-    log.error({ err: err.message }, 'worker error');
-  });
+  /** Jobs a worker's own queue still has to run (waiting, delayed, prioritized, active). */
+  const queues = new Map<string, Queue>();
+  const remainingJobs = (name: string) => {
+    let q = queues.get(name);
+    if (!q) queues.set(name, (q = new Queue(name, { connection: indexRedis, prefix: cfg.QUEUE_PREFIX })));
+    return q.getJobCountByTypes('waiting', 'active', 'delayed', 'prioritized');
+  };
+  const listen = (worker: Worker) => {
+    worker.on('failed', (job, err) => {
+      errors.count('job_failed');
+      log.warn({ job: job?.id, attempts: job?.attemptsMade, err: err.message }, 'job failed');
+      void recordFailure({ batches, publisher: redis, keys }, job, err).catch((e) => log.error({ err: (e as Error).message }, 'recording failure'));
+    });
+    worker.on('error', (err) => {
+      errors.count('queue');
+      log.error({ err: err.message }, 'worker error');
+    });
+  };
+  listen(own);
+  listen(shared);
   // A job that stalled more than maxStalledCount times (its worker died each time) is failed by the next worker that
   // takes it (BullMQ 6: a deferred failure, raised as an UnrecoverableError): the 'failed' handler above records it.
-  log.info({ queue: QUEUES.inference, concurrency: cfg.WORKER_CONCURRENCY, metricsPort: cfg.WORKER_METRICS_PORT }, 'worker ready');
+  await residency.start();
+  adopter.start();
+  log.info({ queues: [own.name, shared.name], concurrency: cfg.WORKER_CONCURRENCY, metricsPort: cfg.WORKER_METRICS_PORT }, 'worker ready');
   return {
     log,
     close: async () => {
-      await worker.close();
+      // Out of the index first (no more jobs routed here), then the jobs in hand finished; what still waits in the own
+      // queue is left to the other workers (an orphan claimed at their next look).
+      await residency.close().catch((e: Error) => log.warn({ err: e.message }, 'leaving the routing index'));
+      await adopter.close();
+      await Promise.all([own.close(), shared.close()]);
+      const left = await remainingJobs(own.name).catch(() => 0);
+      if (left > 0) await indexRedis.zadd(routingKeys.orphans, 0, workerId).catch(() => undefined);
+      await Promise.allSettled([...queues.values()].map((q) => q.close()));
       await store.close();
       await prefixStore.close();
       redis.disconnect();
+      indexRedis.disconnect();
       metrics.close();
     },
   };

@@ -9,6 +9,12 @@ import type { KVBlock } from '../engine/kv';
 export type TierName = 'memory' | 'disk' | 'redis';
 export const TIERS: readonly TierName[] = ['memory', 'disk', 'redis'];
 
+/**
+ * Residency events of a process-local tier (memory, disk): `held` true when a chunk enters the tier, false when it
+ * leaves it (evicted, deleted, cleared). What a worker publishes to the routing index (shared/routing/residency.ts).
+ */
+export type ResidencyListener = (tier: TierName, key: string, held: boolean) => void;
+
 /** A block as a tier returns it; `blob` is the encoded bytes when the tier had them (saves re-encoding on promotion). */
 export interface StoredChunk {
   block: KVBlock;

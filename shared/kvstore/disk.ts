@@ -14,7 +14,7 @@ import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import { LRUCache } from 'lru-cache';
 import type { KVBlock } from '../engine/kv';
-import type { KVBackend, StoredChunk, TierStats } from './backend';
+import type { KVBackend, ResidencyListener, StoredChunk, TierStats } from './backend';
 import { emptyStats } from './backend';
 import { isKVBlobError } from './errors';
 import { decodeBlock, encodeBlock, validateBlock } from './format';
@@ -30,6 +30,8 @@ export interface DiskTierOptions {
   touchIntervalMs?: number;
   /** Temp files older than this are removed on start (default 10 min). */
   staleTempMs?: number;
+  /** Told when a chunk enters or leaves this tier's index (files found on start included). */
+  onResidency?: ResidencyListener;
 }
 
 interface IndexEntry {
@@ -62,6 +64,7 @@ export class DiskBackend implements KVBackend {
       maxSize: opts.budgetBytes,
       sizeCalculation: (e) => Math.max(1, e.size),
       dispose: (_e, key, reason) => {
+        if (reason !== 'set') opts.onResidency?.('disk', key, false);
         if (reason !== 'evict') return;
         this.counters.evictions++;
         this.evicting.push(this.unlink(key));
@@ -108,8 +111,15 @@ export class DiskBackend implements KVBackend {
       }
     }
     found.sort((a, b) => a.mtime - b.mtime); // oldest first: the most recent ends up most recently used
-    for (const f of found) this.index.set(f.key, { size: f.size, touchedAt: f.mtime });
+    for (const f of found) this.indexSet(f.key, { size: f.size, touchedAt: f.mtime });
     await this.settleEvictions();
+  }
+
+  /** Indexes a file, telling the residency listener when the key is new to the index. */
+  private indexSet(key: string, e: IndexEntry): void {
+    const had = this.index.has(key);
+    this.index.set(key, e);
+    if (!had && this.index.has(key)) this.opts.onResidency?.('disk', key, true);
   }
 
   private async settleEvictions(): Promise<void> {
@@ -145,7 +155,7 @@ export class DiskBackend implements KVBackend {
     const now = Date.now();
     const entry = this.index.get(key);
     if (!entry || entry.size !== blob.length) {
-      this.index.set(key, { size: blob.length, touchedAt: now });
+      this.indexSet(key, { size: blob.length, touchedAt: now });
       await this.settleEvictions();
     } else if (now - entry.touchedAt > (this.opts.touchIntervalMs ?? 60_000)) {
       entry.touchedAt = now;
@@ -191,7 +201,7 @@ export class DiskBackend implements KVBackend {
     }
     this.counters.puts++;
     this.counters.bytesWritten += blob.length;
-    this.index.set(key, { size: blob.length, touchedAt: Date.now() });
+    this.indexSet(key, { size: blob.length, touchedAt: Date.now() });
     await this.settleEvictions();
   }
 

@@ -5,13 +5,15 @@
 import { LRUCache } from 'lru-cache';
 import type { KVBlock } from '../engine/kv';
 import { kvBytes } from '../engine/kv';
-import type { KVBackend, StoredChunk, TierStats } from './backend';
+import type { KVBackend, ResidencyListener, StoredChunk, TierStats } from './backend';
 import { emptyStats } from './backend';
 import { validateBlock } from './format';
 
 export interface MemoryTierOptions {
   /** Byte budget for KV held in process memory. */
   budgetBytes: number;
+  /** Told when a chunk enters or leaves this tier. */
+  onResidency?: ResidencyListener;
 }
 
 /** Bytes a block is charged: payload plus tokens and positions plus a small fixed overhead. */
@@ -23,15 +25,18 @@ export class MemoryBackend implements KVBackend {
   readonly tier = 'memory' as const;
   private readonly lru: LRUCache<string, KVBlock>;
   private readonly counters: TierStats;
+  private readonly onResidency?: ResidencyListener;
 
   constructor(opts: MemoryTierOptions) {
+    this.onResidency = opts.onResidency;
     if (!(opts.budgetBytes > 0)) throw new Error('memory tier: budgetBytes must be > 0');
     this.counters = emptyStats('memory', opts.budgetBytes);
     this.lru = new LRUCache<string, KVBlock>({
       maxSize: opts.budgetBytes,
       sizeCalculation: (b) => blockCharge(b),
-      dispose: (_b, _k, reason) => {
+      dispose: (_b, k, reason) => {
         if (reason === 'evict') this.counters.evictions++;
+        if (reason !== 'set') opts.onResidency?.('memory', k, false);
       },
     });
   }
@@ -62,6 +67,7 @@ export class MemoryBackend implements KVBackend {
     }
     validateBlock(block);
     this.lru.set(key, block);
+    if (this.lru.has(key)) this.onResidency?.('memory', key, true);
     this.counters.puts++;
     this.counters.bytesWritten += kvBytes(block);
   }

@@ -12,7 +12,7 @@
  * - Which tiers are read and which are written is configurable; stats() returns plain counters.
  */
 import type { KVBlock, KVShape } from '../engine/kv';
-import type { KVBackend, SharedTier, StoredChunk, TierName, TierStats } from './backend';
+import type { KVBackend, ResidencyListener, SharedTier, StoredChunk, TierName, TierStats } from './backend';
 import { TIERS } from './backend';
 import { DiskBackend } from './disk';
 import type { DiskTierOptions } from './disk';
@@ -57,6 +57,8 @@ export interface KVStoreOptions {
   writeTiers?: TierName[];
   /** Cross-process compile lease over Redis (default on when Redis is read and written; false to disable). */
   lease?: LeaseOptions | false;
+  /** Told when a chunk enters or leaves the memory or disk tier (the routing index's events). */
+  residency?: ResidencyListener;
 }
 
 export type ChunkSource = TierName | 'compiled' | 'joined';
@@ -158,8 +160,9 @@ export class KVStore {
     const expect: DecodeExpect = { modelId: opts.modelId, shape: opts.shape, dtype: opts.dtype };
     const backends: KVBackend[] = [];
     try {
-      if (opts.memory) backends.push(new MemoryBackend(opts.memory));
-      if (opts.disk) backends.push(await DiskBackend.open(opts.disk, expect));
+      const onResidency = opts.residency;
+      if (opts.memory) backends.push(new MemoryBackend(onResidency ? { onResidency, ...opts.memory } : opts.memory));
+      if (opts.disk) backends.push(await DiskBackend.open(onResidency ? { onResidency, ...opts.disk } : opts.disk, expect));
       if (opts.redis) backends.push(new RedisBackend(opts.redis, expect));
       return new KVStore(opts, backends);
     } catch (e) {

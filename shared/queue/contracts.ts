@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { ROUTING_DECISIONS } from '../routing/modes';
 import { ServeRequest } from '../serving/request';
 import type { ServeResult } from '../serving/result';
 
@@ -17,6 +18,8 @@ export const InferenceJob = z.object({
   stream: z.boolean().default(false),
   /** A channel to publish the result (or the last attempt's error) on as soon as it is known: see services/api/replies.ts. */
   replyTo: z.string().optional(),
+  /** Where the API's router sent it (shared/routing): a worker counts a `fallback` job it took from the shared queue as stolen. */
+  route: z.enum(ROUTING_DECISIONS).optional(),
 });
 export type InferenceJob = z.input<typeof InferenceJob>;
 

@@ -1,6 +1,6 @@
 import type { ServiceConfig } from '../config';
 import type { Engine } from '../engine';
-import { chunkKey, KVStore } from '../kvstore';
+import { chunkKey, KVStore, type ResidencyListener } from '../kvstore';
 import { compileVariant, variantId, type ChunkSource, type CompileVariant, type FetchedChunk } from '../linking';
 
 /** Prefix mode's block pool: process memory only. */
@@ -8,9 +8,13 @@ export function openPrefixStore(cfg: ServiceConfig, engine: Engine): Promise<KVS
   return KVStore.open({ modelId: engine.id, shape: engine.shape, memory: { budgetBytes: cfg.KV_PREFIX_MEMORY_BYTES }, disk: false, redis: false });
 }
 
-/** The tiered KV store as the services configure it: a tier is off when its budget is 0. */
-export function openStore(cfg: ServiceConfig, engine: Engine): Promise<KVStore> {
+/**
+ * The tiered KV store as the services configure it: a tier is off when its budget is 0. `residency` hears its memory
+ * and disk tiers' residency events (the worker publishes them to the routing index).
+ */
+export function openStore(cfg: ServiceConfig, engine: Engine, residency?: ResidencyListener): Promise<KVStore> {
   return KVStore.open({
+    ...(residency ? { residency } : {}),
     modelId: engine.id,
     shape: engine.shape,
     dtype: engine.capabilities.kvDtype,

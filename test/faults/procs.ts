@@ -213,6 +213,8 @@ export class ProcStack {
       KV_REDIS_PREFIX: 'epic-fault:kv',
       KV_DISK_DIR: diskDir,
       MODEL_DIR: TINY,
+      // The fault tests watch the one shared queue (`inference`); routing's own fault test sets ROUTING=cache.
+      ROUTING: 'shared',
       ORT_THREADS: '1',
       LOG_LEVEL: 'info',
       ...o.env,
