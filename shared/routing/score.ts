@@ -49,7 +49,7 @@ export function rendezvous(itemHash: number, workerHash: number): number {
 }
 
 /** The index among `workerHashes` with the highest rendezvous weight for `itemHash`. */
-export function homeOf(itemHash: number, workerHashes: readonly number[]): number {
+export function homeOf(itemHash: number, workerHashes: ArrayLike<number>): number {
   let best = -1;
   let bestW = -1;
   for (let i = 0; i < workerHashes.length; i++) {
@@ -64,17 +64,19 @@ export function homeOf(itemHash: number, workerHashes: readonly number[]): numbe
 
 export interface ScoreInput {
   /** Tokens of each of the request's chunks. */
-  tokens: readonly number[];
+  tokens: ArrayLike<number>;
   /** Hash of each chunk (hash32 of its key), for its home. */
-  chunkHashes: readonly number[];
+  chunkHashes: ArrayLike<number>;
   /** held[w][c]: where worker w holds chunk c. */
-  held: readonly (readonly Residence[])[];
+  held: ArrayLike<ArrayLike<Residence>>;
   /** Jobs waiting or running on each worker. */
-  backlog: readonly number[];
+  backlog: ArrayLike<number>;
   /** hash32 of each worker id. */
-  workerHashes: readonly number[];
+  workerHashes: ArrayLike<number>;
   /** hash32 of the request's context key. */
   contextHash: number;
+  /** Each chunk's home (index into the workers), when the caller knows it already (the simulation); else homeOf. */
+  homes?: ArrayLike<number>;
 }
 
 export interface Scored {
@@ -88,26 +90,36 @@ export interface Scored {
 /** Scores every worker and picks the best (see the module's comment). `input.held.length` workers, at least one. */
 export function scoreWorkers(input: ScoreInput, w: ScoreWeights = DEFAULT_WEIGHTS): Scored {
   const n = input.workerHashes.length;
+  const k = input.tokens.length;
   const cached = new Array<number>(n).fill(0);
-  for (let c = 0; c < input.tokens.length; c++) {
-    let anyone = false;
-    for (let i = 0; i < n; i++) {
-      const r = input.held[i][c];
-      if (r === 'm') cached[i] += input.tokens[c];
-      else if (r === 'd') cached[i] += input.tokens[c] * w.disk;
-      if (r) anyone = true;
+  const anyone = new Uint8Array(k);
+  for (let i = 0; i < n; i++) {
+    const row = input.held[i];
+    let sum = 0;
+    for (let c = 0; c < k; c++) {
+      const r = row[c];
+      if (r === undefined) continue;
+      anyone[c] = 1;
+      sum += r === 'm' ? input.tokens[c] : input.tokens[c] * w.disk;
     }
-    if (!anyone && w.home > 0) cached[homeOf(input.chunkHashes[c], input.workerHashes)] += input.tokens[c] * w.home;
+    cached[i] = sum;
+  }
+  if (w.home > 0) {
+    for (let c = 0; c < k; c++) {
+      if (anyone[c]) continue;
+      const home = input.homes ? input.homes[c] : homeOf(input.chunkHashes[c], input.workerHashes);
+      if (home >= 0) cached[home] += input.tokens[c] * w.home;
+    }
   }
   const scores = cached.map((x, i) => x - w.load * input.backlog[i]);
   let best = 0;
   let bestTie = -1;
   for (let i = 0; i < n; i++) {
     const tie = rendezvous(input.contextHash, input.workerHashes[i]);
-    if (scores[i] > scores[best] || (scores[i] === scores[best] && tie > bestTie)) {
+    if (i === 0 || scores[i] > scores[best] || (scores[i] === scores[best] && tie > bestTie)) {
       best = i;
       bestTie = tie;
-    } else if (i === best) bestTie = tie;
+    }
   }
   return { best, cached, scores };
 }
