@@ -17,7 +17,22 @@ export interface EngineOptions extends SessionOptions, ModelConfigOptions {
   graph?: GraphChoice;
   /** Verify RoPE re-rotation against the model at load (default true). */
   selfCheck?: boolean;
+  /**
+   * Floats one graph call may spend on attention scores (heads × tokens × keys per row; plus tokens × vocab of logits
+   * where the graph cannot return only the rows' last ones). A longer forward runs as several calls (chunked
+   * prefill). Default CALL_BUDGET.
+   */
+  callBudget?: number;
 }
+
+/**
+ * Default per-call budget: 2^24 floats (64 MB a score tensor; the graph holds a few of them at once). At the SmolLM2-135M
+ * shape a 4,129-token prefill then runs as 16 calls of ~258 tokens: measured (bench:shapes) the peak RSS of a full
+ * prefill fell from 5.6 GiB (one call) to ~1.x GiB, and its time did not grow (see README, bench:shapes).
+ */
+export const CALL_BUDGET = 2 ** 24;
+/** Calls are not cut below this many tokens a row (the weights would be read once per few tokens). */
+const MIN_CALL_TOKENS = 64;
 
 export interface ForwardResult {
   /** Per row: [S_row, vocab] logits (`all`) or [vocab] of the row's last token (`last`); empty for empty rows. */
@@ -84,10 +99,16 @@ export class Engine {
   readonly capabilities: EngineCapabilities;
   private readonly runner: GraphRunner;
 
+  /** See EngineOptions.callBudget. */
+  readonly callBudget: number;
+
   private constructor(
     readonly model: Model,
     pool: BufferPool,
+    callBudget = CALL_BUDGET,
   ) {
+    if (!(callBudget > 0)) throw new EngineInputError(`callBudget must be positive, got ${callBudget}`);
+    this.callBudget = callBudget;
     this.pool = pool;
     this.config = model.config;
     this.tokenizer = model.tokenizer;
@@ -113,8 +134,8 @@ export class Engine {
 
   static async load(dir: string, opts: EngineOptions = {}): Promise<Engine> {
     const pool = new BufferPool();
-    const model = await Model.load(dir, opts.graph ?? 'auto', pool, opts);
-    const engine = new Engine(model, pool);
+    const model = await Model.load(dir, opts.graph ?? 'auto', opts);
+    const engine = new Engine(model, pool, opts.callBudget);
     if (opts.selfCheck !== false) await engine.checkRope();
     return engine;
   }
@@ -169,6 +190,66 @@ export class Engine {
         slots.push(Array.from({ length: r.tokens.length }, (_, i) => start + i));
       }
     }
+    const wantAll = opts.logits === 'all';
+    const step = this.callTokens(cache, rows, slots, S, wantAll);
+    if (step >= S) {
+      const r = await this.call(cache, rows, slots, S, wantAll, opts.pastSlots);
+      return { logits: r.logits, kvFloatsOut: r.kvFloatsOut, floatsConverted: r.floatsConverted };
+    }
+    // Chunked: the rows' tokens [s0, s0 + step) per call. Each call's KV is written before the next, which sees it as
+    // cached slots at earlier positions: what one call would have computed (callTokens splits only where that holds).
+    const V = this.config.vocabSize;
+    const logits = rows.map((r) => new Float32Array(wantAll ? r.tokens.length * V : r.tokens.length ? V : 0));
+    let kvFloatsOut = 0;
+    let floatsConverted = 0;
+    let written = 0;
+    for (let s0 = 0; s0 < S; s0 += step) {
+      const part = rows.map((r, b) => {
+        const end = Math.min(r.tokens.length, s0 + step);
+        const from = Math.min(s0, end);
+        return { tokens: Array.from(r.tokens).slice(from, end), positions: Array.from(r.positions).slice(from, end), slots: slots[b].slice(from, end) };
+      });
+      const partS = Math.max(1, ...part.map((p) => p.tokens.length));
+      // The promise of pastSlots holds for the slots this forward writes too: pass them, as one call would see them.
+      const pastSlots = opts.pastSlots === undefined ? undefined : Math.max(opts.pastSlots, written);
+      const r = await this.call(cache, part, part.map((p) => p.slots), partS, wantAll, pastSlots);
+      kvFloatsOut += r.kvFloatsOut;
+      floatsConverted += r.floatsConverted;
+      part.forEach((p, b) => {
+        for (const j of p.slots) written = Math.max(written, j + 1);
+        if (!p.tokens.length) return;
+        if (wantAll) logits[b].set(r.logits[b], s0 * V);
+        else if (s0 + p.tokens.length === rows[b].tokens.length) logits[b].set(r.logits[b]);
+      });
+    }
+    return { logits, kvFloatsOut, floatsConverted };
+  }
+
+  /**
+   * Tokens a row per graph call for this forward: all of them (S), or fewer when the call would pass callBudget and
+   * cutting it keeps its meaning: each row's positions increase (so no token would see one computed after it) and
+   * its slots hold nothing valid yet (a token of a later call must not be visible as an old value to an earlier one).
+   */
+  private callTokens(cache: KVCache, rows: RowInput[], slots: number[][], S: number, wantAll: boolean): number {
+    const B = cache.batch;
+    const logitFloats = wantAll || !this.capabilities.logitsIndex ? this.config.vocabSize : 0;
+    const cost = (n: number) => B * n * (this.config.heads * (cache.capacity + n) + logitFloats);
+    if (S <= MIN_CALL_TOKENS || cost(S) <= this.callBudget) return S;
+    const C = cache.capacity;
+    for (let b = 0; b < rows.length; b++) {
+      const ps = rows[b].positions;
+      for (let s = 1; s < ps.length; s++) if (ps[s] <= ps[s - 1]) return S;
+      for (const j of slots[b]) if (cache.slotValid[b * C + j]) return S;
+    }
+    let n = S;
+    while (n > MIN_CALL_TOKENS && cost(n) > this.callBudget) n = Math.max(MIN_CALL_TOKENS, Math.ceil(n / 2));
+    const calls = Math.ceil(S / n);
+    return Math.ceil(S / calls);
+  }
+
+  /** One graph call: rows' tokens into their slots; per row its logits (all tokens', or its last token's). */
+  private async call(cache: KVCache, rows: RowInput[], slots: number[][], S: number, wantAll: boolean, pastSlots: number | undefined) {
+    const B = cache.batch;
     const ids = new BigInt64Array(B * S);
     const pos = new BigInt64Array(B * S);
     for (let b = 0; b < B; b++) {
@@ -179,20 +260,21 @@ export class Engine {
         pos[b * S + s] = BigInt(real ? r.positions[s] : 0);
       }
     }
-    const { logits, newK, newV, srcLen, srcStart, kvFloatsOut, floatsConverted } = await this.runner.run({ cache, rows, S, ids, pos, pastSlots: opts.pastSlots });
+    const res = await this.runner.run({ cache, rows, S, ids, pos, pastSlots, logits: wantAll ? 'all' : 'last' });
     for (let b = 0; b < B; b++) {
       const r = rows[b];
-      if (r.tokens.length) cache.writeNew(b, b, srcLen, srcStart[b], newK, newV, slots[b], r.positions, r.tokens);
+      if (r.tokens.length) cache.writeNew(b, b, res.srcLen, res.srcStart[b], res.newK, res.newV, slots[b], r.positions, r.tokens);
     }
     const V = this.config.vocabSize;
-    const out: Float32Array[] = [];
+    const logits: Float32Array[] = [];
     for (let b = 0; b < B; b++) {
       const n = rows[b].tokens.length;
-      if (!n) out.push(new Float32Array(0));
-      else if (opts.logits === 'all') out.push(logits.subarray(b * S * V, (b * S + n) * V));
-      else out.push(logits.slice((b * S + n - 1) * V, (b * S + n) * V));
+      if (!n) logits.push(new Float32Array(0));
+      else if (res.lastOnly) logits.push(res.logits.subarray(b * V, (b + 1) * V));
+      else if (wantAll) logits.push(res.logits.subarray(b * S * V, (b * S + n) * V));
+      else logits.push(res.logits.slice((b * S + n - 1) * V, (b * S + n) * V));
     }
-    return { logits: out, kvFloatsOut, floatsConverted };
+    return { logits, kvFloatsOut: res.kvFloatsOut, floatsConverted: res.floatsConverted };
   }
 
   /**

@@ -1,6 +1,5 @@
 import { kvShape, loadModelConfig, type ModelConfig, type ModelConfigOptions } from './config';
 import type { KVShape } from './kv';
-import { BufferPool } from './pool';
 import { Rope } from './rope';
 import { openRunner, type GraphChoice, type GraphRunner, type RunnerCapabilities } from './runner';
 import type { SessionOptions } from './session';
@@ -32,10 +31,10 @@ export class Model {
     this.capabilities = { ...runner.caps, perLayer: !!config.graphs.layers };
   }
 
-  static async load(dir: string, graph: GraphChoice, pool: BufferPool, opts: SessionOptions & ModelConfigOptions = {}): Promise<Model> {
+  static async load(dir: string, graph: GraphChoice, opts: SessionOptions & ModelConfigOptions = {}): Promise<Model> {
     const config = loadModelConfig(dir, undefined, opts);
     const tokenizer = loadTokenizer(config);
-    const runner = await openRunner(config, graph, pool, opts);
+    const runner = await openRunner(config, graph, opts);
     return new Model(config, tokenizer, runner, opts);
   }
 }

@@ -6,9 +6,11 @@
 Writes, in the Hugging Face layout:
   model.onnx        stock Optimum decoder-with-past: input_ids, attention_mask, position_ids,
                     past_key_values.{i}.key|value -> logits, present.{i}.key|value (keys post-RoPE)
-  model_epic.onnx   the engine primitive: input_ids, position_ids, attn_bias [B,1,S,P+S],
-                    past_key_values.{i}.key|value -> logits, new_key_values.{i}.key|value (the S new tokens only,
-                    so a caller's preallocated cache is never concatenated or copied by the graph)
+  model_epic.onnx   the engine primitive: input_ids, position_ids, attn_bias [B,1,S,P+S], logits_index [B,L],
+                    past_key_values.{i}.key|value -> logits [B,L,V] (of the tokens logits_index names),
+                    new_key_values.{i}.key|value (the S new tokens only, so a caller's preallocated cache is never
+                    concatenated or copied by the graph). Graphs exported before 2026-12-05 (models/epic-qa) have
+                    no logits_index and return every token's logits; the engine takes both.
   config.json, tokenizer.json, tokenizer_config.json
   layers/            per-layer graphs for modes that need control between layers (CacheBlend):
                     embed.onnx (input_ids -> hidden), layer_{i}.onnx (hidden, position_ids, attn_bias, past_key,
@@ -55,9 +57,9 @@ class PrimitiveGraph(torch.nn.Module):
         super().__init__()
         self.m = m
 
-    def forward(self, input_ids, position_ids, attn_bias, *past_flat):
+    def forward(self, input_ids, position_ids, attn_bias, logits_index, *past_flat):
         past = [(past_flat[2 * i], past_flat[2 * i + 1]) for i in range(self.m.c.num_hidden_layers)]
-        logits, new = self.m.step(input_ids, position_ids, attn_bias, past)
+        logits, new = self.m.step(input_ids, position_ids, attn_bias, past, logits_index)
         out = [logits]
         for k, v in new:
             out += [k, v]
@@ -179,15 +181,18 @@ def export_graphs(m: Llama, out: str, stock_only: bool = False):
     if stock_only:
         return
     bias = torch.zeros(b, 1, s, p + s)
+    # traced with L = 2 of S = 3 (a length equal to S could be folded into the graph)
+    logits_index = torch.tensor([[0, s - 1]] * b, dtype=torch.int64)
     new = past_names(c, "new_key_values")
     torch.onnx.export(
-        PrimitiveGraph(m), (ids, pos, bias, *past), os.path.join(out, "model_epic.onnx"), opset_version=OPSET,
-        input_names=["input_ids", "position_ids", "attn_bias", *in_past],
+        PrimitiveGraph(m), (ids, pos, bias, logits_index, *past), os.path.join(out, "model_epic.onnx"), opset_version=OPSET,
+        input_names=["input_ids", "position_ids", "attn_bias", "logits_index", *in_past],
         output_names=["logits", *new],
         dynamic_axes={"input_ids": {0: "batch", 1: "sequence_length"},
                       "position_ids": {0: "batch", 1: "sequence_length"},
                       "attn_bias": {0: "batch", 2: "sequence_length", 3: "total_sequence_length"},
-                      "logits": {0: "batch", 1: "sequence_length"},
+                      "logits_index": {0: "batch", 1: "logits_length"},
+                      "logits": {0: "batch", 1: "logits_length"},
                       **dyn_past, **{n: {0: "batch", 2: "sequence_length"} for n in new}},
     )
 

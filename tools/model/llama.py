@@ -287,16 +287,22 @@ class Llama(nn.Module):
     def cos_sin(self, position_ids):
         return rope_cos_sin(position_ids, self.c.head_dim, self.c.rope_theta, self.c.rope_scaling)
 
-    def step(self, input_ids, position_ids, bias, past):
+    def step(self, input_ids, position_ids, bias, past, logits_index=None):
         """The engine primitive: compute tokens at given positions over cached KV.
 
-        past: list of (k, v) per layer, each [B, Hkv, P, D].  Returns logits [B,S,V] and the new tokens' (k, v)."""
+        past: list of (k, v) per layer, each [B, Hkv, P, D].  Returns logits [B,S,V] and the new tokens' (k, v).
+        logits_index [B, L] (int64, optional): the tokens (indices into S) whose logits are wanted; logits are then
+        [B,L,V]. A serving engine wants one token's logits per row (vLLM's logits_indices, llama.cpp's per-token logits
+        flag): the head is then computed for L tokens, not S (at SmolLM2's shape 21% of a prefill's FLOPs), and the
+        call returns L x V floats, not S x V (a 512-token call: 100 MB)."""
         cos, sin = self.cos_sin(position_ids)
         x = self.embed_tokens(input_ids)
         new = []
         for layer, (pk, pv) in zip(self.layers, past):
             x, k, v = layer(x, cos, sin, pk, pv, bias)
             new.append((k, v))
+        if logits_index is not None:
+            x = torch.gather(x, 1, logits_index.unsqueeze(-1).expand(-1, -1, x.shape[-1]))
         return self.lm_head(self.norm(x)), new
 
     def empty_past(self, batch: int, dtype=torch.float32):

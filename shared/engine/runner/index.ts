@@ -1,7 +1,6 @@
 import type { ModelConfig } from '../config';
 import { kvShape } from '../config';
 import { ModelLoadError } from '../errors';
-import type { BufferPool } from '../pool';
 import { openGraph, type SessionOptions } from '../session';
 import { PrimitiveRunner } from './primitive';
 import { StockRunner } from './stock';
@@ -16,12 +15,12 @@ export { StockRunner } from './stock';
 export type GraphChoice = 'auto' | 'primitive' | 'stock';
 
 /** Open the graph the choice names and wrap it in its runner. */
-export async function openRunner(config: ModelConfig, want: GraphChoice, pool: BufferPool, opts: SessionOptions = {}): Promise<GraphRunner> {
+export async function openRunner(config: ModelConfig, want: GraphChoice, opts: SessionOptions = {}): Promise<GraphRunner> {
   if (want === 'stock' || (want === 'auto' && !config.graphs.primitive)) {
     return new StockRunner(await openGraph(config, 'stock', config.graphs.stock ?? 'model.onnx', opts), kvShape(config), config.vocabSize);
   }
   if (!config.graphs.primitive) {
     throw new ModelLoadError(`${config.dir}/config.json names no primitive graph (epic.graphs.primitive)`, `${config.dir}/config.json`);
   }
-  return new PrimitiveRunner(await openGraph(config, 'primitive', config.graphs.primitive, opts), kvShape(config), pool);
+  return new PrimitiveRunner(await openGraph(config, 'primitive', config.graphs.primitive, opts), kvShape(config));
 }

@@ -14,21 +14,27 @@ import type { GraphRunner, RunInput, RunnerCapabilities, RunOutput } from './typ
  */
 export class PrimitiveRunner implements GraphRunner {
   readonly kind = 'primitive' as const;
-  readonly caps: RunnerCapabilities = { positionMasked: true, pastSlots: true, positionIds: true, kvDtype: 'float32' };
+  readonly caps: RunnerCapabilities;
   readonly file: string;
   /**
    * Attention-bias buffers, pooled apart from KV buffers: a KV buffer is handed out uncleared (KVCache), which is safe
    * only if all it can hold is KV; a bias buffer's -1e9s in a masked key slot would outweigh the mask.
    */
   private readonly biasPool = new BufferPool(64 * 1024 * 1024);
+  /**
+   * Packed pasts (pastPlan's compact copies), one buffer per layer's keys and values, grown to the largest call and
+   * reused as views. Drawn from the KV pool they were kept per power-of-two size: a chunked 4,129-token prefill at
+   * the SmolLM2-135M shape passes pasts of 258, 516, ... slots and left 465 MB of them pooled. A set is lent to one
+   * call at a time (calls may overlap: onnxruntime runs them off the JavaScript thread); one idle set is kept.
+   */
+  private scratch: Float32Array[] | null = null;
 
   constructor(
     private readonly graph: GraphSession,
     private readonly shape: KVShape,
-    /** The engine's KV buffer pool (compacted pasts are drawn from it). */
-    private readonly pool: BufferPool,
   ) {
     this.file = graph.file;
+    this.caps = { positionMasked: true, pastSlots: true, positionIds: true, kvDtype: 'float32', logitsIndex: graph.session.inputNames.includes('logits_index') };
     const meta = graph.session.inputMetadata.find((m) => m.name === 'past_key_values.0.key');
     if (meta?.isTensor && meta.type !== 'float32') {
       throw new ModelLoadError(`primitive graph ${graph.file} takes ${meta.type} KV; the primitive contract is float32`, graph.file);
@@ -50,7 +56,7 @@ export class PrimitiveRunner implements GraphRunner {
     return { used, compact, P: used === 0 ? 1 : compact ? used : C };
   }
 
-  async run({ cache, rows, S, ids, pos, pastSlots }: RunInput): Promise<RunOutput> {
+  async run({ cache, rows, S, ids, pos, pastSlots, logits }: RunInput): Promise<RunOutput> {
     const B = cache.batch;
     const { kvHeads, headDim, layers } = this.shape;
     const { used, compact, P } = this.pastPlan(cache, S, pastSlots);
@@ -62,27 +68,46 @@ export class PrimitiveRunner implements GraphRunner {
       position_ids: new ort.Tensor('int64', pos, [B, S]),
       attn_bias: new ort.Tensor('float32', bias, [B, 1, S, T]),
     };
+    const lastOnly = this.caps.logitsIndex && logits === 'last';
+    if (this.caps.logitsIndex) {
+      // [B, 1]: each row's last real token (an empty row's 0 is computed and ignored); [B, S]: every token.
+      const L = lastOnly ? 1 : S;
+      const index = new BigInt64Array(B * L);
+      for (let b = 0; b < B; b++) {
+        if (lastOnly) index[b] = BigInt(Math.max(0, rows[b].tokens.length - 1));
+        else for (let s = 0; s < S; s++) index[b * S + s] = BigInt(s);
+      }
+      feeds.logits_index = new ort.Tensor('int64', index, [B, L]);
+    }
     const names = pastInputNames(layers);
     const dummy = used > 0 ? null : new Float32Array(B * kvHeads * headDim);
-    const copies: Float32Array[] = [];
-    const past = (buf: Float32Array): Float32Array => {
+    const packed = B * kvHeads * P * headDim;
+    let scratch: Float32Array[] | null = null;
+    if (compact && used > 0) {
+      scratch = this.scratch && this.scratch[0].length >= packed ? this.scratch : null;
+      this.scratch = scratch ? null : this.scratch;
+      // Grown by doubling, capped at the cache's size: a chunked prefill's growing past regrows it a few times, not
+      // per call, and leaves less than one cache's worth of old sets to the garbage collector.
+      const floats = Math.min(B * kvHeads * cache.capacity * headDim, Math.max(packed, 2 * (this.scratch?.[0].length ?? 0)));
+      scratch ??= Array.from({ length: 2 * layers }, () => new Float32Array(floats));
+    }
+    const past = (buf: Float32Array, i: number): Float32Array => {
       if (dummy) return dummy;
-      if (!compact) return buf;
-      const out = cache.packSlots(buf, P, P, this.pool.acquire(B * kvHeads * P * headDim, null));
-      copies.push(out);
-      return out;
+      if (!scratch) return buf;
+      return cache.packSlots(buf, P, P, scratch[i].subarray(0, packed));
     };
     const dims = [B, kvHeads, P, headDim];
     for (let l = 0; l < layers; l++) {
-      feeds[names[2 * l]] = new ort.Tensor('float32', past(cache.keys[l]), dims);
-      feeds[names[2 * l + 1]] = new ort.Tensor('float32', past(cache.values[l]), dims);
+      feeds[names[2 * l]] = new ort.Tensor('float32', past(cache.keys[l], 2 * l), dims);
+      feeds[names[2 * l + 1]] = new ort.Tensor('float32', past(cache.values[l], 2 * l + 1), dims);
     }
     let res: ort.InferenceSession.OnnxValueMapType;
     try {
       res = await this.graph.session.run(feeds);
     } finally {
       this.biasPool.release(bias);
-      for (const c of copies) this.pool.release(c);
+      // keep the larger of the idle set and this one
+      if (scratch && (!this.scratch || this.scratch[0].length < scratch[0].length)) this.scratch = scratch;
     }
     const outNames = kvOutputNames('primitive', layers);
     const newK: Float32Array[] = [];
@@ -93,7 +118,7 @@ export class PrimitiveRunner implements GraphRunner {
       newV.push(res[outNames[2 * l + 1]].data as Float32Array);
       kvFloatsOut += newK[l].length + newV[l].length;
     }
-    return { logits: res.logits.data as Float32Array, newK, newV, srcLen: S, srcStart: new Int32Array(B), kvFloatsOut, floatsConverted: 0 };
+    return { logits: res.logits.data as Float32Array, lastOnly, newK, newV, srcLen: S, srcStart: new Int32Array(B), kvFloatsOut, floatsConverted: 0 };
   }
 }
 

@@ -33,7 +33,7 @@ export class StockRunner implements GraphRunner {
     if (presentType !== kvDtype) {
       throw new ModelLoadError(`stock graph ${graph.file}: past_key_values are ${kvDtype} but present is ${presentType}`, graph.file);
     }
-    this.caps = { positionMasked: false, pastSlots: false, positionIds: s.inputNames.includes('position_ids'), kvDtype };
+    this.caps = { positionMasked: false, pastSlots: false, positionIds: s.inputNames.includes('position_ids'), kvDtype, logitsIndex: false };
   }
 
   check(cache: KVCache, rows: RowInput[]): void {
@@ -98,13 +98,14 @@ export class StockRunner implements GraphRunner {
     if (!perRow && this.caps.kvDtype === 'float32') {
       const c = await this.call(cache, Array.from({ length: B }, (_, b) => b), rows, S, ids, pos);
       const logits = this.floats(c.logits);
-      return { logits: logits.data, newK: c.keys.map((t) => t.data as Float32Array), newV: c.values.map((t) => t.data as Float32Array), srcLen: c.T, srcStart: c.starts, kvFloatsOut: c.kvFloatsOut, floatsConverted: logits.converted };
+      return { logits: logits.data, lastOnly: false, newK: c.keys.map((t) => t.data as Float32Array), newV: c.values.map((t) => t.data as Float32Array), srcLen: c.T, srcStart: c.starts, kvFloatsOut: c.kvFloatsOut, floatsConverted: logits.converted };
     }
     // Compact outputs [B, kvHeads, S, headDim]: only the call's tokens, converted from float16 where the graph's KV is.
     const { kvHeads, headDim, layers } = this.shape;
     const V = this.vocabSize;
     const out: RunOutput = {
       logits: new Float32Array(B * S * V),
+      lastOnly: false,
       newK: Array.from({ length: layers }, () => new Float32Array(B * kvHeads * S * headDim)),
       newV: Array.from({ length: layers }, () => new Float32Array(B * kvHeads * S * headDim)),
       srcLen: S,

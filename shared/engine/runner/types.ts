@@ -31,6 +31,11 @@ export interface RunnerCapabilities {
   positionIds: boolean;
   /** Element type of the graph's past/present KV (converted at the boundary; the cache stays float32). */
   kvDtype: KVDtype;
+  /**
+   * The graph computes logits only for the tokens asked for (the primitive graph's `logits_index`, exports since
+   * 2026-12-05). Without it every call returns [B, S, vocab] logits, which a long call must budget for.
+   */
+  logitsIndex: boolean;
 }
 
 export interface RunInput {
@@ -42,11 +47,20 @@ export interface RunInput {
   ids: BigInt64Array;
   pos: BigInt64Array;
   pastSlots?: number;
+  /**
+   * Which logits the caller reads: every token's, or each row's last real token's. A graph that can select tokens
+   * (the primitive graph's `logits_index`) then computes the head for those alone; others return all of them.
+   */
+  logits: 'last' | 'all';
 }
 
 export interface RunOutput {
-  /** [B, S, vocab] float32 (converted when the graph returns float16). */
+  /**
+   * float32 logits (converted when the graph returns float16): [B, S, vocab], or [B, vocab] (each row's last real
+   * token; an empty row's entry is meaningless) when `lastOnly`.
+   */
   logits: Float32Array;
+  lastOnly: boolean;
   /** Per layer [B, kvHeads, srcLen, headDim]; row b's new token s sits at srcStart[b] + s. */
   newK: Float32Array[];
   newV: Float32Array[];
