@@ -2,7 +2,7 @@ import { Queue } from 'bullmq';
 import type IORedis from 'ioredis';
 import { BatchStore, DocumentStore, FileStore, type DocumentRecord, type TrackedCache } from '../../shared/catalog';
 import { KVStore } from '../../shared/kvstore';
-import { createLiveWorkersGauge, createRoutingMetrics } from '../../shared/metrics/routing';
+import { createLiveWorkersGauge, createRoutingMetrics } from '../../shared/metrics/metrics';
 import { QUEUES } from '../../shared/queue/contracts';
 import { InferenceQueues, ResidencyReader, Router, RoutingKeys, type RoutingMode, type ScoreWeights } from '../../shared/routing';
 import { defaultJobOptions } from '../../shared/queue/options';

@@ -3,8 +3,8 @@
  * `_total`). Each factory takes a Registry and returns plain prom-client handles plus small typed helpers; call each
  * factory at most once per registry (prom-client refuses a second registration of a name).
  *
- * Labels are bounded: `mode` is one of the link modes (or `other`), `status`, `kind`, `result`, `tier`, `state` are
- * fixed sets, `queue` is a queue name, `service` a service name. No request ids, tenants, keys or prompt text.
+ * Labels are bounded: `mode` is one of the link modes (or `other`), `status`, `kind`, `result`, `tier`, `state`,
+ * `decision` are fixed sets, `queue` is a queue name, `service` a service name, `worker` (a worker's default label) its id. No request ids, tenants, keys or prompt text.
  *
  * Names follow vLLM v1 where one exists (`vllm:time_to_first_token_seconds` → `epic_time_to_first_token_seconds`, with
  * its buckets); hit rates are ratios of counter rates in PromQL, never precomputed gauges.
@@ -14,6 +14,7 @@ import type { Registry } from 'prom-client';
 import { TIERS, type TierName, type TierStats } from '../kvstore/backend';
 import type { KVStoreStats } from '../kvstore/store';
 import { LINK_MODES } from '../linking/types';
+import { ROUTING_DECISIONS, type RoutingDecision } from '../routing/modes';
 
 export const METRIC_PREFIX = 'epic_';
 
@@ -575,6 +576,56 @@ function withTimeout<T>(p: Promise<T>, ms: number): Promise<T> {
 }
 
 /** Every metric the project defines, on one registry (for checks and tests; services call the factories they need). */
+// ——— routing ———
+
+export interface RoutingMetrics {
+  decisions: Counter<'decision'>;
+  count(d: RoutingDecision): void;
+}
+
+/**
+ * `epic_routing_decisions_total{decision}`: the API counts where its router sent each job (best, fallback,
+ * round_robin, shared), a worker the jobs it took from elsewhere than its own queue (stolen, adopted). Every decision
+ * is present from the start at 0, so rate() sees the first one.
+ */
+export function createRoutingMetrics(registry: Registry): RoutingMetrics {
+  const decisions = new Counter({
+    name: `${METRIC_PREFIX}routing_decisions_total`,
+    help: 'Inference jobs by routing decision: best, fallback, round_robin, shared (API); stolen, adopted (workers)',
+    labelNames: ['decision'] as const,
+    registers: [registry],
+  });
+  for (const d of ROUTING_DECISIONS) decisions.inc({ decision: d }, 0);
+  return { decisions, count: (d) => decisions.inc({ decision: d }) };
+}
+
+/** `epic_routing_live_workers` (API): live workers in the routing index at the router's last read. */
+export function createLiveWorkersGauge(registry: Registry, read: () => number): Gauge {
+  return new Gauge({
+    name: `${METRIC_PREFIX}routing_live_workers`,
+    help: 'Live inference workers in the routing index (heartbeat not expired), as the API last read them',
+    registers: [registry],
+    collect() {
+      this.set(read());
+    },
+  });
+}
+
+/** `epic_routing_index_chunks{tier}` (worker): chunks it has published to the routing index as held in memory and on disk. */
+export function createIndexGauge(registry: Registry, read: () => { memory: number; disk: number }): Gauge<'tier'> {
+  return new Gauge({
+    name: `${METRIC_PREFIX}routing_index_chunks`,
+    help: "Chunks this worker's routing index entries say it holds, by tier",
+    labelNames: ['tier'] as const,
+    registers: [registry],
+    collect() {
+      const r = read();
+      this.set({ tier: 'memory' }, r.memory);
+      this.set({ tier: 'disk' }, r.disk);
+    },
+  });
+}
+
 export function createAllMetrics(
   registry: Registry,
   opts: { service?: string; getStats?: () => KVStoreStats | undefined; queues?: QueueLike[]; process?: boolean } = {},
@@ -585,8 +636,12 @@ export function createAllMetrics(
   precompute: PrecomputeMetrics;
   queues: QueueMetrics;
   http: HttpMetrics;
+  routing: RoutingMetrics;
 } {
   if (opts.process !== false) registerProcessMetrics(registry); // no-op on a createRegistry() registry
+  // The routing gauges read nothing here (a service passes its index's reader).
+  createLiveWorkersGauge(registry, () => 0);
+  createIndexGauge(registry, () => ({ memory: 0, disk: 0 }));
   return {
     serving: createServingMetrics(registry),
     errors: createErrorMetrics(registry, opts.service ?? 'test'),
@@ -594,5 +649,6 @@ export function createAllMetrics(
     precompute: createPrecomputeMetrics(registry),
     queues: createQueueMetrics(registry, opts.queues ?? []),
     http: createHttpMetrics(registry),
+    routing: createRoutingMetrics(registry),
   };
 }
