@@ -437,6 +437,12 @@ async function main() {
       repeated: 'ours prefix TTFT within 1.25× of llama.cpp (ttft_ratio_llamacpp_vs_prefix_repeated ≥ 0.8)',
       decode: 'ours ms/token within 1.5× of llama.cpp F32 (decode_ratio_llamacpp_vs_ours ≥ 0.667)',
     },
+    // Per prompt (the two engines measured one right after the other, so under the same load), then the median: steadier
+    // than the ratio of medians when load from elsewhere comes and goes during the run.
+    paired_ttft_ratio_p50: {
+      llamacpp_vs_attnlink16_reordered: paired(f32?.reordered.ttft_ms, ours?.reordered.ttft_ms),
+      llamacpp_vs_prefix_repeated: paired(f32?.repeated.ttft_ms, ours?.repeated.ttft_ms),
+    },
     same_weights_check: sameWeights,
     greedy_agreement_cold: agreement,
     engines: Object.fromEntries([...results].map(([k, v]) => [k, { label: LABEL[k], ...v }])),
@@ -470,9 +476,17 @@ async function main() {
   console.log(`prefill tok/s ours ÷ llama.cpp F32 ${f(data.prefill_tps_ratio_ours_vs_llamacpp)} (≥ 0.8), ÷ Q8_0 ${f(data.prefill_tps_ratio_ours_vs_llamacpp_q8_0)}; ` +
     `reordered llama.cpp F32 ÷ attnlink-16 TTFT ${f(data.ttft_ratio_llamacpp_vs_attnlink16_reordered, 1)} (≥ 8), Q8_0 ${f(data.ttft_ratio_llamacpp_q8_0_vs_attnlink16_reordered, 1)}; ` +
     `repeated llama.cpp ÷ prefix TTFT ${f(data.ttft_ratio_llamacpp_vs_prefix_repeated)} (≥ 0.8); decode llama.cpp F32 ÷ ours ms/token ${f(data.decode_ratio_llamacpp_vs_ours)} (≥ 0.667), Q8_0 ${f(data.decode_ratio_llamacpp_q8_0_vs_ours)}`);
+  console.log(`per-prompt pairs, median: reordered llama.cpp F32 ÷ attnlink-16 ${f(data.paired_ttft_ratio_p50.llamacpp_vs_attnlink16_reordered, 1)}, repeated llama.cpp F32 ÷ prefix ${f(data.paired_ttft_ratio_p50.llamacpp_vs_prefix_repeated)}`);
   if (sameWeights) console.log(`same weights: after a 64-token prompt, llama.cpp F32's top-10 log-probabilities within ${sameWeights.max_abs_logprob_diff_top10.toExponential(2)} of ours (top-1 ${sameWeights.llamacpp_top1} vs ${sameWeights.ours_top1}; float32 KV, flash attention off)`);
   if (agreement.length) console.log(`greedy tokens after the cold prompts, ours vs llama.cpp F32: ${agreement.map((a) => `${a.same_leading_tokens}/${a.ours.length}`).join(', ')} leading tokens the same`);
   console.log(`wrote ${file} and ${file.replace(/\.json$/, '.svg')} in ${data.seconds.toFixed(0)} s`);
+}
+
+/** The median of a[i] / b[i] over the prompts both have. */
+function paired(a: number[] | undefined, b: number[] | undefined): number | null {
+  if (!a || !b) return null;
+  const n = Math.min(a.length, b.length);
+  return n ? median(Array.from({ length: n }, (_, i) => a[i] / b[i])) : null;
 }
 
 /** A figure for the printout: '-' for a missing one (NaN became null in a child's JSON). */
