@@ -1,7 +1,7 @@
 /**
  * EPIC's RAG workload at a real shape, as bench:shapes runs it (8 chunks of 512 tokens + a 32-token question after
  * `<bos>`, seeded random token ids), and the process-memory readings the shape benches take. bench:peer draws its
- * prompts from a pool of chunks here; bench:shapes keeps its own copy of the same constants and id generator.
+ * prompts from a pool of chunks here.
  */
 import { readFileSync, writeFileSync } from 'node:fs';
 import { shuffled } from '../common';
