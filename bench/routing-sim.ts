@@ -248,7 +248,7 @@ function simulate(o: SimOptions): SimResult {
           candAt[h] = n;
           cand[n++] = h;
         }
-        for (let m = lo[d]; m; m &= m - 1) {
+        for (let m = lo[d] | 0; m; m &= m - 1) {
           const y = 31 - Math.clz32(m & -m);
           if (mark[y] !== r) {
             mark[y] = r;
@@ -256,7 +256,7 @@ function simulate(o: SimOptions): SimResult {
             cand[n++] = y;
           }
         }
-        for (let m = hi[d]; m; m &= m - 1) {
+        for (let m = hi[d] | 0; m; m &= m - 1) {
           const y = 63 - Math.clz32(m & -m);
           if (mark[y] !== r) {
             mark[y] = r;
