@@ -1,5 +1,5 @@
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { cpSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Engine, argmax } from '../../shared/engine';
@@ -68,7 +68,8 @@ describe('int8 weights (DynamicQuantizeMatMul)', () => {
     q = join(tmp, 'epic-qa-int8');
     run([QUANTIZE, '--model', SRC, '--out', q]);
     fp32 = await Engine.load(SRC);
-    int8 = await Engine.load(q); // the RoPE self-check (1e-3) runs here: measured 2.5e-7 on int8, 1.3e-5 on float32
+    // the RoPE self-check (1e-3) runs here, on layer 0's keys for an int8 model (engine.ts checkRope): 2.5e-7 measured
+    int8 = await Engine.load(q);
   });
   afterAll(() => rmSync(tmp, { recursive: true, force: true }));
 
@@ -150,6 +151,14 @@ describe('int8 weights (DynamicQuantizeMatMul)', () => {
     expect(maxAbsDiff(a.logits[0], b.logits[0])).toBe(0);
     a.cache.release();
     b.cache.release();
+  });
+
+  test('the RoPE self-check still refuses a wrong rotary convention on an int8 model (it compares layer 0 there)', async () => {
+    const bad = join(tmp, 'bad-rope');
+    cpSync(q, bad, { recursive: true });
+    const cfg = JSON.parse(readFileSync(join(bad, 'config.json'), 'utf8'));
+    writeFileSync(join(bad, 'config.json'), JSON.stringify({ ...cfg, rope_theta: cfg.rope_theta / 2 }));
+    await expect(Engine.load(bad)).rejects.toThrow(/RoPE self-check failed/);
   });
 
   test('an already quantized folder is refused', () => {
