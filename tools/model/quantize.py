@@ -38,11 +38,16 @@ MS_DOMAIN = "com.microsoft"
 METHOD = "dynamic, per-column symmetric"
 
 
-def quantize_weight(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """B [K, N] float32 -> (int8 [K, N], scale float32 [N]); a column of zeros gets scale 1."""
-    amax = np.abs(w).max(axis=0).astype(np.float32)
+def quantize_weight(w: np.ndarray, rows: int = 4096) -> tuple[np.ndarray, np.ndarray]:
+    """B [K, N] float32 -> (int8 [K, N], scale float32 [N]); a column of zeros gets scale 1. Works in blocks of rows, so
+    its float temporaries stay small beside a large weight (a 151,936-wide head is 545 MB)."""
+    amax = np.zeros(w.shape[1], np.float32)
+    for r in range(0, w.shape[0], rows):
+        np.maximum(amax, np.abs(w[r:r + rows]).max(axis=0), out=amax)
     scale = np.where(amax > 0, amax / np.float32(127.0), np.float32(1.0)).astype(np.float32)
-    q = np.clip(np.rint(w / scale), -127, 127).astype(np.int8)
+    q = np.empty(w.shape, np.int8)
+    for r in range(0, w.shape[0], rows):
+        q[r:r + rows] = np.clip(np.rint(w[r:r + rows] / scale), -127, 127)
     return q, scale
 
 
