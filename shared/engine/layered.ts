@@ -3,7 +3,7 @@ import type { KVCache } from './cache';
 import type { ModelConfig } from './config';
 import { ModelLoadError, UnsupportedModeError } from './errors';
 import { supportedModes } from './model';
-import { buildBias } from './runner/bias';
+import { buildBias, NEG_INF } from './runner/bias';
 import { openSession, type SessionOptions } from './session';
 
 /**
@@ -76,8 +76,8 @@ export class LayeredModel {
 
   /**
    * Layer i over `S` tokens of row 0 at `positions`, each attending causally by position among themselves and to the
-   * cache's slots marked in `visible` (by position too); `visible` null: no past. The layered runner's own
-   * bias-building entry: callers say what a token may see, the engine builds the bias.
+   * cache's slots marked in `visible` (by position too). The layered runner's own bias-building entry: callers say
+   * what a token may see, the engine builds the bias. (With no past at all: `causal`.)
    */
   async attend(
     i: number,
@@ -85,18 +85,56 @@ export class LayeredModel {
     hidden: Float32Array,
     tokens: number[],
     positions: number[],
-    visible: Uint8Array | null,
+    visible: Uint8Array,
   ): Promise<{ hidden: Float32Array; key: Float32Array; value: Float32Array }> {
     const S = positions.length;
-    const rows = [{ tokens, positions }];
-    if (!visible) {
-      const { kvHeads, headDim } = this.config;
+    const bias = buildBias(cache, [{ tokens, positions }], S, cache.capacity, visible);
+    return this.layer(i, hidden, positions, bias, cache.keys[i], cache.values[i], cache.capacity);
+  }
+
+  /**
+   * Layer i over a whole sequence with no past (tokens at increasing `positions`, each seeing the ones before it):
+   * as one call, or, where its attention scores (heads × S × S floats) would pass `budget`, as calls of fewer
+   * tokens each over the keys and values of the ones before (a packed copy), as Engine.forward's chunked prefill.
+   * Returns hidden [S, hidden] and key/value [1, kvHeads, S, headDim].
+   */
+  async causal(i: number, hidden: Float32Array, positions: number[], budget: number): Promise<{ hidden: Float32Array; key: Float32Array; value: Float32Array }> {
+    const S = positions.length;
+    const { kvHeads, headDim, heads } = this.config;
+    const d = hidden.length / S;
+    let n = S;
+    while (n > 64 && heads * n * S > budget) n = Math.max(64, Math.ceil(n / 2));
+    if (n >= S) {
       const none = new Float32Array(kvHeads * headDim);
-      const bias = buildBias(cache, rows, S, 1, new Uint8Array(cache.slotValid.length));
+      const bias = new Float32Array(S * (S + 1)).fill(NEG_INF);
+      for (let s = 0; s < S; s++) bias.fill(0, s * (S + 1) + 1, s * (S + 1) + 2 + s);
       return this.layer(i, hidden, positions, bias, none, none, 1);
     }
-    const bias = buildBias(cache, rows, S, cache.capacity, visible);
-    return this.layer(i, hidden, positions, bias, cache.keys[i], cache.values[i], cache.capacity);
+    const out = { hidden: new Float32Array(S * d), key: new Float32Array(kvHeads * S * headDim), value: new Float32Array(kvHeads * S * headDim) };
+    for (let a = 0; a < S; a += n) {
+      const q = Math.min(n, S - a);
+      // the past: slots [0, a) of every head, packed [1, kvHeads, a, headDim]; a first call gets one masked slot
+      const P = Math.max(1, a);
+      const pk = new Float32Array(kvHeads * P * headDim);
+      const pv = new Float32Array(kvHeads * P * headDim);
+      for (let h = 0; h < kvHeads; h++) {
+        pk.set(out.key.subarray(h * S * headDim, (h * S + a) * headDim), h * P * headDim);
+        pv.set(out.value.subarray(h * S * headDim, (h * S + a) * headDim), h * P * headDim);
+      }
+      const T = P + q;
+      const bias = new Float32Array(q * T).fill(NEG_INF);
+      for (let s = 0; s < q; s++) {
+        if (a) bias.fill(0, s * T, s * T + a);
+        bias.fill(0, s * T + P, s * T + P + s + 1);
+      }
+      const r = await this.layer(i, hidden.subarray(a * d, (a + q) * d), positions.slice(a, a + q), bias, pk, pv, P);
+      out.hidden.set(r.hidden, a * d);
+      for (let h = 0; h < kvHeads; h++) {
+        out.key.set(r.key.subarray(h * q * headDim, (h + 1) * q * headDim), (h * S + a) * headDim);
+        out.value.set(r.value.subarray(h * q * headDim, (h + 1) * q * headDim), (h * S + a) * headDim);
+      }
+    }
+    return out;
   }
 
   /** Layer i's keys (post-RoPE) and values for hidden states at positions, without attention. */

@@ -55,7 +55,7 @@ export async function linkCacheBlend(
   // Layers before the check layer: every token, plain causal attention among themselves.
   const check = Math.min(opts.checkLayer, layers);
   for (let l = 0; l < check; l++) {
-    const out = await layered.attend(l, cache, hidden, lay.tokens, positions, null);
+    const out = await layered.causal(l, hidden, positions, engine.callBudget);
     cache.writeLayer(l, out.key, out.value, N, positions);
     hidden = out.hidden;
   }

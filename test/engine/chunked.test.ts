@@ -1,4 +1,4 @@
-import { Engine, sizeClass, type KVCache } from '../../shared/engine';
+import { Engine, LayeredModel, sizeClass, type KVCache } from '../../shared/engine';
 import { fixture } from '../helpers/fixtures';
 import { TINY, maxAbsDiff, randomTokens, range } from '../helpers/model';
 
@@ -170,4 +170,18 @@ test('buffer pool size classes: quarter octaves, multiples of 1,024, never short
   }
   expect(sizeClass(1024)).toBe(1024);
   expect(sizeClass(2 ** 20)).toBe(2 ** 20);
+});
+
+test("CacheBlend's all-token layer (LayeredModel.causal) cut into calls computes what one call does", async () => {
+  const e = await Engine.load(fixture('llama3-style'));
+  const layered = await LayeredModel.load(e.config, e.sessionOptions);
+  const N = 300;
+  const tokens = [e.config.bosTokenId, ...randomTokens(N - 1, 40, 5, e.config.vocabSize)];
+  const hidden = await layered.embed(tokens);
+  const one = await layered.causal(0, hidden, range(0, N), 2 ** 40);
+  const cut = await layered.causal(0, hidden, range(0, N), e.config.heads * 80 * N);
+  expect(maxAbsDiff(one.hidden, cut.hidden)).toBeLessThan(1e-4);
+  expect(maxAbsDiff(one.key, cut.key)).toBeLessThan(1e-5);
+  expect(maxAbsDiff(one.value, cut.value)).toBeLessThan(1e-5);
+  expect(one.key.length).toBe(e.shape.kvHeads * N * e.shape.headDim);
 });
