@@ -1,6 +1,8 @@
-import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
+import { spawn } from 'node:child_process';
+import { existsSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { cpus } from 'node:os';
+import { tsArgs } from '../test/helpers/ts';
 
 export const ROOT = join(__dirname, '..');
 
@@ -67,4 +69,35 @@ export function shuffled<T>(xs: T[], seed: number): T[] {
     [a[i], a[j]] = [a[j], a[i]];
   }
   return a;
+}
+
+/**
+ * The whole system as `npm start` runs it (services/start.ts) with `env`, for the benches that drive it over HTTP.
+ * `up()` resolves once it says it is up (or throws with its output); `stop()` ends it (SIGTERM), removes `kvDir` and
+ * runs `cleanup` (the bench's Redis keys).
+ */
+export function startStack(env: NodeJS.ProcessEnv, kvDir: string, cleanup: () => Promise<unknown>) {
+  const proc = spawn(process.execPath, tsArgs(join(ROOT, 'services', 'start.ts')), { cwd: ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '';
+  proc.stdout!.on('data', (d) => (out += d));
+  proc.stderr!.on('data', (d) => (out += d));
+  return {
+    output: () => out,
+    async up(timeoutMs: number): Promise<void> {
+      for (let t = 0; t < timeoutMs && !out.includes('epic-serve is up'); t += 100) {
+        if (proc.exitCode !== null) break;
+        await new Promise((r) => setTimeout(r, 100));
+      }
+      if (!out.includes('epic-serve is up')) throw new Error(`the stack did not start:\n${out.slice(-3000)}`);
+    },
+    async stop(): Promise<void> {
+      if (proc.exitCode === null) {
+        const exited = new Promise((r) => proc.once('exit', r));
+        proc.kill('SIGTERM');
+        await exited;
+      }
+      rmSync(kvDir, { recursive: true, force: true });
+      await cleanup();
+    },
+  };
 }

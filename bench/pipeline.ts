@@ -18,9 +18,8 @@
  *     HTTP, Redis and BullMQ alone cost on this machine, beside the overhead of 1.
  * Writes bench/results/pipeline.json.
  */
-import { spawn } from 'node:child_process';
 import { Agent, request as httpRequest } from 'node:http';
-import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
@@ -28,11 +27,10 @@ import { SingleBar, Presets } from 'cli-progress';
 import { Engine } from '../shared/engine';
 import { KVStore } from '../shared/kvstore';
 import { link, storeSource } from '../shared/linking';
-import { ROOT, machine, modelDirFromArgs, quantile, table, writeResult } from './common';
+import { ROOT, machine, modelDirFromArgs, quantile, startStack, table, writeResult } from './common';
 import { dropOwnPrefixes, ownPrefixes } from '../test/helpers/redis';
 import { freePort } from '../test/helpers/net';
 import { measureTransportFloor } from './transport';
-import { tsArgs } from '../test/helpers/ts';
 
 function rng(seed: number) {
   let s = seed >>> 0;
@@ -150,22 +148,10 @@ async function main() {
     MODEL_DIR: modelDir,
     LOG_LEVEL: 'warn',
   };
-  const proc = spawn(process.execPath, tsArgs(join(ROOT, 'services', 'start.ts')), { cwd: ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] });
-  let out = '';
-  proc.stdout!.on('data', (d) => (out += d));
-  proc.stderr!.on('data', (d) => (out += d));
-  const stop = async () => {
-    if (proc.exitCode === null) {
-      const exited = new Promise((r) => proc.once('exit', r));
-      proc.kill('SIGTERM');
-      await exited;
-    }
-    rmSync(kvDir, { recursive: true, force: true });
-    await dropOwnPrefixes(prefixes);
-  };
+  const stack = startStack(env, kvDir, () => dropOwnPrefixes(prefixes));
+  const stop = stack.stop;
   try {
-    for (let i = 0; i < 600 && !out.includes('epic-serve is up'); i++) await new Promise((r) => setTimeout(r, 100));
-    if (!out.includes('epic-serve is up')) throw new Error(`the stack did not start:\n${out}`);
+    await stack.up(60_000);
     const base = `http://127.0.0.1:${api}`;
 
     // Ingest and wait until every chunk is warm (precompute is not part of the timed runs).

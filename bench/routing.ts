@@ -13,18 +13,16 @@
  * api + queue + prefill), jobs/s, and max/mean jobs per worker. Writes bench/results/routing.json with the ratios
  * hit_rate_ratio_cache_vs_round_robin, ttft_p50_ratio_round_robin_vs_cache and jobs_per_s_ratio_cache_vs_shared.
  */
-import { spawn } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync } from 'node:fs';
 import { Agent, request as httpRequest } from 'node:http';
 import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { splitDocument } from '../shared/chunking';
 import { loadModelConfig, loadTokenizer } from '../shared/engine';
-import { ROOT, machine, modelDirFromArgs, quantile, table, writeResult } from './common';
+import { ROOT, machine, modelDirFromArgs, quantile, startStack, table, writeResult } from './common';
 import { dropKeys, ownPrefixes } from '../test/helpers/redis';
 import { freePort } from '../test/helpers/net';
-import { tsArgs } from '../test/helpers/ts';
 
 const MODES = ['shared', 'round-robin', 'cache'] as const;
 type Mode = (typeof MODES)[number];
@@ -144,25 +142,10 @@ async function runMode(
     ORT_THREADS: '1',
     LOG_LEVEL: 'warn',
   };
-  const proc = spawn(process.execPath, tsArgs(join(ROOT, 'services', 'start.ts')), { cwd: ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] });
-  let out = '';
-  proc.stdout!.on('data', (d) => (out += d));
-  proc.stderr!.on('data', (d) => (out += d));
-  const stop = async () => {
-    if (proc.exitCode === null) {
-      const exited = new Promise((r) => proc.once('exit', r));
-      proc.kill('SIGTERM');
-      await exited;
-    }
-    rmSync(kvDir, { recursive: true, force: true });
-    await dropKeys(process.env.REDIS_URL ?? 'redis://127.0.0.1:6379', [prefixes.QUEUE_PREFIX, prefixes.CATALOG_PREFIX]);
-  };
+  const stack = startStack(env, kvDir, () => dropKeys(process.env.REDIS_URL ?? 'redis://127.0.0.1:6379', [prefixes.QUEUE_PREFIX, prefixes.CATALOG_PREFIX]));
+  const stop = stack.stop;
   try {
-    for (let i = 0; i < 1800 && !out.includes('epic-serve is up'); i++) {
-      if (proc.exitCode !== null) break;
-      await new Promise((r) => setTimeout(r, 100));
-    }
-    if (!out.includes('epic-serve is up')) throw new Error(`the stack did not start:\n${out.slice(-3000)}`);
+    await stack.up(180_000);
     const base = `http://127.0.0.1:${api}`;
     const workerPorts = Array.from({ length: WORKERS }, (_, i) => {
       let p = wm;
