@@ -1,3 +1,4 @@
+import { CALL_BUDGET, tokensPerCall } from './budget';
 import { KVCache } from './cache';
 import type { ModelConfig, ModelConfigOptions } from './config';
 import { ContextLengthError, EngineInputError, ModelLoadError } from './errors';
@@ -25,14 +26,7 @@ export interface EngineOptions extends SessionOptions, ModelConfigOptions {
   callBudget?: number;
 }
 
-/**
- * Default per-call budget: 2^24 floats (64 MB a score tensor; the graph holds a few of them at once). At the SmolLM2-135M
- * shape a 4,129-token prefill then runs as 16 calls of ~258 tokens: measured (bench:shapes) the peak RSS of a full
- * prefill fell from 5.6 GiB (one call) to ~1.x GiB, and its time did not grow (see README, bench:shapes).
- */
-export const CALL_BUDGET = 2 ** 24;
-/** Calls are not cut below this many tokens a row (the weights would be read once per few tokens). */
-const MIN_CALL_TOKENS = 64;
+export { CALL_BUDGET } from './budget';
 
 export interface ForwardResult {
   /** Per row: [S_row, vocab] logits (`all`) or [vocab] of the row's last token (`last`); empty for empty rows. */
@@ -203,11 +197,13 @@ export class Engine {
     let kvFloatsOut = 0;
     let floatsConverted = 0;
     let written = 0;
+    const tokens = rows.map((r) => Array.from(r.tokens));
+    const positions = rows.map((r) => Array.from(r.positions));
     for (let s0 = 0; s0 < S; s0 += step) {
       const part = rows.map((r, b) => {
         const end = Math.min(r.tokens.length, s0 + step);
         const from = Math.min(s0, end);
-        return { tokens: Array.from(r.tokens).slice(from, end), positions: Array.from(r.positions).slice(from, end), slots: slots[b].slice(from, end) };
+        return { tokens: tokens[b].slice(from, end), positions: positions[b].slice(from, end), slots: slots[b].slice(from, end) };
       });
       const partS = Math.max(1, ...part.map((p) => p.tokens.length));
       // The promise of pastSlots holds for the slots this forward writes too: pass them, as one call would see them.
@@ -234,17 +230,15 @@ export class Engine {
     const B = cache.batch;
     const logitFloats = wantAll || !this.capabilities.logitsIndex ? this.config.vocabSize : 0;
     const cost = (n: number) => B * n * (this.config.heads * (cache.capacity + n) + logitFloats);
-    if (S <= MIN_CALL_TOKENS || cost(S) <= this.callBudget) return S;
+    const step = tokensPerCall(S, cost, this.callBudget);
+    if (step >= S) return S;
     const C = cache.capacity;
     for (let b = 0; b < rows.length; b++) {
       const ps = rows[b].positions;
       for (let s = 1; s < ps.length; s++) if (ps[s] <= ps[s - 1]) return S;
       for (const j of slots[b]) if (cache.slotValid[b * C + j]) return S;
     }
-    let n = S;
-    while (n > MIN_CALL_TOKENS && cost(n) > this.callBudget) n = Math.max(MIN_CALL_TOKENS, Math.ceil(n / 2));
-    const calls = Math.ceil(S / n);
-    return Math.ceil(S / calls);
+    return step;
   }
 
   /** One graph call: rows' tokens into their slots; per row its logits (all tokens', or its last token's). */

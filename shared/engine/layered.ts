@@ -1,4 +1,5 @@
 import * as ort from 'onnxruntime-node';
+import { tokensPerCall } from './budget';
 import type { KVCache } from './cache';
 import type { ModelConfig } from './config';
 import { ModelLoadError, UnsupportedModeError } from './errors';
@@ -102,8 +103,7 @@ export class LayeredModel {
     const S = positions.length;
     const { kvHeads, headDim, heads } = this.config;
     const d = hidden.length / S;
-    let n = S;
-    while (n > 64 && heads * n * S > budget) n = Math.max(64, Math.ceil(n / 2));
+    const n = tokensPerCall(S, (m) => heads * m * S, budget);
     if (n >= S) {
       const none = new Float32Array(kvHeads * headDim);
       const bias = new Float32Array(S * (S + 1)).fill(NEG_INF);

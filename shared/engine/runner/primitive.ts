@@ -23,7 +23,7 @@ export class PrimitiveRunner implements GraphRunner {
   private readonly biasPool = new BufferPool(64 * 1024 * 1024);
   /**
    * Packed pasts (pastPlan's compact copies), one buffer per layer's keys and values, grown to the largest call and
-   * reused as views. Drawn from the KV pool they were kept per power-of-two size: a chunked 4,129-token prefill at
+   * reused as views. Drawn from the KV pool they were kept per size class: a chunked 4,129-token prefill at
    * the SmolLM2-135M shape passes pasts of 258, 516, ... slots and left 465 MB of them pooled. A set is lent to one
    * call at a time (calls may overlap: onnxruntime runs them off the JavaScript thread); one idle set is kept.
    */
@@ -83,7 +83,7 @@ export class PrimitiveRunner implements GraphRunner {
     const dummy = used > 0 ? null : new Float32Array(B * kvHeads * headDim);
     const packed = B * kvHeads * P * headDim;
     let scratch: Float32Array[] | null = null;
-    if (compact && used > 0) {
+    if (compact) {
       scratch = this.scratch && this.scratch[0].length >= packed ? this.scratch : null;
       this.scratch = scratch ? null : this.scratch;
       // Grown by doubling, capped at the cache's size: a chunked prefill's growing past regrows it a few times, not
