@@ -3,8 +3,9 @@
  * exists), the API, WORKERS inference workers (default 1) and a precompute worker. Ctrl-C stops everything it started.
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { mkdirSync, renameSync, writeFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
 import { pathToFileURL } from 'node:url';
-import { join } from 'node:path';
 import IORedis from 'ioredis';
 import { loadServiceConfig, type ServiceConfig } from '../shared/config';
 
@@ -24,6 +25,22 @@ function workerEnv(cfg: ServiceConfig, i: number, n: number): Record<string, str
     ...(n > 1 ? { KV_DISK_DIR: join(cfg.KV_DISK_DIR, `w${i}`) } : {}),
   };
 }
+/**
+ * The workers' metrics endpoints as a Prometheus file_sd target list (infra/prometheus.yml's worker job reads it, and
+ * Prometheus re-reads it when it changes): every worker `npm start` runs is scraped, however many WORKERS says. Each
+ * worker's series carry its own `worker` label already (services/worker/main.ts), so the list sets no labels.
+ */
+function writeScrapeTargets(cfg: ServiceConfig, ports: number[]): void {
+  if (!cfg.PROMETHEUS_SD_FILE) return;
+  const host = ['0.0.0.0', '::', ''].includes(cfg.METRICS_HOST) ? '127.0.0.1' : cfg.METRICS_HOST;
+  const targets = ports.map((p) => (host.includes(':') ? `[${host}]:${p}` : `${host}:${p}`));
+  mkdirSync(dirname(cfg.PROMETHEUS_SD_FILE), { recursive: true });
+  // Renamed into place: Prometheus never reads a half-written list.
+  const tmp = `${cfg.PROMETHEUS_SD_FILE}.${process.pid}.tmp`;
+  writeFileSync(tmp, `${JSON.stringify([{ targets }], null, 2)}\n`);
+  renameSync(tmp, cfg.PROMETHEUS_SD_FILE);
+}
+
 const children: { name: string; proc: ChildProcess }[] = [];
 let stopping = false;
 
@@ -122,6 +139,7 @@ async function main() {
       ? Array.from({ length: cfg.WORKERS }, (_, i) => ({ service, name: cfg.WORKERS > 1 ? `worker-${i}` : 'worker', env: workerEnv(cfg, i, cfg.WORKERS) }))
       : [{ service, name: service, env: {} }],
   );
+  writeScrapeTargets(cfg, instances.filter((x) => x.service === 'worker').map((x) => Number(x.env.WORKER_METRICS_PORT)));
   for (const { service, name, env } of instances) {
     if (stopping) return; // told to stop while Redis started: start nothing more
     const proc = spawn(process.execPath, ['--import', loader, join(__dirname, service, 'main.ts')], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } });

@@ -103,6 +103,11 @@ const Env = z.object({
   WORKER_ID: z.string().regex(WORKER_ID_PATTERN, 'letters, digits, _ . - (at most 64)').optional(),
   /** Inference workers `npm start` starts (each with its own disk-tier folder and metrics port). */
   WORKERS: z.coerce.number().int().min(1).max(64).default(1),
+  /**
+   * Where `npm start` writes its workers' metrics endpoints for Prometheus's file-based discovery (infra/prometheus.yml
+   * reads .cache/prometheus/workers.json); empty: not written.
+   */
+  PROMETHEUS_SD_FILE: z.string().default(join(__dirname, '..', '.cache', 'prometheus', 'workers.json')),
   /** A worker's heartbeat TTL: a dead worker's index entries vanish and its queue is adopted this long after its last beat. */
   ROUTING_HEARTBEAT_TTL_MS: z.coerce.number().int().min(100).default(10_000),
   /** λ of the routing rule: tokens one job of a worker's backlog is worth. */

@@ -37,12 +37,16 @@ const compose = yaml('infra/docker-compose.yml') as unknown as Compose;
 const services = compose.services;
 const APP = ['api', 'worker', 'precompute'] as const;
 
-/** `src:target[:mode]` → parts; a bind source (./, ../, /) is resolved against infra/. */
+/**
+ * `src:target[:mode]` → parts; a bind source (./, ../, /) is resolved against infra/. A lone container path is an
+ * anonymous volume: each container (each replica) gets its own.
+ */
 function mounts(s: ComposeService) {
   return (s.volumes ?? []).map((v) => {
+    if (!v.includes(':')) return { source: undefined, target: v, mode: undefined, bind: false, anonymous: true, hostPath: undefined };
     const [source, target, mode] = v.split(':');
     const bind = /^(\.{1,2}\/|\/)/.test(source);
-    return { source, target, mode, bind, hostPath: bind ? path.resolve(INFRA, source) : undefined };
+    return { source, target, mode, bind, anonymous: false, hostPath: bind ? path.resolve(INFRA, source) : undefined };
   });
 }
 
@@ -69,9 +73,9 @@ describe('docker-compose.yml', () => {
         if (m.bind) {
           expect([name, m.source, existsSync(m.hostPath!)]).toEqual([name, m.source, true]);
           expect(m.hostPath!.startsWith(REPO + path.sep)).toBe(true);
-        } else {
-          expect([name, m.source, declared.has(m.source)]).toEqual([name, m.source, true]);
-          used.add(m.source);
+        } else if (!m.anonymous) {
+          expect([name, m.source, declared.has(m.source!)]).toEqual([name, m.source, true]);
+          used.add(m.source!);
         }
       }
     }
@@ -134,6 +138,9 @@ describe('docker-compose.yml', () => {
       expect(JSON.stringify(s.healthcheck?.test)).toContain(`127.0.0.1:${port}/`);
       // the disk KV tier is on a volume
       if (name !== 'api') expect(mounts(s).some((m) => m.target === cfg.KV_DISK_DIR && !m.bind)).toBe(true);
+      // a worker replica's disk tier is its own (the routing index holds what each worker's disk has): not a named
+      // volume that every replica of `--scale worker=N` would share
+      if (name === 'worker') expect(mounts(s).find((m) => m.target === cfg.KV_DISK_DIR)?.anonymous).toBe(true);
     }
   });
 
@@ -170,10 +177,12 @@ describe('docker-compose.yml', () => {
 
   test('the local scrape config targets the services on their default ports', () => {
     const cfg = loadServiceConfig({});
-    const prom = yaml('infra/prometheus.yml') as { scrape_configs: Array<{ job_name: string; static_configs: Array<{ targets: string[] }> }> };
-    const targets = Object.fromEntries(prom.scrape_configs.map((j) => [j.job_name, j.static_configs[0].targets]));
+    const prom = yaml('infra/prometheus.yml') as { scrape_configs: Array<{ job_name: string; static_configs?: Array<{ targets: string[] }> }> };
+    const targets = Object.fromEntries(prom.scrape_configs.map((j) => [j.job_name, j.static_configs?.[0]?.targets]));
     expect(targets.api).toEqual([`127.0.0.1:${cfg.API_PORT}`]);
-    expect(targets.worker).toEqual([`127.0.0.1:${cfg.WORKER_METRICS_PORT}`]);
+    // the workers: the list npm start writes (file-based discovery, relative to infra/), as many as WORKERS
+    const workerJob = prom.scrape_configs.find((j) => j.job_name === 'worker') as unknown as { file_sd_configs: Array<{ files: string[] }> };
+    expect(workerJob.file_sd_configs.map((f) => path.resolve(INFRA, f.files[0]))).toEqual([cfg.PROMETHEUS_SD_FILE]);
     expect(targets.precompute).toEqual([`127.0.0.1:${cfg.PRECOMPUTE_METRICS_PORT}`]);
     // no `service` target label: it would rename the services' own `service` label to exported_service
     expect(read('infra/prometheus.yml')).not.toMatch(/^\s+service:/m);

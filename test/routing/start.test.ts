@@ -1,10 +1,10 @@
 /**
  * `WORKERS=2 npm start` (services/start.ts) on the machine's Redis under its own prefixes: two inference workers, each
- * with its own id, metrics port and disk-tier folder, both live in the routing index; a completion over a document is
- * routed (ROUTING=cache) to one of them; a bad ROUTING stops npm start at once with an error that names it.
+ * with its own id, metrics port and disk-tier folder, both in the Prometheus target list it writes, both live in the
+ * routing index; a completion over a document is routed (ROUTING=cache) to one of them; a bad ROUTING stops npm start at once with an error that names it.
  */
 import { spawn } from 'node:child_process';
-import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import IORedis from 'ioredis';
@@ -29,10 +29,11 @@ function start(env: Record<string, string>) {
   return run;
 }
 
-test('WORKERS=2: two workers with their own ids, ports and disk folders, both live in the index, and a routed completion', async () => {
+test('WORKERS=2: two workers with their own ids, ports, disk folders and scrape targets, both live in the index, and a routed completion', async () => {
   const [api, wm, pm] = [await freePort(), await freePort(), await freePort()];
   const disk = mkdtempSync(join(tmpdir(), 'epic-start-routing-'));
-  const run = start({ API_PORT: String(api), WORKER_METRICS_PORT: String(wm), PRECOMPUTE_METRICS_PORT: String(pm), WORKERS: '2', WORKER_WARMUP: '0', KV_DISK_DIR: disk });
+  const sd = join(disk, 'prometheus', 'workers.json');
+  const run = start({ API_PORT: String(api), WORKER_METRICS_PORT: String(wm), PRECOMPUTE_METRICS_PORT: String(pm), WORKERS: '2', WORKER_WARMUP: '0', KV_DISK_DIR: disk, PROMETHEUS_SD_FILE: sd });
   const redis = new IORedis(REDIS);
   try {
     await waitFor(async () => (run.out.includes('epic-serve is up') ? true : undefined), 90_000, 'start to report up');
@@ -41,6 +42,10 @@ test('WORKERS=2: two workers with their own ids, ports and disk folders, both li
     let w1 = wm + 1;
     while (w1 === api || w1 === pm) w1++;
     for (const port of [wm, w1]) expect((await fetch(`http://127.0.0.1:${port}/healthz`)).status).toBe(200);
+    // Prometheus's file-based discovery list (infra/prometheus.yml's worker job): both workers, each scrapeable
+    const groups = JSON.parse(readFileSync(sd, 'utf8')) as { targets: string[] }[];
+    expect(groups.flatMap((g) => g.targets)).toEqual([`127.0.0.1:${wm}`, `127.0.0.1:${w1}`]);
+    for (const t of groups[0].targets) expect(await (await fetch(`http://${t}/metrics`)).text()).toMatch(/^epic_/m);
     const keys = new RoutingKeys(PREFIXES.QUEUE_PREFIX);
     await waitFor(async () => ((await redis.zrangebyscore(keys.workers, Date.now(), '+inf')).sort().join() === 'w0,w1' ? true : undefined), 10_000, 'w0 and w1 in the index');
     for (const w of ['w0', 'w1']) expect(existsSync(join(disk, w))).toBe(true);
