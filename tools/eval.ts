@@ -2,7 +2,8 @@
  * npm run eval -- --mode full [--limit N] [--k 16] [--r 0.15] [--model DIR] [--eval FILE] [--chunking kvsplit|fixed256]
  *
  * Exact-match accuracy of the engine over the held-out QA set in one link mode, per question type, with the overall
- * figure on the last line as `accuracy: 0.97`.
+ * figure on the last line as `accuracy: 0.97`. `--eval FILE` (or `--data FILE`, measure.py's name for it) picks the
+ * set: data/eval/qa-heldout.jsonl (default; 8 pages) or data/eval/qa-short.jsonl (1-4 documents of varied length).
  */
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
@@ -21,6 +22,7 @@ async function main() {
       r: { type: 'string' },
       model: { type: 'string', default: defaultModelDir() },
       eval: { type: 'string', default: join(__dirname, '..', 'data', 'eval', 'qa-heldout.jsonl') },
+      data: { type: 'string' },
       chunking: { type: 'string', default: 'kvsplit' },
     },
   });
@@ -29,7 +31,7 @@ async function main() {
   if (values.chunking !== 'kvsplit' && !chunkingMatch) throw new Error(`--chunking must be kvsplit or fixedN, got ${values.chunking}`);
   const chunking: Chunking = chunkingMatch ? { kind: 'fixed', chunkTokens: Number(chunkingMatch[1]) } : { kind: 'kvsplit' };
   const engine = await Engine.load(values.model!);
-  const items = loadEvalSet(values.eval!, values.limit ? Number(values.limit) : undefined);
+  const items = loadEvalSet(values.data ?? values.eval!, values.limit ? Number(values.limit) : undefined);
   const store = await KVStore.open({ modelId: engine.id, shape: engine.shape, memory: { budgetBytes: 2 ** 30 }, disk: false, redis: false });
   const prefixStore = await KVStore.open({ modelId: engine.id, shape: engine.shape, memory: { budgetBytes: 2 ** 30 }, disk: false, redis: false });
   const ctx = { engine, source: storeSource(engine, store), prefixStore };

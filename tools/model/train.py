@@ -10,6 +10,12 @@
     /usr/bin/python3 tools/model/from_onnx.py --model models/epic-qa --out runs/grown3.pt --layers 3
     ... train.py --out runs/qa3 --init runs/grown3.pt --start-level 6 --minutes 65 --seed 1235 --lr 6e-4 \
         --type-weight 0.35,0.35,0.3 --distinct-questions
+    # issue #22 (the shipped model): grown to 3 layers, the final level with half+ of the sequences 1-8 documents of
+    # varied length, two-hop answered chained ("Rolagen Lisbon"); OMP_WAIT_POLICY and --threads 1: see README.md
+    /usr/bin/python3 tools/model/from_onnx.py --model models/epic-qa --out runs/grown3.pt --layers 3
+    OMP_WAIT_POLICY=PASSIVE ... train.py --out runs/qa22 --init runs/grown3.pt --start-level 6 --minutes 92 \
+        --threads 1 --seed 1235 --lr 6e-4 --distinct-questions --type-weight 0.35,0.3,0.35 --mix varied:0.6 \
+        --eval-every 250 --two-hop-form bridge
     # the sixth attempt's continuations (README.md): drill company lookups, pinned or mixed into the final level
     ... train.py --out runs/pc --init runs/init2.pt --level pairs-companies --minutes 3 --seed 1235 --lr 4e-4
     ... train.py --out runs/mix --init runs/init2.pt --start-level 6 --minutes 8 --seed 1235 --lr 4e-4 \
@@ -23,16 +29,17 @@ Recipe (../../shared/DESIGN.md section 6, plus an LM loss on the context so the 
 * AdamW lr 1e-3, betas (0.9, 0.95), weight decay 0.05 on matrices only, grad clip 1.0, 50 warmup steps, constant
   lr, then cosine to 5% over the final curriculum level (time based, so the run ends on time).
 * Tokens per optimiser step set per level (2k for the short early levels, 4k-6k later), run as micro-batches of
-  <= 1,800 tokens (gradient accumulation).  Each sequence: <bos> + documents + 16 questions (drawn with
+  <= 1,800 tokens (gradient accumulation), sequences sorted by length so that little of a micro-batch is padding.  Each sequence: <bos> + documents + 16 questions (drawn with
   replacement, or distinct with --distinct-questions; question type chosen by TYPE_WEIGHT or --type-weight among
-  the types present), each "<question> <answer> <eos>".
+  the types present), each "<question> <answer> <eos>"; a two-hop answer is chained (--two-hop-form).
 * Loss = mean CE on answer+<eos> tokens + lm_weight * mean CE on document tokens (next-token LM on the context).
 * Format curriculum over world.Level (LEVELS): bare "Name Value" pairs from 64 names -> from all names -> one
   article per document, 1-2 facts -> several people sharing relations -> notes (fillers) -> 3-5 pages cut anywhere
   -> the final world (8 pages).  A level advances when the running train accuracy (answers other than two-hop, at
   least 20 steps into the level) reaches 0.9, or, as a fallback, when its share of the wall-clock budget runs out.
 * A held-out 8-document monitor set (seed --monitor-seed, never the evaluation seed) is scored every --eval-every
-  steps, teacher-forced, per question type.  Checkpoints: <out>/last.pt, <out>/final.pt; log: <out>/log.jsonl.
+  steps, teacher-forced, per question type (two_hop_bridge: the chained answer's first token); with --mix varied a
+  second one ("monitor_short") over 1-4 documents of varied length.  Checkpoints: <out>/last.pt, <out>/final.pt; log: <out>/log.jsonl.
 """
 from __future__ import annotations
 
@@ -91,6 +98,8 @@ EXTRA_LEVELS = {
     "pairs-companies": (world.Level(pairs=True, pair_names="companies", n_docs=(2, 4), facts=(2, 4)), 1.0, 2048),
     "companies": (world.Level(n_docs=(0, 0), persons=(0, 0), companies=(3, 6), facts=(2, 4), fillers=(0, 1), cut=False,
                               two_hop=False), 1.0, 4096),
+    # 1-8 documents of 20-400 tokens each (log-uniform), cut anywhere (issue #22): mixed into the final level
+    "varied": (world.VARIED, 1.0, 6144),
 }
 
 
@@ -155,7 +164,7 @@ def pick_questions(rng: random.Random, qs, n: int, weight=None, distinct=False, 
 def make_batch(tok, rng, lv: world.Level, batch_tokens: int, n_q: int, weight=None, distinct=False, company_weight=1.0,
                mix=None):
     """mix: (Level, fraction): that share of the sequences comes from another level (a continuation that keeps the
-    level it trains on while it drills another)."""
+    level it trains on while it drills another).  Returns the sequences (encode_sample's triples)."""
     seqs = []
     total = 0
     while total < batch_tokens:
@@ -164,7 +173,22 @@ def make_batch(tok, rng, lv: world.Level, batch_tokens: int, n_q: int, weight=No
         ids, kind, qt = encode_sample(tok, s, qs)
         seqs.append((ids, kind, qt))
         total += len(ids)
-    return collate(seqs)
+    return seqs
+
+
+def micro_batches(seqs, micro_tokens):
+    """Sequences sorted by length and packed into micro-batches of <= micro_tokens padded tokens (one sequence at
+    least): documents of varied length would otherwise pad every short sequence to the longest one."""
+    seqs = sorted(seqs, key=lambda s: len(s[0]))
+    out, cur = [], []
+    for sq in seqs:
+        if cur and (len(cur) + 1) * len(sq[0]) > micro_tokens:
+            out.append(cur)
+            cur = []
+        cur.append(sq)
+    if cur:
+        out.append(cur)
+    return [collate(c) for c in out]
 
 
 def collate(seqs):
@@ -190,15 +214,17 @@ def losses(model, ids, kind):
     return l_ans, l_ctx, pred, tgt, k
 
 
-def answer_correct(pred, tgt, k, qtypes):
-    """Per sequence, per question: all answer(+eos) tokens right (teacher forced). Yields (type, ok)."""
+def answer_correct(pred, tgt, k, qtypes, first=False):
+    """Per sequence, per question: all answer(+eos) tokens right (teacher forced). Yields (type, ok), or with `first`
+    (type, ok, first token right)."""
     out = []
     for b, qt in enumerate(qtypes):
         pos = (k[b] == 2).nonzero().flatten().tolist()
         ok = (pred[b] == tgt[b]).tolist()
         i = 0
         for t, n in qt:
-            out.append((t, all(ok[p] for p in pos[i:i + n])))
+            r = (t, all(ok[p] for p in pos[i:i + n]))
+            out.append(r + (bool(ok[pos[i]]),) if first else r)
             i += n
     return out
 
@@ -207,30 +233,33 @@ def answer_correct(pred, tgt, k, qtypes):
 def monitor(model, tok, items):
     model.eval()
     res = {t: [0, 0] for t in TYPES}
-    for i in range(0, len(items), 4):
-        chunk = items[i:i + 4]
-        ids, kind, qt = collate(chunk)
+    bridge = [0, 0]  # two-hop: the first answer token (the employer) right
+    for ids, kind, qt in micro_batches(items, 4096):
         with torch.autocast("cpu", dtype=torch.bfloat16):
             _, _, pred, tgt, k = losses(model, ids, kind)
-        for t, ok in answer_correct(pred, tgt, k, qt):
+        for t, ok, ok1 in answer_correct(pred, tgt, k, qt, first=True):
             res[t][0] += ok
             res[t][1] += 1
+            if t == "two_hop":
+                bridge[0] += ok1
+                bridge[1] += 1
     model.train()
     out = {t: round(c / max(n, 1), 4) for t, (c, n) in res.items()}
     c = sum(v[0] for v in res.values())
     n = sum(v[1] for v in res.values())
     out["all"] = round(c / max(n, 1), 4)
+    out["two_hop_bridge"] = round(bridge[0] / max(bridge[1], 1), 4)
     return out
 
 
-def monitor_set(tok, seed: int, n: int):
-    """n held-out 8-document samples; each sequence asks 12 of its questions (shuffled, each once).  Few of them are
-    cross-chunk (~1.5% of a sample's questions), so the monitor's cross_chunk figure rests on a handful of items:
-    measure.py on the held-out set is the measurement."""
+def monitor_set(tok, seed: int, n: int, lv: world.Level = world.Level()):
+    """n held-out samples (default: 8 documents); each sequence asks 12 of its questions (shuffled, each once).  Few of
+    them are cross-chunk (~1.5% of a sample's questions), so the monitor's cross_chunk figure rests on a handful of
+    items: measure.py on the held-out set is the measurement."""
     rng = random.Random(seed)
     items = []
     for _ in range(n):
-        s = world.sample(rng, world.Level())
+        s = world.sample(rng, lv)
         qs = list(s.questions)
         rng.shuffle(qs)
         items.append(encode_sample(tok, s, qs[:12]))
@@ -284,6 +313,8 @@ def main():
     ap.add_argument("--company-weight", type=float, default=1.0,
                     help="draw weight of questions about a company (persons: 1) within each question type")
     ap.add_argument("--mix", default="", help="NAME:FRACTION: that share of each batch's sequences from an extra level")
+    ap.add_argument("--two-hop-form", choices=world.TWO_HOP_FORMS, default=world.TWO_HOP_FORM,
+                    help="two-hop answer: bridge 'Rolagen Lisbon', restated 'Rolagen city Rolagen Lisbon'")
     ap.add_argument("--micro-tokens", type=int, default=1800, help="max tokens per forward (gradient accumulation)")
     a = ap.parse_args()
     mix = None
@@ -299,6 +330,7 @@ def main():
     if a.company_weight <= 0:
         ap.error(f"--company-weight must be positive, got {a.company_weight}")
 
+    world.TWO_HOP_FORM = a.two_hop_form
     torch.set_num_threads(a.threads)
     torch.manual_seed(a.seed)
     rng = random.Random(a.seed)
@@ -325,6 +357,8 @@ def main():
         model.load_state_dict(init["state_dict"])
     opt = torch.optim.AdamW(param_groups(model, a.wd), lr=a.lr, betas=(0.9, 0.95))
     mon = monitor_set(tok, a.monitor_seed, 48)
+    # with --mix varied, a second monitor on 1-4 documents of varied length (the short held-out slice's shape)
+    mon2 = monitor_set(tok, a.monitor_seed, 64, world.SHORT_SLICE) if a.mix.startswith("varied") else None
     log = open(os.path.join(a.out, "log.jsonl"), "a")
     card = {"world": "tools/model/world.py", "train_seed": a.seed, "monitor_seed": a.monitor_seed,
             "command": " ".join(["/usr/bin/python3", "tools/model/train.py"] + sys.argv[1:]),
@@ -372,18 +406,18 @@ def main():
             lr *= 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * f))
         for g in opt.param_groups:
             g["lr"] = lr
-        ids, kind, qt = make_batch(tok, rng, lv, batch * a.batch_scale, a.questions, weight, a.distinct_questions,
-                                  a.company_weight, mix)
+        seqs = make_batch(tok, rng, lv, batch * a.batch_scale, a.questions, weight, a.distinct_questions,
+                          a.company_weight, mix)
         opt.zero_grad(set_to_none=True)
-        # micro-batches keep each attention tensor small (under glibc's mmap threshold: far less system time)
-        mb = max(1, min(ids.shape[0], a.micro_tokens // ids.shape[1]))
-        n_mb = math.ceil(ids.shape[0] / mb)
+        # micro-batches keep each attention tensor small (under glibc's mmap threshold: far less system time); each
+        # holds sequences of similar length (sorted), so little is padding
+        mbs = micro_batches(seqs, a.micro_tokens)
         res = []
-        for i in range(0, ids.shape[0], mb):
+        for ids, kind, qt in mbs:
             with torch.autocast("cpu", dtype=torch.bfloat16):
-                l_ans, l_ctx, pred, tgt, k = losses(model, ids[i:i + mb], kind[i:i + mb])
-            ((l_ans + a.lm_weight * l_ctx) / n_mb).backward()
-            res += answer_correct(pred, tgt, k, qt[i:i + mb])
+                l_ans, l_ctx, pred, tgt, k = losses(model, ids, kind)
+            ((l_ans + a.lm_weight * l_ctx) / len(mbs)).backward()
+            res += answer_correct(pred, tgt, k, qt)
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         run.extend(ok for t, ok in res if t != "two_hop")  # the gate ignores two-hop (see TYPE_WEIGHT)
@@ -391,14 +425,21 @@ def main():
         step += 1
         if step % 25 == 0:
             emit({"event": "train", "step": step, "level": name, "lr": round(lr, 6), "ans": round(l_ans.item(), 4),
-                  "ctx": round(l_ctx.item(), 4), "racc": round(sum(run) / len(run), 4), "seq": ids.shape[1],
-                  "bs": ids.shape[0]})
+                  "ctx": round(l_ctx.item(), 4), "racc": round(sum(run) / len(run), 4),
+                  "seq": max(len(sq[0]) for sq in seqs), "bs": len(seqs), "mb": len(mbs)})
         if step % a.eval_every == 0:
             m = monitor(model, tok, mon)
             emit({"event": "monitor", "step": step, "level": name, **m})
+            if mon2:
+                m2 = monitor(model, tok, mon2)
+                emit({"event": "monitor_short", "step": step, **m2})
+                card["last_monitor_short"] = m2
             card["last_monitor"] = m
             save(os.path.join(a.out, "last.pt"), model, tok, cfg, card)
     m = monitor(model, tok, mon)
+    if mon2:
+        card["last_monitor_short"] = monitor(model, tok, mon2)
+        emit({"event": "monitor_short", "step": step, **card["last_monitor_short"]})
     card.update(last_monitor=m, steps=step, train_seconds=round(time.time() - t0, 1), final_level=levels[level][0])
     emit({"event": "done", "step": step, **m})
     save(os.path.join(a.out, "final.pt"), model, tok, cfg, card)

@@ -15,7 +15,10 @@ What the world contains, on purpose (it is what EPIC's linking step exists to re
   budget: the model shipped with it read 51.7%; see tools/model/README.md.)
 * Question types:  "single_hop"  (the fact lies inside one page),
                    "cross_chunk" (a page break falls inside the fact),
-                   "two_hop"     ("city employer Mira": the city of the company Mira works at; two articles).
+                   "two_hop"     ("city employer Mira": the city of the company Mira works at; two articles),
+                                 answered chained: the employer, then its city ("Rolagen Lisbon"; issue #22).
+* Documents of varied number and length (Level.page_tokens; VARIED, SHORT_SLICE): 1-8 documents of 20-400 tokens
+  each (log-uniform), the stream cut at their boundaries, anywhere; one short document can hold a single article.
 * The question segment is the fact without its value ("city Mira"); the answer is the value ("Lisbon"), then
   <eos>.  The subject sits right before the value, so the lookup is induction (find the earlier occurrence of the
   subject, copy what followed) checked against the relation one token back -- what small models learn fastest
@@ -31,13 +34,16 @@ Prompt layout used by the engine and by training: <bos>, each document's tokens 
 
     /usr/bin/python3 tools/model/world.py --seed 3 --n 3          # print samples
     /usr/bin/python3 tools/model/world.py --seed 3 --n 600 --write-eval data/eval/qa-heldout.jsonl
+    /usr/bin/python3 tools/model/world.py --seed 22 --n 300 --shape short --write-eval data/eval/qa-short.jsonl
 
-Seeds: training uses 1234 and up (train.py --seed), the training monitor 2, the held-out set 3 (never used in training).
+Seeds: training uses 1234 and up (train.py --seed), the training monitor 2, the held-out set 3 and the short
+held-out slice 22 (never used in training).
 """
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import random
 from dataclasses import dataclass, field
 
@@ -101,6 +107,19 @@ def fact_words(name: str, noun: str) -> list:
 
 
 TWO_HOP_Q = "city employer"  # + name: the city of the subject's employer
+# The two-hop answer is chained: the employer (the bridge), then its city ("city employer Mira" -> "Rolagen Lisbon").
+# "restated" writes the second step as a plain lookup ("Rolagen city Rolagen Lisbon"); train.py --two-hop-form.
+TWO_HOP_FORMS = ("bridge", "restated")
+TWO_HOP_FORM = "bridge"
+
+
+def two_hop_answer(company: str, city: str, form: str | None = None) -> str:
+    form = form or TWO_HOP_FORM
+    if form == "bridge":
+        return f"{company} {city}"
+    if form == "restated":
+        return f"{company} city {company} {city}"
+    raise ValueError(f"unknown two-hop form {form!r}; one of {', '.join(TWO_HOP_FORMS)}")
 
 # filler sentences: "<Subj> <adverb> <verb> <object> <time> ." (no relation verbs, no names)
 ADVERBS = "often sometimes rarely usually always never quietly gladly".split()
@@ -162,6 +181,16 @@ class Level:
     pool: int = 0  # draw names from the first `pool` of each name pool (0 = all): small pools first
     pairs: bool = False  # curriculum start: documents are bare "Name Value" pairs, questions "Name"
     pair_names: str = "persons"  # whose names the pairs use: "persons", "companies" or "both"
+    # (min, max) tokens per document, drawn log-uniform per document: documents of varied length (the stream is
+    # built to their sum and cut at their boundaries, anywhere); persons/companies/cut are then not used
+    page_tokens: tuple = (0, 0)
+    max_tokens: int = 1600  # varied documents: their sum is scaled down to this (training cost grows with length)
+
+
+# documents of varied number and length (train.py's "varied" level, the short held-out slice)
+VARIED = Level(n_docs=(1, 8), page_tokens=(20, 400), fillers=(1, 5))
+SHORT_SLICE = Level(n_docs=(1, 4), page_tokens=(20, 400), fillers=(1, 5))
+SHAPES = {"pages": Level(), "short": SHORT_SLICE}
 
 
 def _filler(rng: random.Random, subj: str, company: bool) -> str:
@@ -202,6 +231,8 @@ def sample(rng: random.Random, lv: Level = Level(), n_questions: int = 0) -> Sam
     the rest of a fact whose subject is on the page before (question type cross_chunk)."""
     if lv.pairs:
         return _pairs_sample(rng, lv, n_questions)
+    if lv.page_tokens[0]:
+        return _varied_sample(rng, lv, n_questions)
     n_docs = rng.randint(*lv.n_docs)
     n_p, n_c = rng.randint(*lv.persons), rng.randint(*lv.companies)
     persons = rng.sample(_pool(PERSONS, lv), n_p)
@@ -268,6 +299,79 @@ def sample(rng: random.Random, lv: Level = Level(), n_questions: int = 0) -> Sam
     return Sample(documents, _questions(rng, fact_list, lv, n_questions))
 
 
+def _article(rng, lv, name, company, comps, cities):
+    """One article's sentences: [(kind, fact or None)], facts as (rel, lead, value)."""
+    if company:
+        k = rng.randint(min(lv.facts[0], 2), min(lv.facts[1], 4))
+        rels = ["based"] + rng.sample([r for r in COMPANY_REL if r != "based"], k - 1)
+    else:
+        k = rng.randint(*lv.facts)
+        rels = rng.sample(list(PERSON_REL), k)
+        if "works" not in rels and comps and rng.random() < 0.7:
+            rels[-1] = "works"
+    fs = []
+    for r in rels:
+        lead, pool = (COMPANY_REL if company else PERSON_REL)[r]
+        if r == "works":
+            val = rng.choice(comps) if comps and rng.random() < 0.85 else \
+                rng.choice([v for v in _pool(COMPANIES, lv) if v not in comps])
+        else:
+            val = rng.choice(cities if pool is CITIES else pool)
+        fs.append((r, lead, val))
+    sents = [("fact", f) for f in fs] + [("fill", None)] * rng.randint(*lv.fillers)
+    rng.shuffle(sents)
+    return sents
+
+
+def _varied_sample(rng, lv, n_questions):
+    """1-8 documents of varied length: each document's length is drawn log-uniform in lv.page_tokens (20-400: median
+    ~90), articles are written until the stream reaches their sum, and the stream is cut at the documents' (scaled)
+    boundaries, anywhere, also inside a fact.  One short document holding one article is the README's example."""
+    n_docs = rng.randint(*lv.n_docs)
+    lo, hi = lv.page_tokens
+    lengths = [math.exp(rng.uniform(math.log(lo), math.log(hi))) for _ in range(n_docs)]
+    if sum(lengths) > lv.max_tokens:
+        lengths = [max(lo, x * lv.max_tokens / sum(lengths)) for x in lengths]
+    total = sum(lengths)
+    n_c = 0 if total < 100 and rng.random() < 0.5 else max(1, min(4, round(total / 250)))
+    comps = rng.sample(_pool(COMPANIES, lv), n_c)
+    cities = _pool(CITIES, lv)
+    persons = rng.sample(_pool(PERSONS, lv), 40)
+    articles, size = [], 0  # (name, company, words, facts as (rel, value, start, value pos) relative to the article)
+    for name, company in [(c, True) for c in comps] + [(p, False) for p in persons]:
+        if size >= total and not company and any(not a[1] for a in articles):
+            break
+        words, fs = [], []
+        for kind, f in _article(rng, lv, name, company, comps, cities):
+            if kind == "fill":
+                words += _filler(rng, name, company).split()
+                continue
+            rel, lead, val = f
+            start = len(words)
+            words += fact_words(name, lead) + [val, "."]
+            fs.append((rel, val, start, len(words) - 2))
+        articles.append((name, company, words, fs))
+        size += len(words)
+    rng.shuffle(articles)
+    words, facts = [], []
+    for name, _, ws, fs in articles:
+        facts += [(name, rel, val, len(words) + st, len(words) + vp) for rel, val, st, vp in fs]
+        words += ws
+    acc, cuts = 0.0, []
+    for x in lengths[:-1]:
+        acc += x
+        cuts.append(round(len(words) * acc / total))
+    cuts = sorted({c for c in cuts if 0 < c < len(words)})
+    bounds = [0] + cuts + [len(words)]
+    documents = [" ".join(words[bounds[i]:bounds[i + 1]]) for i in range(len(bounds) - 1)]
+
+    def doc_of(t):
+        return max(i for i in range(len(bounds) - 1) if bounds[i] <= t)
+
+    fact_list = [(name, rel, val, doc_of(vpos), doc_of(start) != doc_of(vpos)) for name, rel, val, start, vpos in facts]
+    return Sample(documents, _questions(rng, fact_list, lv, n_questions))
+
+
 def all_questions(facts, lv: Level):
     qs = []
     by_comp = {}
@@ -280,7 +384,8 @@ def all_questions(facts, lv: Level):
                            [d]))
         if lv.two_hop and rel == "works" and val in by_comp:
             city, d2, _ = by_comp[val]
-            qs.append(Question("two_hop", f"{TWO_HOP_Q} {ent}", city, ent, "works+based", [d, d2]))
+            qs.append(Question("two_hop", f"{TWO_HOP_Q} {ent}", two_hop_answer(val, city), ent, "works+based",
+                               [d, d2]))
     return qs
 
 
@@ -323,19 +428,25 @@ def all_questions_for(s: Sample):
 
 
 def main():
+    global TWO_HOP_FORM
     ap = argparse.ArgumentParser()
     ap.add_argument("--seed", type=int, default=3)
     ap.add_argument("--n", type=int, default=1)
     ap.add_argument("--write-eval", metavar="PATH", help="write --n held-out items (one question each) as JSONL")
+    ap.add_argument("--shape", choices=sorted(SHAPES), default="pages",
+                    help="pages: 8 pages of ~100 tokens (qa-heldout); short: 1-4 documents of 20-400 tokens (qa-short)")
+    ap.add_argument("--two-hop-form", choices=TWO_HOP_FORMS, default=TWO_HOP_FORM)
     a = ap.parse_args()
+    TWO_HOP_FORM = a.two_hop_form
+    lv = SHAPES[a.shape]
     if a.write_eval:
         with open(a.write_eval, "w") as f:
-            for it in eval_items(a.seed, a.n):
+            for it in eval_items(a.seed, a.n, lv):
                 f.write(json.dumps(it) + "\n")
         return
     rng = random.Random(a.seed)
     for _ in range(a.n):
-        s = sample(rng)
+        s = sample(rng, lv)
         print(json.dumps({"documents": s.documents, "questions": [q.__dict__ for q in s.questions]}, indent=1))
 
 
