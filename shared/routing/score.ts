@@ -91,7 +91,7 @@ export interface Scored {
 export function scoreWorkers(input: ScoreInput, w: ScoreWeights = DEFAULT_WEIGHTS): Scored {
   const n = input.workerHashes.length;
   const k = input.tokens.length;
-  const cached = new Array<number>(n).fill(0);
+  const cached = new Array<number>(n);
   const anyone = new Uint8Array(k);
   for (let i = 0; i < n; i++) {
     const row = input.held[i];
@@ -111,14 +111,22 @@ export function scoreWorkers(input: ScoreInput, w: ScoreWeights = DEFAULT_WEIGHT
       if (home >= 0) cached[home] += input.tokens[c] * w.home;
     }
   }
-  const scores = cached.map((x, i) => x - w.load * input.backlog[i]);
+  const scores = new Array<number>(n);
   let best = 0;
   let bestTie = -1;
   for (let i = 0; i < n; i++) {
-    const tie = rendezvous(input.contextHash, input.workerHashes[i]);
-    if (i === 0 || scores[i] > scores[best] || (scores[i] === scores[best] && tie > bestTie)) {
+    const score = (scores[i] = cached[i] - w.load * input.backlog[i]);
+    // The rendezvous tie-break is computed only where it can decide.
+    if (i === 0 || score > scores[best]) {
       best = i;
-      bestTie = tie;
+      bestTie = -1;
+    } else if (score === scores[best]) {
+      if (bestTie < 0) bestTie = rendezvous(input.contextHash, input.workerHashes[best]);
+      const tie = rendezvous(input.contextHash, input.workerHashes[i]);
+      if (tie > bestTie) {
+        best = i;
+        bestTie = tie;
+      }
     }
   }
   return { best, cached, scores };
