@@ -16,7 +16,8 @@
  * Modes: `cache` (scoreWorkers over the workers that hold or are home to one of the request's chunks, plus the least
  * loaded one: the workers left out would score −λ × backlog, so the best of them is the least loaded one; a best
  * worker with more than --max-waiting in its backlog sends the request to the shared queue, modelled as the least loaded
- * worker), `round-robin`, `shared` (the least loaded worker takes it: BullMQ's competing consumers).
+ * worker), `round-robin`, `shared` (the least loaded worker takes it, of idle ones the one idle longest: BullMQ's
+ * competing consumers, where Redis serves the longest-blocked worker first).
  *
  * Each (α, mode) run is its own worker thread, --threads at a time (default 2: this machine's cores).
  *
@@ -68,18 +69,22 @@ function xorshift(seed: number) {
 
 /**
  * The memory tiers of all workers: one LRU of `cap` documents per worker, as doubly linked lists in typed arrays, and
- * each (worker, document)'s slot in a flat array (a Map per worker was the bottleneck).
+ * each held (worker, document)'s slot in a per-worker open-addressing table (linear probing, backward-shift deletion).
+ * A Map per worker was the bottleneck; a flat workers × documents array (256 MB at 64 × 1 M) made every access a miss.
  */
 class Lrus {
   private readonly prev: Int32Array;
   private readonly next: Int32Array;
   private readonly key: Int32Array;
-  private readonly slotOf: Int32Array;
   private readonly used: Int32Array;
+  /** Per worker `size` entries: the document (-1 empty) and its slot. */
+  private readonly tabDoc: Int32Array;
+  private readonly tabSlot: Int32Array;
+  private readonly mask: number;
+  private readonly size: number;
   constructor(
     workers: number,
     private readonly cap: number,
-    private readonly docs: number,
   ) {
     // Slot w*(cap+1) is worker w's sentinel; its list runs most recent first.
     const n = workers * (cap + 1);
@@ -87,15 +92,48 @@ class Lrus {
     this.next = new Int32Array(n);
     this.key = new Int32Array(n).fill(-1);
     this.used = new Int32Array(workers);
-    this.slotOf = new Int32Array(workers * docs);
+    let size = 16;
+    while (size < cap * 2) size *= 2;
+    this.size = size;
+    this.mask = size - 1;
+    this.tabDoc = new Int32Array(workers * size).fill(-1);
+    this.tabSlot = new Int32Array(workers * size);
     for (let w = 0; w < workers; w++) {
       const s = w * (cap + 1);
       this.prev[s] = this.next[s] = s;
     }
   }
+  /** Where d's entry is in w's table, or the empty entry where it would go. */
+  private find(w: number, d: number): number {
+    const base = w * this.size;
+    let h = Math.imul(d, 0x9e3779b1) >>> 0;
+    for (;;) {
+      const at = base + (h & this.mask);
+      const k = this.tabDoc[at];
+      if (k === d || k === -1) return at;
+      h++;
+    }
+  }
+  private forget(w: number, d: number): void {
+    const base = w * this.size;
+    const mask = this.mask;
+    let i = this.find(w, d) - base;
+    // Backward-shift deletion: entries after the hole that would be reached through it move into it.
+    for (let j = (i + 1) & mask; ; j = (j + 1) & mask) {
+      const k = this.tabDoc[base + j];
+      if (k === -1) break;
+      const home = (Math.imul(k, 0x9e3779b1) >>> 0) & mask;
+      // k stays unless its home lies cyclically in (i, j].
+      if (i <= j ? i < home && home <= j : i < home || home <= j) continue;
+      this.tabDoc[base + i] = k;
+      this.tabSlot[base + i] = this.tabSlot[base + j];
+      i = j;
+    }
+    this.tabDoc[base + i] = -1;
+  }
   /** A hit: the document (held by w) becomes w's most recent. */
   touch(w: number, d: number): void {
-    const i = this.slotOf[w * this.docs + d];
+    const i = this.tabSlot[this.find(w, d)];
     const prev = this.prev;
     const next = this.next;
     next[prev[i]] = next[i];
@@ -119,9 +157,12 @@ class Lrus {
       next[prev[i]] = next[i];
       prev[next[i]] = prev[i];
       evicted = this.key[i];
+      this.forget(w, evicted);
     }
     this.key[i] = d;
-    this.slotOf[w * this.docs + d] = i;
+    const at = this.find(w, d);
+    this.tabDoc[at] = d;
+    this.tabSlot[at] = i;
     next[i] = next[s];
     prev[i] = s;
     prev[next[s]] = i;
@@ -166,9 +207,15 @@ function simulate(o: SimOptions): SimResult {
   const W = o.workers;
   const K = o.docsPerRequest;
   const docs = o.docs;
-  const { prob, alias } = o.zipf;
-  const order = o.order;
   const homes = o.homes;
+  // One draw reads one pair: the rank's alias probability, and its own and its alias's documents packed in one
+  // float (d × 2^26 + alias document); three arrays read at random were three cache misses a draw.
+  if (docs > 2 ** 26) throw new Error('--docs: at most 2^26');
+  const draw = new Float64Array(2 * docs);
+  for (let i = 0; i < docs; i++) {
+    draw[2 * i] = o.zipf.prob[i];
+    draw[2 * i + 1] = o.order[i] * 2 ** 26 + o.order[o.zipf.alias[i]];
+  }
   let x = (0x9e3779b9 ^ Math.round(o.alpha * 1000)) >>> 0 || 1;
   const rnd = () => {
     x ^= x << 13;
@@ -176,13 +223,13 @@ function simulate(o: SimOptions): SimResult {
     x ^= x << 5;
     return (x >>> 0) / 4294967296;
   };
-  const lru = new Lrus(W, o.memDocs, docs);
-  // Which workers hold each document in memory: 64 bits as two words.
-  const lo = new Uint32Array(docs);
-  const hi = new Uint32Array(docs);
+  const lru = new Lrus(W, o.memDocs);
+  // Which workers hold each document in memory: 64 bits as two adjacent words (2d: workers 0-31, 2d + 1: 32-63).
+  const held64 = new Uint32Array(2 * docs);
   const computed = new Uint8Array(docs);
-  const backlog = new Float64Array(W);
-  const last = new Float64Array(W);
+  // Each worker's backlog drains at one request per time unit: it is kept as the time it will be idle (fin), so its
+  // backlog at time t is max(0, fin - t).
+  const fin = new Float64Array(W);
   const assigned = new Float64Array(W);
   const workerHashes = Array.from({ length: W }, (_, i) => hash32(`w${i}`));
   const ring = new Int32Array(1024 * K);
@@ -201,24 +248,24 @@ function simulate(o: SimOptions): SimResult {
   const cand = new Int32Array(W);
   const mark = new Int32Array(W).fill(-1);
   const candAt = new Int32Array(W);
-  const rows: Residence[][] = Array.from({ length: W }, () => new Array<Residence>(K).fill(undefined));
+  const held: Residence[][] = new Array<Residence[]>(W);
+  // The row scoreWorkers reads for a candidate depends only on which of the request's chunks it holds: one read-only
+  // row per bit set, made when first needed.
+  const rowOf: Residence[][] = K <= 16 ? new Array<Residence[]>(1 << K) : [];
+  const row = (bits: number): Residence[] => (rowOf[bits] ??= Array.from({ length: K }, (_, c): Residence => ((bits >>> c) & 1 ? 'm' : undefined)));
   const backlogs = new Float64Array(W);
   const hashes = new Uint32Array(W);
   const homesBuf = new Array<number>(K).fill(0);
+  // held[w] as a bit set over the request's chunks, for the candidates: filled while collecting them.
+  const heldBits = new Int32Array(W);
   const drained = (w: number) => {
-    const b = backlog[w] - (t - last[w]);
+    const b = fin[w] - t;
     return b > 0 ? b : 0;
   };
+  /** The worker idle longest, or the one that will be idle first. */
   const leastLoaded = () => {
     let best = 0;
-    let bv = Infinity;
-    for (let w = 0; w < W; w++) {
-      const b = drained(w);
-      if (b < bv) {
-        bv = b;
-        best = w;
-      }
-    }
+    for (let w = 1; w < W; w++) if (fin[w] < fin[best]) best = w;
     return best;
   };
   for (let r = 0; r < o.requests; r++) {
@@ -229,7 +276,8 @@ function simulate(o: SimOptions): SimResult {
     } else {
       for (let c = 0; c < K; c++) {
         const i = Math.floor(rnd() * docs);
-        ctx[c] = order[rnd() < prob[i] ? i : alias[i]];
+        const both = draw[2 * i + 1];
+        ctx[c] = rnd() < draw[2 * i] ? Math.floor(both / 2 ** 26) : both % 2 ** 26;
       }
       ring.set(ctx, ringAt * K);
       ringAt = (ringAt + 1) % 1024;
@@ -247,22 +295,28 @@ function simulate(o: SimOptions): SimResult {
           mark[h] = r;
           candAt[h] = n;
           cand[n++] = h;
+          heldBits[h] = 0;
         }
-        for (let m = lo[d] | 0; m; m &= m - 1) {
+        const bitC = 1 << c;
+        for (let m = held64[2 * d] | 0; m; m &= m - 1) {
           const y = 31 - Math.clz32(m & -m);
           if (mark[y] !== r) {
             mark[y] = r;
             candAt[y] = n;
             cand[n++] = y;
+            heldBits[y] = 0;
           }
+          heldBits[y] |= bitC;
         }
-        for (let m = hi[d] | 0; m; m &= m - 1) {
+        for (let m = held64[2 * d + 1] | 0; m; m &= m - 1) {
           const y = 63 - Math.clz32(m & -m);
           if (mark[y] !== r) {
             mark[y] = r;
             candAt[y] = n;
             cand[n++] = y;
+            heldBits[y] = 0;
           }
+          heldBits[y] |= bitC;
         }
       }
       const ll = leastLoaded();
@@ -270,6 +324,7 @@ function simulate(o: SimOptions): SimResult {
         mark[ll] = r;
         candAt[ll] = n;
         cand[n++] = ll;
+        heldBits[ll] = 0;
       }
       let ch = 0x811c9dc5;
       for (let c = 0; c < K; c++) {
@@ -278,11 +333,7 @@ function simulate(o: SimOptions): SimResult {
       }
       for (let i = 0; i < n; i++) {
         const y = cand[i];
-        const row = rows[i];
-        for (let c = 0; c < K; c++) {
-          const d = ctx[c];
-          row[c] = (y < 32 ? (lo[d] >>> y) & 1 : (hi[d] >>> (y - 32)) & 1) ? 'm' : undefined;
-        }
+        held[i] = row(heldBits[y]);
         backlogs[i] = drained(y);
         hashes[i] = workerHashes[y];
       }
@@ -290,7 +341,7 @@ function simulate(o: SimOptions): SimResult {
         tokens,
         chunkHashes: tokens,
         homes: homesBuf,
-        held: rows.slice(0, n),
+        held: held.slice(0, n),
         backlog: backlogs.subarray(0, n),
         workerHashes: hashes.subarray(0, n),
         contextHash: ch,
@@ -303,15 +354,14 @@ function simulate(o: SimOptions): SimResult {
     }
     const bw = drained(w);
     backlogSum += bw;
-    backlog[w] = bw + 1;
-    last[w] = t;
+    fin[w] = t + bw + 1;
     assigned[w]++;
     const bit = w < 32 ? 1 << w : 1 << (w - 32);
-    const words = w < 32 ? lo : hi;
+    const half = w < 32 ? 0 : 1;
     for (let c = 0; c < K; c++) {
       const d = ctx[c];
       lookups++;
-      if (words[d] & bit) {
+      if (held64[2 * d + half] & bit) {
         lru.touch(w, d);
         hits++;
         continue;
@@ -321,9 +371,9 @@ function simulate(o: SimOptions): SimResult {
         computed[d] = 1;
         compiles++;
       }
-      words[d] |= bit;
+      held64[2 * d + half] |= bit;
       const old = lru.insert(w, d);
-      if (old >= 0) words[old] &= ~bit;
+      if (old >= 0) held64[2 * old + half] &= ~bit;
     }
   }
   let max = 0;
@@ -385,11 +435,14 @@ async function main() {
   const workers = Number(values.workers);
   if (!(workers >= 1 && workers <= 64)) throw new Error('--workers: 1..64');
   const docs = Number(values.docs);
+  const perRequest = Number(values['docs-per-request']);
+  // A request's chunks are a bit set in one 32-bit word per candidate worker.
+  if (!(Number.isInteger(perRequest) && perRequest >= 1 && perRequest <= 31)) throw new Error('--docs-per-request: 1..31');
   const base: Base = {
     workers,
     docs,
     requests: Number(values.requests),
-    docsPerRequest: Number(values['docs-per-request']),
+    docsPerRequest: perRequest,
     memDocs: Number(values['mem-docs'] ?? Math.floor(docs / 32)),
     tokens: Number(values.tokens),
     kvBytesPerToken: Number(values['kv-bytes-per-token']),
@@ -448,7 +501,7 @@ if (isMainThread) {
     console.error(e);
     process.exit(1);
   });
-} else {
+} else if (!isMainThread) {
   const { base, alpha, mode } = workerData as { base: Base; alpha: number; mode: Mode };
   parentPort!.postMessage(runOne(base, alpha, mode));
 }
