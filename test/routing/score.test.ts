@@ -3,17 +3,8 @@
  * cached tokens by tier and home, minus λ × backlog, the best score winning and ties going to the highest rendezvous
  * weight of the request's context. Random inputs with many ties (few distinct token counts and backlogs).
  */
+import { rng } from '../faults/fuzz';
 import { DEFAULT_WEIGHTS, homeOf, rendezvous, scoreWorkers, type Residence, type ScoreWeights } from '../../shared/routing/score';
-
-function xorshift(seed: number) {
-  let x = seed >>> 0 || 1;
-  return () => {
-    x ^= x << 13;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    return (x >>> 0) / 4294967296;
-  };
-}
 
 function reference(tokens: number[], chunkHashes: number[], held: Residence[][], backlog: number[], workerHashes: number[], contextHash: number, w: ScoreWeights): number {
   const scores = workerHashes.map((_, i) => {
@@ -31,8 +22,9 @@ function reference(tokens: number[], chunkHashes: number[], held: Residence[][],
 }
 
 test('scoreWorkers picks what the stated rule picks (2,000 random cases, ties included)', () => {
-  const rnd = xorshift(7);
-  const pick = <T>(xs: T[]) => xs[Math.floor(rnd() * xs.length)];
+  const r = rng(7);
+  const rnd = r.next;
+  const pick = r.pick;
   let ties = 0;
   for (let n = 0; n < 2000; n++) {
     const workers = 1 + Math.floor(rnd() * 8);
