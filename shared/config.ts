@@ -2,6 +2,7 @@ import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { z } from 'zod';
 import { CatalogKeys } from './catalog/redis';
+import { parseWeights } from './qos/fair';
 import { WORKER_ID_PATTERN } from './routing/keys';
 import { ROUTING_MODES } from './routing/modes';
 import { DEFAULT_WEIGHTS } from './routing/score';
@@ -118,6 +119,25 @@ const Env = z.object({
   ROUTING_HOME_WEIGHT: z.coerce.number().min(0).max(1).default(DEFAULT_WEIGHTS.home),
   /** Jobs waiting in a worker's own queue past which the router sends new jobs to the shared queue instead. */
   ROUTING_MAX_WAITING: z.coerce.number().int().min(0).default(8),
+  /**
+   * Quality of service (shared/serving/classes.ts, shared/qos). BATCH_MIN_SHARE: the least share of the requests a
+   * worker serves that batch requests (/v1/jobs, /v1/batches) keep while interactive ones wait (0 to 0.9).
+   */
+  BATCH_MIN_SHARE: z.coerce.number().min(0).max(0.9).default(0.2),
+  /** Batch requests in a round of their own while interactive traffic is recent (an interactive request then waits for at most such a round). */
+  BATCH_STEP_WHILE_INTERACTIVE: z.coerce.number().int().min(1).default(2),
+  /** Batch jobs a worker holds at once (per queue it takes batch jobs from): more than a round's worth only delays other tenants' batches. */
+  WORKER_BATCH_CONCURRENCY: z.coerce.number().int().min(1).default(16),
+  /** Tenants' weights in fair queuing, `tenant:weight,…` (default 1 each): a tenant of weight 2 gets twice the share of one of weight 1. */
+  TENANT_WEIGHTS: z.string().default(''),
+  /** Most requests of one tenant waiting to start, both classes together (0: no limit); past it, 429. */
+  TENANT_MAX_QUEUED: z.coerce.number().int().min(0).default(0),
+  /** Requests per second per tenant (API calls that enqueue work: a completion, a batch, a job; 0: no limit); past it, 429. */
+  TENANT_RATE: z.coerce.number().min(0).default(0),
+  /** TENANT_RATE's burst: requests a tenant may send at once (0: max(1, TENANT_RATE)). */
+  TENANT_BURST: z.coerce.number().int().min(0).default(0),
+  /** Tenants that keep their own label value in the quality-of-service metrics (per process, first seen); the rest are `other`. */
+  QOS_TENANT_LABELS: z.coerce.number().int().min(0).default(20),
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
 });
 
@@ -128,6 +148,11 @@ export function loadServiceConfig(env: NodeJS.ProcessEnv = process.env): Service
   if (!parsed.success) {
     const issues = parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ');
     throw new Error(`invalid configuration: ${issues}`);
+  }
+  try {
+    parseWeights(parsed.data.TENANT_WEIGHTS);
+  } catch (e) {
+    throw new Error(`invalid configuration: ${(e as Error).message}`);
   }
   return { ...parsed.data, KV_REDIS_URL: parsed.data.KV_REDIS_URL ?? parsed.data.REDIS_URL };
 }

@@ -6,6 +6,7 @@ import type { BatchStore, CatalogKeys, DocumentStore, FileStore } from '../../sh
 import type { ModelConfig, TextTokenizer } from '../../shared/engine';
 import type { KVStore } from '../../shared/kvstore';
 import type { ErrorMetrics } from '../../shared/metrics/metrics';
+import type { FairQueuing, TenantLimits } from '../../shared/qos';
 import type { Router } from '../../shared/routing';
 import type { Admission } from './admission';
 import type { Replies } from './replies';
@@ -42,6 +43,8 @@ export interface ApiDeps {
   requestTimeoutMs: number;
   /** The inference queue's cap (MAX_QUEUE_DEPTH): 429 past it. */
   admission: Admission;
+  /** Quality of service: tenants' fair order within each queue (job priorities), and per-tenant limits (429 past them). */
+  qos: { fair: FairQueuing; limits: TenantLimits };
   /** Largest JSON body (bytes, or a string like '8mb'). */
   bodyLimit?: string | number;
   /**

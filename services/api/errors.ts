@@ -4,6 +4,7 @@ import type { Duplex } from 'node:stream';
 import { ConnectionClosedError } from 'bullmq';
 import { MaxRetriesPerRequestError } from 'ioredis/built/errors';
 import type { ErrorMetrics } from '../../shared/metrics/metrics';
+import { TenantLimitError } from '../../shared/qos';
 import { ResolveError } from './resolve';
 
 /** An error with an HTTP status, answered in OpenAI's error shape. */
@@ -129,6 +130,13 @@ export function answerError(err: unknown, res: Response, queue?: ConnectionState
   if (err instanceof ApiError) {
     if (err.retryAfter !== undefined) res.set('Retry-After', String(err.retryAfter));
     res.status(err.status).json(errorBody(err.message, err.type, err.param, err.code));
+    return;
+  }
+  if (err instanceof TenantLimitError) {
+    // A tenant past its limit (TENANT_MAX_QUEUED, TENANT_RATE): 429, Retry-After, and the limit named in `code` and `param`.
+    res.set('Retry-After', String(err.retryAfterS));
+    const code = err.limit === 'max_queued_requests' ? 'tenant_queue_limit_exceeded' : 'tenant_rate_limit_exceeded';
+    res.status(429).json(errorBody(err.message, 'rate_limit_error', err.limit, code));
     return;
   }
   if (err instanceof ResolveError) {

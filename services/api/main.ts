@@ -9,6 +9,7 @@ import { createRegistry } from '../../shared/metrics/server';
 import { producerConnection, workerConnection } from '../../shared/queue/connection';
 import { createApiServer, createApp } from './app';
 import { parseApiKeys } from './auth';
+import { parseWeights } from '../../shared/qos';
 import { wireApi } from './wiring';
 
 async function main() {
@@ -55,10 +56,15 @@ async function main() {
     },
     bodyLimit: cfg.MAX_BODY_BYTES,
     adminTenant: cfg.ADMIN_TENANT,
+    qos: {
+      weights: parseWeights(cfg.TENANT_WEIGHTS),
+      limits: { maxQueued: cfg.TENANT_MAX_QUEUED, rate: cfg.TENANT_RATE, ...(cfg.TENANT_BURST ? { burst: cfg.TENANT_BURST } : {}) },
+      tenantLabels: cfg.QOS_TENANT_LABELS,
+    },
   });
   const { inference, precompute, kv, router } = deps;
   const replies = deps.replies!;
-  createQueueMetrics(registry, [inference, precompute]);
+  createQueueMetrics(registry, [inference, router.queues.sharedBatch, precompute]);
   const app = createApp(deps);
   const server: Server = createApiServer(app);
   await new Promise<void>((resolve, reject) => {

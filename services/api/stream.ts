@@ -106,6 +106,7 @@ export async function streamCompletion(d: ApiDeps, tenant: string, res: Response
   }
   // Timed out, or the client went away: a job no worker has taken goes rather than run for no one (one that runs
   // finishes). After `started`: a job enqueued after the client left goes too.
-  if (s.gone || s.timedOut) await d.router.queues.remove(request.id).catch(() => 0);
+  // A job no worker took goes, and no longer counts as its tenant's queued request.
+  if ((s.gone || s.timedOut) && (await d.router.queues.remove(request.id).catch(() => 0)) > 0) await d.qos.limits.release(tenant, 'interactive', [request.id]).catch(() => undefined);
   res.end();
 }

@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto';
-import { Job, type Queue } from 'bullmq';
+import { Job, type JobsOptions, type Queue } from 'bullmq';
 import type { BatchRecord, BatchStatus } from '../../shared/catalog';
+import { priorityOf } from '../../shared/qos';
 import { batchJobId, type InferenceJob, type StreamEvent } from '../../shared/queue/contracts';
 import { wallClockMs, type ServeRequest } from '../../shared/serving/request';
 import type { ServeResult } from '../../shared/serving/result';
@@ -21,15 +22,14 @@ export async function runOne(d: ApiDeps, tenant: string, request: ServeRequest):
   checkModes(d.model, [request]);
   const reply = d.replies?.wait(request.id);
   try {
-    const { queue, decision } = await d.router.route(tenant, request);
-    const job: Job = await queue.add('request', { tenant, request, stream: false, replyTo: d.replies?.channel, route: decision } satisfies InferenceJob, { jobId: request.id });
+    const { queue, job } = await enqueueInteractive(d, tenant, request, { stream: false, replyTo: d.replies?.channel });
     const enqueuedAt = wallClockMs();
     const stop = new AbortController();
     // The client hears 504 and may send the request again: a job no worker has taken goes, rather than run for no one
-    // (BullMQ does not remove a job a worker holds).
+    // (BullMQ does not remove a job a worker holds), and no longer counts as its tenant's.
     const recorded = () =>
       jobOutcome(queue, job.id!, d.requestTimeoutMs, { signal: stop.signal, connection: d.redis }).catch(async (e) => {
-        if (e instanceof RequestTimeoutError) await queue.remove(job.id!).catch(() => 0);
+        if (e instanceof RequestTimeoutError && (await queue.remove(job.id!).catch(() => 0)) === 1) await d.qos.limits.release(tenant, 'interactive', [job.id!]).catch(() => undefined);
         throw e;
       });
     if (!reply) return { result: await recorded(), enqueuedAt, answeredAt: wallClockMs() };
@@ -82,6 +82,30 @@ export async function jobOutcome(queue: Queue, jobId: string, timeoutMs: number,
   }
 }
 
+/**
+ * Enqueue one interactive request: past its tenant's limits (TenantLimitError: 429), routed (the router picks the
+ * queue), and tagged for fair queuing between tenants (its priority in that queue). Nothing stays counted when the
+ * enqueue fails.
+ */
+async function enqueueInteractive(
+  d: ApiDeps,
+  tenant: string,
+  request: ServeRequest,
+  data: Pick<InferenceJob, 'stream' | 'replyTo'>,
+  opts: JobsOptions = {},
+): Promise<{ queue: Queue; job: Job }> {
+  await d.qos.limits.admit(tenant, 'interactive', [request.id]);
+  try {
+    const { queue, decision } = await d.router.route(tenant, request, 'interactive');
+    const [tag] = await d.qos.fair.tags(queue.name, tenant, 1);
+    const job: Job = await queue.add('request', { tenant, request, ...data, route: decision, class: 'interactive', tag } satisfies InferenceJob, { ...opts, jobId: request.id, priority: priorityOf(tag) });
+    return { queue, job };
+  } catch (e) {
+    await d.qos.limits.release(tenant, 'interactive', [request.id]).catch(() => undefined);
+    throw e;
+  }
+}
+
 /** How long runOne waits for a worker's reply before it also reads the job's record. */
 export const REPLY_GRACE_MS = 1000;
 
@@ -114,8 +138,7 @@ export async function runStreaming(d: ApiDeps, tenant: string, request: ServeReq
   };
   try {
     // One attempt: a stream ends at its first failure (the client has seen some tokens; a retry would start over).
-    const { queue, decision } = await d.router.route(tenant, request);
-    await queue.add('request', { tenant, request, stream: true, route: decision } satisfies InferenceJob, { jobId: request.id, attempts: 1 });
+    await enqueueInteractive(d, tenant, request, { stream: true }, { attempts: 1 });
   } catch (e) {
     await stop();
     throw e;
@@ -141,16 +164,33 @@ export async function startBatch(d: ApiDeps, record: BatchRecord, requests: Serv
 }
 
 async function enqueueBatch(d: ApiDeps, tenant: string, batchId: string, requests: ServeRequest[]): Promise<void> {
-  // Each request routed in turn (the router counts its own assignments, so a batch spreads by load), then one addBulk
-  // per queue.
-  const byQueue = new Map<Queue, { name: string; data: InferenceJob; opts: { jobId: string } }[]>();
-  for (const [index, request] of requests.entries()) {
-    const { queue, decision } = await d.router.route(tenant, request);
-    let jobs = byQueue.get(queue);
-    if (!jobs) byQueue.set(queue, (jobs = []));
-    jobs.push({ name: 'request', data: { tenant, request, batchId, index, stream: false, route: decision }, opts: { jobId: batchJobId(batchId, index) } });
+  // The tenant's limits first (all of the batch's jobs count, as one request for the rate), then each request routed in
+  // turn (the router counts its own assignments, so a batch spreads by load), then per queue the tenant's fair tags
+  // (its jobs' priorities) and one addBulk.
+  const ids = requests.map((_, index) => batchJobId(batchId, index));
+  await d.qos.limits.admit(tenant, 'batch', ids);
+  try {
+    const byQueue = new Map<Queue, { name: string; data: InferenceJob; opts: { jobId: string; priority?: number } }[]>();
+    for (const [index, request] of requests.entries()) {
+      const { queue, decision } = await d.router.route(tenant, request, 'batch');
+      let jobs = byQueue.get(queue);
+      if (!jobs) byQueue.set(queue, (jobs = []));
+      jobs.push({ name: 'request', data: { tenant, request, batchId, index, stream: false, route: decision, class: 'batch' }, opts: { jobId: ids[index] } });
+    }
+    await Promise.all(
+      [...byQueue].map(async ([queue, jobs]) => {
+        const tags = await d.qos.fair.tags(queue.name, tenant, jobs.length);
+        jobs.forEach((j, i) => {
+          j.data.tag = tags[i];
+          j.opts.priority = priorityOf(tags[i]);
+        });
+        await queue.addBulk(jobs);
+      }),
+    );
+  } catch (e) {
+    await d.qos.limits.release(tenant, 'batch', ids).catch(() => undefined);
+    throw e;
   }
-  await Promise.all([...byQueue].map(([queue, jobs]) => queue.addBulk(jobs)));
 }
 
 /**
@@ -163,6 +203,8 @@ export async function cancelBatch(d: ApiDeps, b: BatchRecord): Promise<BatchReco
   if (!running.includes(b.status) && b.status !== 'cancelling') return b;
   await d.batches.update(b.tenant, b.id, { status: 'cancelling', cancelledAt: Math.floor(Date.now() / 1000) }, running);
   await removeWaiting(d, b.id, b.total);
+  // Its jobs no longer wait (those a worker holds left the count when they started).
+  await d.qos.limits.release(b.tenant, 'batch', Array.from({ length: b.total }, (_, i) => batchJobId(b.id, i)));
   return (await d.batches.update(b.tenant, b.id, { status: 'cancelled' }, ['cancelling'])) ?? b;
 }
 

@@ -2,7 +2,8 @@ import { Queue } from 'bullmq';
 import type IORedis from 'ioredis';
 import { BatchStore, DocumentStore, FileStore, type DocumentRecord, type TrackedCache } from '../../shared/catalog';
 import { KVStore } from '../../shared/kvstore';
-import { createLiveWorkersGauge, createRoutingMetrics } from '../../shared/metrics/metrics';
+import { createLiveWorkersGauge, createQosMetrics, createRoutingMetrics } from '../../shared/metrics/metrics';
+import { FairQueuing, QosKeys, TenantLabels, TenantLimits, type TenantLimitOptions } from '../../shared/qos';
 import { QUEUES } from '../../shared/queue/contracts';
 import { InferenceQueues, ResidencyReader, Router, RoutingKeys, type RoutingMode, type ScoreWeights } from '../../shared/routing';
 import { defaultJobOptions } from '../../shared/queue/options';
@@ -30,6 +31,8 @@ export type ApiWiring = Pick<
   maxQueueDepth: number;
   /** ROUTING and its rule's settings (default: cache, with the rule's defaults; with no live worker, the shared queue). */
   routing?: { mode: RoutingMode; weights?: Partial<ScoreWeights>; maxWaiting?: number };
+  /** Quality of service: tenants' weights (TENANT_WEIGHTS), per-tenant limits (default none), tenant label values kept. */
+  qos?: { weights?: Map<string, number>; limits?: TenantLimitOptions; tenantLabels?: number };
 };
 
 /**
@@ -57,6 +60,9 @@ export async function wireApi(w: ApiWiring): Promise<ApiDeps> {
     ...(w.routing?.maxWaiting !== undefined ? { maxWaiting: w.routing.maxWaiting } : {}),
     onDecision: decisions.count,
   });
+  const qosKeys = new QosKeys(w.queuePrefix);
+  const limits = new TenantLimits(queueRedis, qosKeys, w.qos?.limits ?? { maxQueued: 0, rate: 0 });
+  createQosMetrics(w.registry, { labels: new TenantLabels(w.qos?.tenantLabels ?? 20), waiting: () => limits.waiting() });
   const kv = await KVStore.open({ modelId: w.model.id, memory: false, disk: false, redis: { url: w.kvRedis.url, prefix: w.kvRedis.prefix }, lease: false });
   const replies = await Replies.open(w.subscriber, (id) => w.keys.reply(id));
   return {
@@ -80,6 +86,7 @@ export async function wireApi(w: ApiWiring): Promise<ApiDeps> {
     shareAcrossTenants: w.shareAcrossTenants,
     requestTimeoutMs: w.requestTimeoutMs,
     admission: queueAdmission(queues, w.maxQueueDepth),
+    qos: { fair: new FairQueuing(queueRedis, qosKeys, w.qos?.weights), limits },
     ...(w.bodyLimit !== undefined ? { bodyLimit: w.bodyLimit } : {}),
     ...(w.adminTenant !== undefined ? { adminTenant: w.adminTenant } : {}),
   };

@@ -4,10 +4,11 @@ import { BatchStore, CatalogKeys } from '../../shared/catalog';
 import { loadServiceConfig } from '../../shared/config';
 import { runService } from '../../shared/lifecycle';
 import { createLogger } from '../../shared/logging';
-import { createErrorMetrics, createIndexGauge, createRoutingMetrics, createServingMetrics, createStoreMetrics } from '../../shared/metrics/metrics';
+import { createErrorMetrics, createIndexGauge, createQosMetrics, createRoutingMetrics, createServingMetrics, createStoreMetrics } from '../../shared/metrics/metrics';
 import { createRegistry, serveMetrics } from '../../shared/metrics/server';
-import { QUEUES } from '../../shared/queue/contracts';
-import { Adopter, ResidencyPublisher, RoutingKeys, workerQueueName } from '../../shared/routing';
+import { FairQueuing, parseWeights, QosKeys, TenantLabels } from '../../shared/qos';
+import { REQUEST_CLASSES, type RequestClass } from '../../shared/queue/contracts';
+import { Adopter, ResidencyPublisher, RoutingKeys, sharedQueueName, workerQueueName } from '../../shared/routing';
 import { workerConnection } from '../../shared/queue/connection';
 import { linkContextFactory } from '../../shared/serving/context';
 import { inferenceProcessor, recordFailure } from './processor';
@@ -21,10 +22,11 @@ function defaultWorkerId(): string {
 }
 
 /**
- * The inference worker: BullMQ consumer of its own queue (jobs the API's router sent it), of the shared queue (jobs
- * any worker may take; it takes fewer while its own keep it busy) and of the queues of dead workers it adopted.
- * Requests waiting together are grouped by shared context and linked once. Its KV store's memory and disk tiers are
- * published to the routing index, with a heartbeat.
+ * The inference worker: BullMQ consumer, for each request class (interactive, batch), of its own queue (jobs the
+ * API's router sent it), of the shared queue (jobs any worker may take; it takes fewer while its own keep it busy) and
+ * of the queues of dead workers it adopted, all into one scheduler, which serves interactive requests first and keeps
+ * batch its minimum share. Requests waiting together are grouped by shared context and linked once, across classes.
+ * Its KV store's memory and disk tiers are published to the routing index, with a heartbeat.
  */
 async function main() {
   const cfg = loadServiceConfig();
@@ -53,6 +55,7 @@ async function main() {
   const routing = createRoutingMetrics(registry);
   createIndexGauge(registry, () => residency.sizes());
   const serving = createServingMetrics(registry);
+  const qosMetrics = createQosMetrics(registry, { labels: new TenantLabels(cfg.QOS_TENANT_LABELS) });
   const errors = createErrorMetrics(registry, 'worker');
   createStoreMetrics(registry, () => store.stats());
   const metrics = await serveMetrics(registry, cfg.WORKER_METRICS_PORT, cfg.METRICS_HOST);
@@ -62,8 +65,11 @@ async function main() {
   const scheduler = new Scheduler(linkContextFactory(engine, store, prefixStore), {
     maxBatch: cfg.WORKER_MAX_BATCH,
     maxBatchTokens: cfg.WORKER_BATCH_TOKENS,
+    classes: { minShare: cfg.BATCH_MIN_SHARE, shortRound: cfg.BATCH_STEP_WHILE_INTERACTIVE },
     onGroup: (size, ms) => log.debug({ size, ms: Math.round(ms) }, 'group served'),
+    onServedClass: qosMetrics.servedCount,
   });
+  const qosKeys = new QosKeys(cfg.QUEUE_PREFIX);
   const processor = inferenceProcessor({
     scheduler,
     batches,
@@ -73,6 +79,7 @@ async function main() {
     metrics: serving,
     errors,
     onDuplicate: (job) => log.info({ job: job.id }, 'result already recorded by an earlier run of this job; not counted again'),
+    qos: { fair: new FairQueuing(indexRedis, qosKeys, parseWeights(cfg.TENANT_WEIGHTS)), keys: qosKeys, metrics: qosMetrics, onError: (e) => log.warn({ err: e.message }, 'fair queuing') },
   });
   // Concurrency lets the worker hold several jobs at once, so the scheduler can group them; model work itself runs
   // one group at a time.
@@ -84,50 +91,59 @@ async function main() {
     stalledInterval: cfg.WORKER_STALLED_INTERVAL_MS,
     maxStalledCount: cfg.WORKER_MAX_STALLED_COUNT,
   });
-  // The shared queue is for whoever has room: it may hold as many jobs as its own queue leaves free (at least one, so
-  // it is always drained).
-  let ownRunning = 0;
-  let shared: Worker | undefined;
-  const roomForShared = () => {
-    if (shared) shared.concurrency = Math.max(1, cfg.WORKER_CONCURRENCY - ownRunning);
-  };
-  const ownProcessor: Processor = async (job: Job) => {
-    ownRunning++;
-    roomForShared();
-    try {
-      return await processor(job);
-    } finally {
-      ownRunning--;
+  // Per class: the shared queue is for whoever has room: it may hold as many jobs as its own queue leaves free (at
+  // least one, so it is always drained). Batch jobs are held WORKER_BATCH_CONCURRENCY at a time: a round's worth; more
+  // would only hold other tenants' batch jobs back (the fair order is the queue's, not the worker's).
+  const concurrency = (cls: RequestClass) => (cls === 'batch' ? cfg.WORKER_BATCH_CONCURRENCY : cfg.WORKER_CONCURRENCY);
+  const consumers = REQUEST_CLASSES.map((cls) => {
+    let ownRunning = 0;
+    let shared: Worker | undefined;
+    const roomForShared = () => {
+      if (shared) shared.concurrency = Math.max(1, concurrency(cls) - ownRunning);
+    };
+    const ownProcessor: Processor = async (job: Job) => {
+      ownRunning++;
       roomForShared();
-    }
-  };
-  const own = new Worker(workerQueueName(workerId), ownProcessor, options(cfg.WORKER_CONCURRENCY));
-  shared = new Worker(
-    QUEUES.inference,
-    async (job: Job) => {
-      if ((job.data as { route?: string } | undefined)?.route === 'fallback') routing.count('stolen');
-      return processor(job);
-    },
-    options(cfg.WORKER_CONCURRENCY),
-  );
+      try {
+        return await processor(job);
+      } finally {
+        ownRunning--;
+        roomForShared();
+      }
+    };
+    const own = new Worker(workerQueueName(workerId, cls), ownProcessor, options(concurrency(cls)));
+    shared = new Worker(
+      sharedQueueName(cls),
+      async (job: Job) => {
+        if ((job.data as { route?: string } | undefined)?.route === 'fallback') routing.count('stolen');
+        return processor(job);
+      },
+      options(concurrency(cls)),
+    );
+    return { own, shared };
+  });
+  const workers = consumers.flatMap((c) => [c.own, c.shared]);
   const adopter = new Adopter({
     redis: indexRedis,
     keys: routingKeys,
     workerId,
     ttlMs: cfg.ROUTING_HEARTBEAT_TTL_MS,
     consume: (dead) => {
-      const w = new Worker(
-        workerQueueName(dead),
-        async (job: Job) => {
-          routing.count('adopted');
-          return processor(job);
-        },
-        options(cfg.WORKER_CONCURRENCY),
+      const ws = REQUEST_CLASSES.map(
+        (cls) =>
+          new Worker(
+            workerQueueName(dead, cls),
+            async (job: Job) => {
+              routing.count('adopted');
+              return processor(job);
+            },
+            options(concurrency(cls)),
+          ),
       );
-      listen(w);
-      return w;
+      ws.forEach(listen);
+      return { close: () => Promise.all(ws.map((w) => w.close())) };
     },
-    remaining: (dead) => remainingJobs(workerQueueName(dead)),
+    remaining: (dead) => remainingOf(dead),
     onAdopt: (dead) => log.warn({ dead }, "worker's heartbeat ran out: taking the jobs of its queue"),
     onDone: (dead, reason) => log.info({ dead, reason }, 'adopted queue released'),
     onError: (e) => log.warn({ err: e.message }, 'adopting queues'),
@@ -139,6 +155,8 @@ async function main() {
     if (!q) queues.set(name, (q = new Queue(name, { connection: indexRedis, prefix: cfg.QUEUE_PREFIX })));
     return q.getJobCountByTypes('waiting', 'active', 'delayed', 'prioritized');
   };
+  /** Jobs a worker's own queues of both classes still have to run. */
+  const remainingOf = async (id: string) => (await Promise.all(REQUEST_CLASSES.map((cls) => remainingJobs(workerQueueName(id, cls))))).reduce((a, b) => a + b, 0);
   const listen = (worker: Worker) => {
     worker.on('failed', (job, err) => {
       errors.count('job_failed');
@@ -150,13 +168,12 @@ async function main() {
       log.error({ err: err.message }, 'worker error');
     });
   };
-  listen(own);
-  listen(shared);
+  workers.forEach(listen);
   // A job that stalled more than maxStalledCount times (its worker died each time) is failed by the next worker that
   // takes it (BullMQ 6: a deferred failure, raised as an UnrecoverableError): the 'failed' handler above records it.
   await residency.start();
   adopter.start();
-  log.info({ queues: [own.name, shared.name], concurrency: cfg.WORKER_CONCURRENCY, metricsPort: cfg.WORKER_METRICS_PORT }, 'worker ready');
+  log.info({ queues: workers.map((w) => w.name), concurrency: cfg.WORKER_CONCURRENCY, batchConcurrency: cfg.WORKER_BATCH_CONCURRENCY, metricsPort: cfg.WORKER_METRICS_PORT }, 'worker ready');
   return {
     log,
     close: async () => {
@@ -164,8 +181,8 @@ async function main() {
       // queue is left to the other workers (an orphan claimed at their next look).
       await residency.close().catch((e: Error) => log.warn({ err: e.message }, 'leaving the routing index'));
       await adopter.close();
-      await Promise.all([own.close(), shared.close()]);
-      const left = await remainingJobs(own.name).catch(() => 0);
+      await Promise.all(workers.map((w) => w.close()));
+      const left = await remainingOf(workerId).catch(() => 0);
       if (left > 0) await indexRedis.zadd(routingKeys.orphans, 0, workerId).catch(() => undefined);
       await Promise.allSettled([...queues.values()].map((q) => q.close()));
       await store.close();

@@ -3,7 +3,8 @@ import type IORedis from 'ioredis';
 import { z } from 'zod';
 import type { BatchStore, CatalogKeys } from '../../shared/catalog';
 import type { TextTokenizer } from '../../shared/engine';
-import type { ErrorMetrics, ServingMetrics } from '../../shared/metrics/metrics';
+import type { ErrorMetrics, QosMetrics, ServingMetrics } from '../../shared/metrics/metrics';
+import type { FairQueuing, QosKeys } from '../../shared/qos';
 import { InferenceJob, type Reply, type StreamEvent } from '../../shared/queue/contracts';
 import { wallClockMs } from '../../shared/serving/request';
 import type { ServeResult } from '../../shared/serving/result';
@@ -20,6 +21,8 @@ export interface InferenceDeps {
   errors?: ErrorMetrics;
   /** Called when a re-run job (its worker died after recording) found its result already recorded. */
   onDuplicate?: (job: Job) => void;
+  /** Quality of service: a started job advances its queue's fair queuing and leaves its tenant's queued set. */
+  qos?: { fair: FairQueuing; keys: QosKeys; metrics?: QosMetrics; onError?: (e: Error) => void };
 }
 
 /**
@@ -42,6 +45,13 @@ export function inferenceProcessor(d: InferenceDeps) {
       throw announced(new UnrecoverableError(message));
     }
     const data = parsed.data;
+    const queueSeconds = job.processedOn && job.timestamp ? Math.max(0, (job.processedOn - job.timestamp) / 1000) : undefined;
+    if (d.qos) {
+      const q = d.qos;
+      q.metrics?.started(data.class, data.tenant, queueSeconds);
+      // Not awaited: the virtual time and the queued count follow, the request does not wait for them.
+      void q.fair.started(job.queueName, q.keys.queued(data.class, data.tenant), job.id!, data.tag).catch((e: Error) => q.onError?.(e));
+    }
     if (data.stream && job.stalledCounter > 0 && (await d.publisher.exists(d.keys.streamBegan(data.request.id)))) {
       // A stream whose worker died under it after its first token: its client has seen some tokens, and a re-run would
       // send them again from the first. It ends here, with an error the client reads (streams are never retried; see
@@ -69,12 +79,11 @@ export function inferenceProcessor(d: InferenceDeps) {
       };
     }
     const started = Date.now();
-    const queueSeconds = job.processedOn && job.timestamp ? Math.max(0, (job.processedOn - job.timestamp) / 1000) : undefined;
     const sched = d.scheduler.stats();
     d.metrics?.requestsWaiting.set(sched.waiting + 1);
     const reply = (r: Omit<Reply, 'id'>) => (data.replyTo ? d.publisher.publish(data.replyTo, JSON.stringify({ id: data.request.id, ...r } satisfies Reply)) : undefined);
     try {
-      const result = await d.scheduler.submit(data.request, onToken);
+      const result = await d.scheduler.submit(data.request, onToken, data.class);
       result.worker = { pickedAt, doneAt: wallClockMs() };
       // The waiting client first: completing the job in BullMQ (and its event) follows.
       void reply({ result })?.catch(() => undefined);

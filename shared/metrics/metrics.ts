@@ -4,7 +4,10 @@
  * factory at most once per registry (prom-client refuses a second registration of a name).
  *
  * Labels are bounded: `mode` is one of the link modes (or `other`), `status`, `kind`, `result`, `tier`, `state`,
- * `decision` are fixed sets, `queue` is a queue name, `service` a service name, `worker` (a worker's default label) its id. No request ids, tenants, keys or prompt text.
+ * `decision` are fixed sets, `queue` is a queue name, `service` a service name, `worker` (a worker's default label) its id,
+ * `class` a request class; `tenant` (quality of service's metrics only) is bounded by shared/qos's TenantLabels: the
+ * first QOS_TENANT_LABELS tenants a process sees keep their names, the rest are `other`. No request ids, keys or
+ * prompt text.
  *
  * Names follow vLLM v1 where one exists (`vllm:time_to_first_token_seconds` → `epic_time_to_first_token_seconds`, with
  * its buckets); hit rates are ratios of counter rates in PromQL, never precomputed gauges.
@@ -15,6 +18,8 @@ import { TIERS, type TierName, type TierStats } from '../kvstore/backend';
 import type { KVStoreStats } from '../kvstore/store';
 import { LINK_MODES } from '../linking/types';
 import { ROUTING_DECISIONS, type RoutingDecision } from '../routing/modes';
+import { REQUEST_CLASSES, type RequestClass } from '../queue/contracts';
+import { TenantLabels } from '../qos/labels';
 
 export const METRIC_PREFIX = 'epic_';
 
@@ -626,6 +631,74 @@ export function createIndexGauge(registry: Registry, read: () => { memory: numbe
   });
 }
 
+// ——— quality of service ———
+
+export interface QosMetrics {
+  queueSeconds: Histogram<'class' | 'tenant'>;
+  served: Counter<'class'>;
+  /** A worker started a job of `cls` for `tenant` after it waited `seconds` in its queue. */
+  started(cls: RequestClass, tenant: string, seconds: number | undefined): void;
+  /** A worker served `n` requests of `cls`. */
+  servedCount(cls: RequestClass, n: number): void;
+}
+
+/**
+ * Quality of service: `epic_qos_queue_seconds{class,tenant}` (worker: enqueue to start), `epic_qos_served_requests_total{class}`
+ * (worker: requests served per class; the share of work served per class is the ratio of their rates), and, where
+ * `waiting` is given (the API), `epic_qos_waiting_requests{class,tenant}` (requests waiting to start, read from the
+ * tenants' queued sets in Redis at scrape time). Tenant labels are bounded by `labels` (TenantLabels: the first N
+ * tenants seen keep their names, later ones are `other`).
+ */
+export function createQosMetrics(
+  registry: Registry,
+  opts: { labels?: TenantLabels; waiting?: () => Promise<{ tenant: string; cls: RequestClass; n: number }[]> } = {},
+): QosMetrics {
+  const labels = opts.labels ?? new TenantLabels();
+  const queueSeconds = new Histogram<'class' | 'tenant'>({
+    name: METRIC_PREFIX + 'qos_queue_seconds',
+    help: 'Time from enqueue to a worker starting the job, by request class and tenant (tenants past the first QOS_TENANT_LABELS seen: other).',
+    labelNames: ['class', 'tenant'],
+    buckets: REQUEST_LATENCY_BUCKETS,
+    registers: [registry],
+  });
+  const served = new Counter<'class'>({
+    name: METRIC_PREFIX + 'qos_served_requests_total',
+    help: 'Requests served by the scheduler, by request class (the share of work per class is the ratio of their rates).',
+    labelNames: ['class'],
+    registers: [registry],
+  });
+  for (const c of REQUEST_CLASSES) served.inc({ class: c }, 0);
+  if (opts.waiting) {
+    const read = opts.waiting;
+    new Gauge<'class' | 'tenant'>({
+      name: METRIC_PREFIX + 'qos_waiting_requests',
+      help: 'Requests waiting to start, by request class and tenant (tenants past the first QOS_TENANT_LABELS seen: other).',
+      labelNames: ['class', 'tenant'],
+      registers: [registry],
+      async collect() {
+        this.reset();
+        const sums = new Map<string, { cls: RequestClass; tenant: string; n: number }>();
+        for (const w of await withTimeout(read(), 1000).catch(() => [])) {
+          const tenant = labels.of(w.tenant);
+          const k = `${w.cls}\0${tenant}`;
+          const e = sums.get(k) ?? { cls: w.cls, tenant, n: 0 };
+          e.n += w.n;
+          sums.set(k, e);
+        }
+        for (const e of sums.values()) this.set({ class: e.cls, tenant: e.tenant }, e.n);
+      },
+    });
+  }
+  return {
+    queueSeconds,
+    served,
+    started: (cls, tenant, seconds) => {
+      if (seconds !== undefined) queueSeconds.observe({ class: cls, tenant: labels.of(tenant) }, seconds);
+    },
+    servedCount: (cls, n) => served.inc({ class: cls }, n),
+  };
+}
+
 export function createAllMetrics(
   registry: Registry,
   opts: { service?: string; getStats?: () => KVStoreStats | undefined; queues?: QueueLike[]; process?: boolean } = {},
@@ -637,6 +710,7 @@ export function createAllMetrics(
   queues: QueueMetrics;
   http: HttpMetrics;
   routing: RoutingMetrics;
+  qos: QosMetrics;
 } {
   if (opts.process !== false) registerProcessMetrics(registry); // no-op on a createRegistry() registry
   // The routing gauges read nothing here (a service passes its index's reader).
@@ -650,5 +724,6 @@ export function createAllMetrics(
     queues: createQueueMetrics(registry, opts.queues ?? []),
     http: createHttpMetrics(registry),
     routing: createRoutingMetrics(registry),
+    qos: createQosMetrics(registry, { waiting: async () => [] }),
   };
 }

@@ -9,6 +9,13 @@ export const QUEUES = {
   precompute: 'precompute',
 } as const;
 
+/**
+ * Request classes (quality of service): `interactive` (/v1/completions, /v1/chat/completions, plain and streamed) goes
+ * before `batch` (/v1/jobs, /v1/batches), which keeps a minimum share (BATCH_MIN_SHARE). Each class has its own queues.
+ */
+export const REQUEST_CLASSES = ['interactive', 'batch'] as const;
+export type RequestClass = (typeof REQUEST_CLASSES)[number];
+
 /** One request to serve. `batchId`/`index` tie it to a batch; `stream` asks for tokens as they are generated. */
 export const InferenceJob = z.object({
   tenant: z.string(),
@@ -20,6 +27,10 @@ export const InferenceJob = z.object({
   replyTo: z.string().optional(),
   /** Where the API's router sent it (shared/routing): a worker counts a `fallback` job it took from the shared queue as stolen. */
   route: z.enum(ROUTING_DECISIONS).optional(),
+  /** Its request class (absent: interactive, as jobs enqueued before classes existed). */
+  class: z.enum(REQUEST_CLASSES).default('interactive'),
+  /** Its start tag in its queue's fair queuing (shared/qos/fair.ts): the worker advances the queue's virtual time to it. */
+  tag: z.number().nonnegative().optional(),
 });
 export type InferenceJob = z.input<typeof InferenceJob>;
 

@@ -1,4 +1,3 @@
-import type { Worker } from 'bullmq';
 import type { RoutingKeys } from './keys';
 import type { RedisLike } from './residency';
 
@@ -43,14 +42,22 @@ end
 return out
 `;
 
+/** What an adopter runs on a dead worker's queues: a BullMQ Worker, or several closed together. */
+export interface Consumer {
+  close(): Promise<unknown>;
+}
+
 export interface AdopterOptions {
   redis: RedisLike;
   keys: RoutingKeys;
   workerId: string;
   ttlMs?: number;
-  /** A BullMQ Worker on a dead worker's own queue, taking its jobs into this worker (the same processor). */
-  consume: (deadWorkerId: string) => Worker;
-  /** Jobs left in a dead worker's queue (waiting, delayed, active): the adopter stops at 0. */
+  /**
+   * What consumes a dead worker's own queues (a BullMQ Worker per request class), taking its jobs into this worker
+   * (the same processor): closed when the queues are drained or their owner is back.
+   */
+  consume: (deadWorkerId: string) => Consumer;
+  /** Jobs left in a dead worker's queues (waiting, delayed, active; both classes): the adopter stops at 0. */
   remaining: (deadWorkerId: string) => Promise<number>;
   onAdopt?: (deadWorkerId: string) => void;
   onDone?: (deadWorkerId: string, reason: 'drained' | 'returned') => void;
@@ -64,7 +71,7 @@ export interface AdopterOptions {
  * adopter that dies in turn leaves the orphan to another.
  */
 export class Adopter {
-  private readonly adopted = new Map<string, Worker>();
+  private readonly adopted = new Map<string, Consumer>();
   private timer?: NodeJS.Timeout;
   private running?: Promise<void>;
   private closed = false;

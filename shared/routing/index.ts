@@ -6,4 +6,4 @@ export { ResidencyPublisher, type RedisLike, type ResidencyOptions } from './res
 export { ResidencyReader } from './reader';
 export { InferenceQueues } from './queues';
 export { Router, routingChunkKeys, type Route, type RouterOptions } from './router';
-export { Adopter, type AdopterOptions } from './adopt';
+export { Adopter, type AdopterOptions, type Consumer } from './adopt';

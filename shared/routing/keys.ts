@@ -1,12 +1,23 @@
-import { QUEUES } from '../queue/contracts';
+import { QUEUES, type RequestClass } from '../queue/contracts';
 
 /** A worker id: it names the worker's own queue, so it is what a BullMQ queue name may hold (no ':'). */
 export const WORKER_ID_PATTERN = /^[A-Za-z0-9_.-]{1,64}$/;
 
-/** The worker's own inference queue (the shared one is QUEUES.inference). */
-export function workerQueueName(workerId: string): string {
+/**
+ * The shared inference queue of a request class: QUEUES.inference for interactive requests (the name it had before
+ * classes), `inference-batch` for batch requests.
+ */
+export function sharedQueueName(cls: RequestClass = 'interactive'): string {
+  return cls === 'batch' ? `${QUEUES.inference}-batch` : QUEUES.inference;
+}
+
+/**
+ * A worker's own inference queue of a request class: `inference-w-<id>` (interactive), `inference-batch-w-<id>`
+ * (batch). No worker id makes one name the other's (an interactive name never starts with `inference-batch`).
+ */
+export function workerQueueName(workerId: string, cls: RequestClass = 'interactive'): string {
   if (!WORKER_ID_PATTERN.test(workerId)) throw new Error(`invalid worker id ${JSON.stringify(workerId)} (want ${WORKER_ID_PATTERN})`);
-  return `${QUEUES.inference}-w-${workerId}`;
+  return `${sharedQueueName(cls)}-w-${workerId}`;
 }
 
 /**

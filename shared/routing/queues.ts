@@ -1,16 +1,20 @@
 import { Queue, type QueueOptions } from 'bullmq';
-import { QUEUES } from '../queue/contracts';
+import { REQUEST_CLASSES, type RequestClass } from '../queue/contracts';
 import type { RoutingKeys } from './keys';
-import { workerQueueName } from './keys';
+import { sharedQueueName, workerQueueName } from './keys';
 import type { RedisLike } from './residency';
 
 /**
- * The API's inference queues: the shared one (any worker takes its jobs) and each worker's own, opened when first
- * used on the same connection. `known()` lists every worker that ever had a queue (the index's `queues` set), for
- * what must look at all of them: cancelling a batch, counting what waits.
+ * The API's inference queues, one per request class (interactive, batch) and target: the shared ones (any worker
+ * takes their jobs) and each worker's own, opened when first used on the same connection. `known()` lists every worker
+ * that ever had a queue (the index's `queues` set), for what must look at all of them: cancelling a batch, counting
+ * what waits.
  */
 export class InferenceQueues {
+  /** The shared interactive queue (QUEUES.inference). */
   readonly shared: Queue;
+  /** The shared batch queue. */
+  readonly sharedBatch: Queue;
   private readonly own = new Map<string, Queue>();
 
   constructor(
@@ -20,16 +24,24 @@ export class InferenceQueues {
     shared?: Queue,
     private readonly onError?: (e: Error) => void,
   ) {
-    this.shared = shared ?? new Queue(QUEUES.inference, opts);
+    this.shared = shared ?? new Queue(sharedQueueName('interactive'), opts);
+    this.sharedBatch = new Queue(sharedQueueName('batch'), opts);
+    if (onError) this.sharedBatch.on('error', onError);
   }
 
-  /** A worker's own queue. */
-  of(workerId: string): Queue {
-    let q = this.own.get(workerId);
+  /** The shared queue of a class. */
+  sharedOf(cls: RequestClass = 'interactive'): Queue {
+    return cls === 'batch' ? this.sharedBatch : this.shared;
+  }
+
+  /** A worker's own queue of a class. */
+  of(workerId: string, cls: RequestClass = 'interactive'): Queue {
+    const name = workerQueueName(workerId, cls);
+    let q = this.own.get(name);
     if (!q) {
-      q = new Queue(workerQueueName(workerId), this.opts);
+      q = new Queue(name, this.opts);
       if (this.onError) q.on('error', this.onError);
-      this.own.set(workerId, q);
+      this.own.set(name, q);
     }
     return q;
   }
@@ -39,9 +51,10 @@ export class InferenceQueues {
     return (await this.redis.smembers(this.keys.queues)).sort();
   }
 
-  /** The shared queue and every worker's. */
+  /** The shared queues and every worker's, of both classes. */
   async all(): Promise<Queue[]> {
-    return [this.shared, ...(await this.known()).map((id) => this.of(id))];
+    const ids = await this.known();
+    return [this.shared, this.sharedBatch, ...ids.flatMap((id) => REQUEST_CLASSES.map((c) => this.of(id, c)))];
   }
 
   /** Jobs that wait to run in every queue (waiting, delayed, prioritized): what admission caps. */
@@ -57,6 +70,6 @@ export class InferenceQueues {
   }
 
   async close(): Promise<void> {
-    await Promise.allSettled([this.shared.close(), ...[...this.own.values()].map((q) => q.close())]);
+    await Promise.allSettled([this.shared.close(), this.sharedBatch.close(), ...[...this.own.values()].map((q) => q.close())]);
   }
 }

@@ -2,6 +2,7 @@ import type { Queue } from 'bullmq';
 import { LRUCache } from 'lru-cache';
 import { chunkKey } from '../kvstore';
 import { LINK_DEFAULTS, variantId, type CompileVariant } from '../linking/types';
+import { REQUEST_CLASSES, type RequestClass } from '../queue/contracts';
 import type { ServeRequest } from '../serving/request';
 import type { InferenceQueues } from './queues';
 import type { ResidencyReader } from './reader';
@@ -51,7 +52,7 @@ export class Router {
   private readonly weights: ScoreWeights;
   private readonly maxWaiting: number;
   private readonly loadMs: number;
-  private readonly load = new Map<string, { backlog: number; waiting: number; at: number }>();
+  private readonly load = new Map<string, Load>();
   private readonly sticky: LRUCache<string, string>;
   private rr = 0;
 
@@ -67,26 +68,32 @@ export class Router {
     return this.o.queues;
   }
 
-  async route(tenant: string, r: ServeRequest): Promise<Route> {
-    const route = await this.pick(tenant, r);
+  /**
+   * The queue of request class `cls` for a request: the chosen worker's own queue of that class, or the class's shared
+   * queue. The backlog that scores a worker counts both its classes; the cap on waiting jobs (maxWaiting) is per class,
+   * so a worker's long batch backlog does not send its interactive requests to the shared queue.
+   */
+  async route(tenant: string, r: ServeRequest, cls: RequestClass = 'interactive'): Promise<Route> {
+    const route = await this.pick(tenant, r, cls);
     this.o.onDecision?.(route.decision);
     if (route.workerId) {
       const l = this.load.get(route.workerId);
       if (l) {
         l.backlog++;
-        l.waiting++;
+        l.waiting[cls]++;
       }
     }
     return route;
   }
 
-  private async pick(tenant: string, r: ServeRequest): Promise<Route> {
-    if (this.mode === 'shared') return { queue: this.o.queues.shared, decision: 'shared' };
+  private async pick(tenant: string, r: ServeRequest, cls: RequestClass): Promise<Route> {
+    const shared = this.o.queues.sharedOf(cls);
+    if (this.mode === 'shared') return { queue: shared, decision: 'shared' };
     const live = await this.o.reader.liveWorkers();
-    if (!live.length) return { queue: this.o.queues.shared, decision: 'fallback' };
+    if (!live.length) return { queue: shared, decision: 'fallback' };
     if (this.mode === 'round-robin') {
       const id = live[this.rr++ % live.length];
-      return { queue: this.o.queues.of(id), decision: 'round_robin', workerId: id };
+      return { queue: this.o.queues.of(id, cls), decision: 'round_robin', workerId: id };
     }
     const keys = routingChunkKeys(this.o.modelId, r);
     const context = `${tenant}\0${r.mode.mode}:${r.mode.k ?? ''}:${r.mode.r ?? ''}\0${r.tenantSalt}\0${keys.length ? keys.join(',') : r.id}`;
@@ -94,7 +101,7 @@ export class Router {
     const stuck = this.sticky.get(context);
     const at = stuck === undefined ? -1 : live.indexOf(stuck);
     let best: number;
-    if (at >= 0 && loads[at].waiting <= this.maxWaiting) best = at;
+    if (at >= 0 && loads[at].waiting[cls] <= this.maxWaiting) best = at;
     else {
       const held = await this.o.reader.holdings(live, keys);
       best = scoreWorkers(
@@ -109,24 +116,39 @@ export class Router {
         this.weights,
       ).best;
     }
-    if (loads[best].waiting > this.maxWaiting) return { queue: this.o.queues.shared, decision: 'fallback' };
+    if (loads[best].waiting[cls] > this.maxWaiting) return { queue: shared, decision: 'fallback' };
     const id = live[best];
     this.sticky.set(context, id);
-    return { queue: this.o.queues.of(id), decision: 'best', workerId: id };
+    return { queue: this.o.queues.of(id, cls), decision: 'best', workerId: id };
   }
 
-  /** Each live worker's backlog (waiting + running) and waiting jobs: read at most every loadMs, counted between. */
-  private async loads(live: string[]): Promise<{ backlog: number; waiting: number }[]> {
+  /**
+   * Each live worker's backlog (waiting + running, both classes) and waiting jobs per class: read at most every loadMs,
+   * counted between.
+   */
+  private async loads(live: string[]): Promise<Load[]> {
     const now = performance.now();
     const stale = live.filter((id) => !(now - (this.load.get(id)?.at ?? -Infinity) <= this.loadMs));
     if (stale.length) {
-      const counts = await Promise.all(stale.map((id) => this.o.queues.of(id).getJobCounts('waiting', 'active', 'prioritized')));
+      const counts = await Promise.all(stale.flatMap((id) => REQUEST_CLASSES.map((c) => this.o.queues.of(id, c).getJobCounts('waiting', 'active', 'prioritized'))));
       stale.forEach((id, i) => {
-        const c = counts[i]; // keyed by BullMQ's own type names ('wait' for waiting)
-        const waiting = (c.wait ?? c.waiting ?? 0) + (c.prioritized ?? 0);
-        this.load.set(id, { backlog: waiting + (c.active ?? 0), waiting, at: now });
+        const l: Load = { backlog: 0, waiting: { interactive: 0, batch: 0 }, at: now };
+        REQUEST_CLASSES.forEach((cls, k) => {
+          const c = counts[i * REQUEST_CLASSES.length + k]; // keyed by BullMQ's own type names ('wait' for waiting)
+          const waiting = (c.wait ?? c.waiting ?? 0) + (c.prioritized ?? 0);
+          l.waiting[cls] = waiting;
+          l.backlog += waiting + (c.active ?? 0);
+        });
+        this.load.set(id, l);
       });
     }
     return live.map((id) => this.load.get(id)!);
   }
+}
+
+/** A worker's backlog (both classes, waiting and running) and its waiting jobs per class, as last read or counted. */
+interface Load {
+  backlog: number;
+  waiting: Record<RequestClass, number>;
+  at: number;
 }

@@ -24,6 +24,10 @@ export interface ExecuteHooks {
   onEnd?: () => void;
   /** A step served its requests, in `ms`. */
   onServed?: (size: number, ms: number) => void;
+  /** A step's requests were served (positions in the round), after onServed. */
+  onServedRequests?: (positions: readonly number[]) => void;
+  /** Asked before each step but the first: true stops the plan there (its remaining steps are returned, unrun). */
+  stop?: () => boolean;
 }
 
 /**
@@ -31,10 +35,15 @@ export interface ExecuteHooks {
  * one), one after another (onnxruntime uses every core for one call). Each step's requests are settled as it ends. A
  * failed step of several requests is run again one request at a time, so one bad request does not fail its neighbours;
  * a retried request streams only the tokens it had not streamed before (the same tokens: greedy, or sampled from the
- * same seed).
+ * same seed). Returns the positions of the requests of the steps `stop` left unrun.
  */
-export async function executePlan(ctxFor: (tenantSalt: string) => LinkContext, plan: Plan, round: readonly Waiting[], hooks: ExecuteHooks = {}): Promise<void> {
-  for (const step of plan.steps) await runStep(ctxFor, step.kind, step.requests.map((i) => round[i]), hooks);
+export async function executePlan(ctxFor: (tenantSalt: string) => LinkContext, plan: Plan, round: readonly Waiting[], hooks: ExecuteHooks = {}): Promise<number[]> {
+  for (const [k, step] of plan.steps.entries()) {
+    if (k > 0 && hooks.stop?.()) return plan.steps.slice(k).flatMap((s) => s.requests);
+    await runStep(ctxFor, step.kind, step.requests.map((i) => round[i]), hooks);
+    hooks.onServedRequests?.(step.requests);
+  }
+  return [];
 }
 
 /** The serving call for a step. */

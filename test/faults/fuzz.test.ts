@@ -86,7 +86,7 @@ describe('API fuzz', () => {
         const j = (await httpJson(s!.base, 'GET', `/v1/jobs/${id}?results=true`, undefined, auth)).body;
         if (['completed', 'cancelled'].includes(j?.status)) continue;
         const c = redis.client();
-        const states = await Promise.all(Array.from({ length: j?.total ?? 0 }, (_, i) => c.hmget(`${s!.env.QUEUE_PREFIX}:inference:${id}-${i}`, 'failedReason', 'finishedOn', 'attemptsMade')));
+        const states = await Promise.all(Array.from({ length: j?.total ?? 0 }, (_, i) => c.hmget(`${s!.env.QUEUE_PREFIX}:inference-batch:${id}-${i}`, 'failedReason', 'finishedOn', 'attemptsMade')));
         c.disconnect();
         out.push(`${id}: ${JSON.stringify({ ...j, results: j?.results?.map((r: any) => r.index) })} jobs: ${JSON.stringify(states)}`);
       }

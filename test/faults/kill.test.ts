@@ -28,7 +28,8 @@ describe('workers killed with SIGKILL', () => {
     // No warm-up: a replacement worker must join while the batch still runs, or the next kill falls after its end.
     s = await ProcStack.start({ redis: r.redis, services: [], env: { ...LOCKS, WORKER_MAX_STALLED_COUNT: '3', WORKER_CONCURRENCY: '4', WORKER_WARMUP: '0' } });
     await Promise.all([s.add('api'), s.add('worker'), s.add('worker')]);
-    events = new QueueEvents('inference', { connection: { url: r.redis.url }, prefix: s.env.QUEUE_PREFIX });
+    // A batch's jobs are in the shared batch queue (ROUTING=shared).
+    events = new QueueEvents('inference-batch', { connection: { url: r.redis.url }, prefix: s.env.QUEUE_PREFIX });
     await events.waitUntilReady();
     const stalled = new Set<string>();
     events.on('stalled', ({ jobId }) => stalled.add(jobId));
@@ -50,7 +51,7 @@ describe('workers killed with SIGKILL', () => {
       await waitFor(async () => ((await count()) >= at ? true : undefined), 60_000, `${at} results`);
       // The oldest worker alive: one that has been taking jobs.
       const victim = s.of('worker')[0];
-      const active = Number(await r.client.llen(`${s.env.QUEUE_PREFIX}:inference:active`));
+      const active = Number(await r.client.llen(`${s.env.QUEUE_PREFIX}:inference-batch:active`));
       await victim.kill();
       kills.push({ atResults: await count(), activeJobs: active });
       // A replacement starts while the survivors carry on; the next kill does not wait for it (a worker takes seconds
@@ -98,7 +99,7 @@ describe('workers killed with SIGKILL', () => {
     const requests = Array.from({ length: 6 }, (_, i) => ({ prompt: `Q : item ${i} ? A :`, max_tokens: 1000 }));
     const sub = await httpJson(s.base, 'POST', '/v1/jobs', { requests });
     const client2 = r.client;
-    await waitFor(async () => ((await client2.llen(`${s!.env.QUEUE_PREFIX}:inference:active`)) > 0 ? true : undefined), 30_000, 'active jobs');
+    await waitFor(async () => ((await client2.llen(`${s!.env.QUEUE_PREFIX}:inference-batch:active`)) > 0 ? true : undefined), 30_000, 'active jobs');
     await s.of('worker')[0].kill();
     await s.add('worker');
     const batches = new BatchStore(r.client, new CatalogKeys(s.env.CATALOG_PREFIX));

@@ -18,7 +18,8 @@ describe('overload', () => {
 
   test('a full queue answers 429 with Retry-After and enqueues nothing; body and token limits answer 413/400', async () => {
     s = await ProcStack.start({ redis: r.redis, services: ['api'], env: { MAX_QUEUE_DEPTH: '40', MAX_BODY_BYTES: String(1024 * 1024) } });
-    const waiting = () => r.client.llen(`${s!.env.QUEUE_PREFIX}:inference:wait`);
+    // Batch jobs wait in the shared batch queue, by priority (fair queuing between tenants).
+    const waiting = () => r.client.zcard(`${s!.env.QUEUE_PREFIX}:inference-batch:prioritized`);
     const batch = (n: number) => ({ requests: Array.from({ length: n }, (_, i) => ({ prompt: `Q : item ${i} ? A :`, max_tokens: 2 })) });
     expect((await httpJson(s.base, 'POST', '/v1/jobs', batch(20))).status).toBe(202);
     expect((await httpJson(s.base, 'POST', '/v1/jobs', batch(20))).status).toBe(202);
@@ -67,7 +68,8 @@ describe('overload', () => {
   test('a request that times out (504) or whose streaming client goes away leaves no job behind for no one', async () => {
     // No worker: nothing takes the jobs.
     s = await ProcStack.start({ redis: r.redis, services: ['api'], env: { REQUEST_TIMEOUT_MS: '1500' } });
-    const waiting = () => r.client.llen(`${s!.env.QUEUE_PREFIX}:inference:wait`);
+    // Interactive jobs wait in the shared interactive queue, by priority (fair queuing between tenants).
+    const waiting = async () => (await r.client.llen(`${s!.env.QUEUE_PREFIX}:inference:wait`)) + (await r.client.zcard(`${s!.env.QUEUE_PREFIX}:inference:prioritized`));
     const timedOut = await httpJson(s.base, 'POST', '/v1/completions', { prompt: 'Q : x ? A :', max_tokens: 2 });
     expect({ status: timedOut.status, code: timedOut.body?.error?.code }).toEqual({ status: 504, code: 'timeout' });
     expect(await waiting()).toBe(0);

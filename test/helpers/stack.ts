@@ -8,7 +8,9 @@ import { Registry } from 'prom-client';
 import { CatalogKeys, TrackedCache, type DocumentRecord } from '../../shared/catalog';
 import { Engine } from '../../shared/engine';
 import { KVStore } from '../../shared/kvstore';
-import { QUEUES } from '../../shared/queue/contracts';
+import { QUEUES, REQUEST_CLASSES } from '../../shared/queue/contracts';
+import { FairQueuing, QosKeys } from '../../shared/qos';
+import { sharedQueueName } from '../../shared/routing';
 import { linkContextFactory } from '../../shared/serving/context';
 import { inferenceProcessor, recordFailure } from '../../services/worker/processor';
 import { PrecomputeJob, precomputeChunk } from '../../shared/serving/precompute';
@@ -77,12 +79,11 @@ export async function startStack(modelDir: string, opts: { apiKeys?: Map<string,
   const prefixStore = await KVStore.open({ modelId: engine.id, shape: engine.shape, memory: { budgetBytes: 2 ** 28 }, disk: false, redis: false });
   const scheduler = new Scheduler(linkContextFactory(engine, kv, prefixStore));
   const publisher = conn();
-  const worker = new Worker(QUEUES.inference, inferenceProcessor({ scheduler, batches, keys, publisher, tokenizer: engine.tokenizer }), {
-    connection: conn(),
-    prefix,
-    concurrency: opts.workerConcurrency ?? 32,
-  });
-  worker.on('failed', (job, err) => void recordFailure({ batches, publisher, keys }, job, err));
+  const qosKeys = new QosKeys(prefix);
+  const processor = inferenceProcessor({ scheduler, batches, keys, publisher, tokenizer: engine.tokenizer, qos: { fair: new FairQueuing(publisher, qosKeys), keys: qosKeys } });
+  // The shared queue of each request class (no worker is in the routing index: the router sends every job there).
+  const workers = REQUEST_CLASSES.map((cls) => new Worker(sharedQueueName(cls), processor, { connection: conn(), prefix, concurrency: opts.workerConcurrency ?? 32 }));
+  for (const worker of workers) worker.on('failed', (job, err) => void recordFailure({ batches, publisher, keys }, job, err));
   const pworker = new Worker(QUEUES.precompute, async (job) => precomputeChunk(engine, kv, PrecomputeJob.parse(job.data)), { connection: conn(), prefix });
   const app = createApp(deps);
   const server: Server = await new Promise((resolve) => {
@@ -99,15 +100,17 @@ export async function startStack(modelDir: string, opts: { apiKeys?: Map<string,
     close: async () => {
       server.closeAllConnections();
       server.close();
-      await worker.close();
+      await Promise.all(workers.map((w) => w.close()));
       await pworker.close();
       await replies.close();
       await docCache.close();
       await inference.obliterate({ force: true }).catch(() => undefined);
+      await deps.router.queues.sharedBatch.obliterate({ force: true }).catch(() => undefined);
+      await deps.router.queues.close();
       await precompute.obliterate({ force: true }).catch(() => undefined);
       await inference.close();
       await precompute.close();
-      for (const pattern of [`${keys.prefix}:*`, `${kvPrefix}:*`]) {
+      for (const pattern of [`${keys.prefix}:*`, `${kvPrefix}:*`, qosKeys.pattern()]) {
         let cursor = '0';
         do {
           const [next, found] = await redis.scan(cursor, 'MATCH', pattern, 'COUNT', 1000);

@@ -395,7 +395,7 @@ describe('the whole registry', () => {
     const registry = createRegistry('worker');
     createAllMetrics(registry, { service: 'worker', process: false });
     const snap = await snapshot(registry);
-    const allowed = new Set(['service', 'mode', 'status', 'kind', 'tier', 'result', 'queue', 'state', 'method', 'route', 'code', 'le', 'type', 'version', 'major', 'minor', 'patch', 'space', 'decision']);
+    const allowed = new Set(['service', 'mode', 'status', 'kind', 'tier', 'result', 'queue', 'state', 'method', 'route', 'code', 'le', 'type', 'version', 'major', 'minor', 'patch', 'space', 'decision', 'class', 'tenant']);
     for (const [name, m] of snap) {
       expect(name).toMatch(/^epic_[a-z0-9_]+$/);
       if (m.type === 'counter') expect(name).toMatch(/_total$/);
