@@ -168,9 +168,11 @@ async function main() {
       }
     };
 
-    // Warm-up: the worker's memory tier holds the chunks the timed runs use; the engine has seen the shapes.
+    // Warm-up: the worker's memory tier holds both tenants' chunks the timed runs use (each tenant's are its own, salted
+    // apart); the engine has seen the shapes.
     await interactiveRun();
     await finish('b', await submit('b', nSmall, 1));
+    await finish('a', await submit('a', Math.min(nBatch, 400), 3));
 
     // 0. Baselines on the idle system.
     const idle = await interactiveRun();

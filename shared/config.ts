@@ -125,7 +125,7 @@ const Env = z.object({
    */
   BATCH_MIN_SHARE: z.coerce.number().min(0).max(0.9).default(0.2),
   /** Batch requests in a round of their own while interactive traffic is recent (an interactive request then waits for at most such a round). */
-  BATCH_STEP_WHILE_INTERACTIVE: z.coerce.number().int().min(1).default(2),
+  BATCH_STEP_WHILE_INTERACTIVE: z.coerce.number().int().min(1).default(1),
   /** Batch jobs a worker holds at once (per queue it takes batch jobs from): more than a round's worth only delays other tenants' batches. */
   WORKER_BATCH_CONCURRENCY: z.coerce.number().int().min(1).default(16),
   /** Tenants' weights in fair queuing, `tenant:weight,…` (default 1 each): a tenant of weight 2 gets twice the share of one of weight 1. */

@@ -28,7 +28,7 @@ export interface ClassShareOptions {
   maxCredit?: number;
 }
 
-export const CLASS_SHARE_DEFAULTS = { minShare: 0.2, shortRound: 2, recentMs: 1000, maxCredit: 16 } as const;
+export const CLASS_SHARE_DEFAULTS = { minShare: 0.2, shortRound: 1, recentMs: 1000, maxCredit: 16 } as const;
 
 /** The counter a scheduler keeps between rounds. */
 export interface ClassShareState {
