@@ -15,7 +15,11 @@
     /usr/bin/python3 tools/model/from_onnx.py --model models/epic-qa --out runs/grown3.pt --layers 3
     OMP_WAIT_POLICY=PASSIVE ... train.py --out runs/qa22 --init runs/grown3.pt --start-level 6 --minutes 92 \
         --threads 1 --seed 1235 --lr 6e-4 --distinct-questions --type-weight 0.35,0.3,0.35 --mix varied:0.6 \
-        --eval-every 250 --two-hop-form bridge
+        --eval-every 250 --two-hop-form bridge              # stopped at step 525, then, from its step-500 weights:
+    ... train.py --out runs/qa22 --init runs/qa22a/last.pt ... --seed 1236 --lr 5e-4 --questions 4 \
+        --mix varied:0.6 --eval-every 300                   # stopped at step 600, then, from its step-600 weights:
+    ... train.py --out runs/qa22c --init runs/qa22/last.pt ... --seed 1237 --lr 5e-4 --questions 4 \
+        --mix varied:0.45,single:0.3 --eval-every 300
     # the sixth attempt's continuations (README.md): drill company lookups, pinned or mixed into the final level
     ... train.py --out runs/pc --init runs/init2.pt --level pairs-companies --minutes 3 --seed 1235 --lr 4e-4
     ... train.py --out runs/mix --init runs/init2.pt --start-level 6 --minutes 8 --seed 1235 --lr 4e-4 \
@@ -100,6 +104,9 @@ EXTRA_LEVELS = {
                               two_hop=False), 1.0, 4096),
     # 1-8 documents of 20-400 tokens each (log-uniform), cut anywhere (issue #22): mixed into the final level
     "varied": (world.VARIED, 1.0, 6144),
+    # one short document (20-150 tokens): the README's example; the first question after so little context is where
+    # the model, trained on 8 pages, went on writing the document instead of ending the answer (issue #22)
+    "single": (world.Level(n_docs=(1, 1), page_tokens=(20, 150), fillers=(1, 5)), 1.0, 2048),
 }
 
 
@@ -163,12 +170,18 @@ def pick_questions(rng: random.Random, qs, n: int, weight=None, distinct=False, 
 
 def make_batch(tok, rng, lv: world.Level, batch_tokens: int, n_q: int, weight=None, distinct=False, company_weight=1.0,
                mix=None):
-    """mix: (Level, fraction): that share of the sequences comes from another level (a continuation that keeps the
-    level it trains on while it drills another).  Returns the sequences (encode_sample's triples)."""
+    """mix: [(Level, fraction)]: those shares of the sequences come from other levels (a continuation that keeps the
+    level it trains on while it drills others).  Returns the sequences (encode_sample's triples)."""
     seqs = []
     total = 0
     while total < batch_tokens:
-        s = world.sample(rng, mix[0] if mix and rng.random() < mix[1] else lv)
+        r, pick = rng.random(), lv
+        for mlv, frac in mix or []:
+            if r < frac:
+                pick = mlv
+                break
+            r -= frac
+        s = world.sample(rng, pick)
         qs = pick_questions(rng, s.questions, n_q, weight, distinct, company_weight)
         ids, kind, qt = encode_sample(tok, s, qs)
         seqs.append((ids, kind, qt))
@@ -312,21 +325,22 @@ def main():
                     % ",".join(str(TYPE_WEIGHT[t]) for t in TYPES))
     ap.add_argument("--company-weight", type=float, default=1.0,
                     help="draw weight of questions about a company (persons: 1) within each question type")
-    ap.add_argument("--mix", default="", help="NAME:FRACTION: that share of each batch's sequences from an extra level")
+    ap.add_argument("--mix", default="", help="NAME:FRACTION[,NAME:FRACTION]: those shares of each batch's sequences "
+                    "from extra levels")
     ap.add_argument("--two-hop-form", choices=world.TWO_HOP_FORMS, default=world.TWO_HOP_FORM,
                     help="two-hop answer: bridge 'Rolagen Lisbon', restated 'Rolagen city Rolagen Lisbon'")
     ap.add_argument("--micro-tokens", type=int, default=1800, help="max tokens per forward (gradient accumulation)")
     a = ap.parse_args()
-    mix = None
-    if a.mix:
-        mname, _, frac = a.mix.partition(":")
+    mix = []
+    for part in filter(None, a.mix.split(",")):
+        mname, _, frac = part.partition(":")
         try:
-            mix = (EXTRA_LEVELS[mname][0], float(frac))
+            mix.append((EXTRA_LEVELS[mname][0], float(frac)))
         except (KeyError, ValueError):
-            mix = None
-        if not mix or not 0 < mix[1] <= 1:
-            ap.error(f"--mix needs NAME:FRACTION, NAME one of {', '.join(sorted(EXTRA_LEVELS))} and 0 < FRACTION <= 1, "
-                     f"got {a.mix!r}")
+            mix.append((None, -1.0))
+        if not 0 < mix[-1][1] <= 1 or sum(f for _, f in mix) > 1:
+            ap.error(f"--mix needs NAME:FRACTION[,NAME:FRACTION], NAME one of {', '.join(sorted(EXTRA_LEVELS))}, "
+                     f"0 < FRACTION and the fractions' sum <= 1, got {a.mix!r}")
     if a.company_weight <= 0:
         ap.error(f"--company-weight must be positive, got {a.company_weight}")
 
@@ -358,7 +372,7 @@ def main():
     opt = torch.optim.AdamW(param_groups(model, a.wd), lr=a.lr, betas=(0.9, 0.95))
     mon = monitor_set(tok, a.monitor_seed, 48)
     # with --mix varied, a second monitor on 1-4 documents of varied length (the short held-out slice's shape)
-    mon2 = monitor_set(tok, a.monitor_seed, 64, world.SHORT_SLICE) if a.mix.startswith("varied") else None
+    mon2 = monitor_set(tok, a.monitor_seed, 64, world.SHORT_SLICE) if "varied" in a.mix else None
     log = open(os.path.join(a.out, "log.jsonl"), "a")
     card = {"world": "tools/model/world.py", "train_seed": a.seed, "monitor_seed": a.monitor_seed,
             "command": " ".join(["/usr/bin/python3", "tools/model/train.py"] + sys.argv[1:]),
