@@ -48,7 +48,7 @@ export function createApp(d: ApiDeps): Express {
   app.use(auth(d.apiKeys));
   const board = new ExpressAdapter();
   board.setBasePath('/admin/queues');
-  createBullBoard({ queues: [new BullMQAdapter(d.inference), new BullMQAdapter(d.precompute)], serverAdapter: board });
+  createBullBoard({ queues: [new BullMQAdapter(d.inference), new BullMQAdapter(d.router.queues.sharedBatch), new BullMQAdapter(d.precompute)], serverAdapter: board });
   // bull-board answers its routes' failures itself (500 {"error":{"key":…}}, whatever the cause); thrown on, they reach
   // the API's error handler like every route's (a queue Redis that does not answer: 503 + Retry-After).
   board.setErrorHandler((err) => {

@@ -25,7 +25,11 @@ const errors = {
   '401': { description: 'Missing or invalid API key', ...json(errorRef) },
   '404': { description: "Not found (also: another tenant's object, an unknown document id)", ...json(errorRef) },
   '413': { description: 'Body too large (MAX_BODY_BYTES; uploads 64 MiB)', ...json(errorRef) },
-  '429': { description: 'Queue full (MAX_QUEUE_DEPTH); see Retry-After', ...json(errorRef) },
+  '429': {
+    description:
+      'Queue full (MAX_QUEUE_DEPTH, code queue_full), or the tenant past its limit (param max_queued_requests, code tenant_queue_limit_exceeded: TENANT_MAX_QUEUED; param request_rate, code tenant_rate_limit_exceeded: TENANT_RATE); see Retry-After',
+    ...json(errorRef),
+  },
   '500': { description: 'Internal error', ...json(errorRef) },
   '503': { description: 'Queue Redis unavailable; see Retry-After', ...json(errorRef) },
 };

@@ -38,8 +38,13 @@ export function inferenceProcessor(d: InferenceDeps) {
       // fault (another producer, an API of another version): the client hears it now, not at its timeout, and
       // retrying cannot help.
       const message = `invalid job data: ${parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ')}`;
-      const raw = (job.data ?? {}) as { replyTo?: unknown; stream?: unknown; request?: { id?: unknown } };
+      const raw = (job.data ?? {}) as { replyTo?: unknown; stream?: unknown; request?: { id?: unknown }; tenant?: unknown; class?: unknown };
       const id = typeof raw.request?.id === 'string' ? raw.request.id : undefined;
+      // It started (and ends here): it no longer counts as its tenant's queued request.
+      if (d.qos && typeof raw.tenant === 'string') {
+        const q = d.qos;
+        void q.fair.started(job.queueName, q.keys.queued(raw.class === 'batch' ? 'batch' : 'interactive', raw.tenant), job.id!, undefined).catch((e: Error) => q.onError?.(e));
+      }
       if (id && typeof raw.replyTo === 'string') await d.publisher.publish(raw.replyTo, JSON.stringify({ id, error: message } satisfies Reply)).catch(() => undefined);
       if (id && raw.stream === true) await endStream(d, id, message).catch(() => undefined);
       throw announced(new UnrecoverableError(message));

@@ -38,6 +38,7 @@ describe('cache routing: a worker killed with SIGKILL', () => {
         // Room for many routed jobs in each worker's own queue, so the victim holds some when it dies.
         ROUTING_MAX_WAITING: '100',
         WORKER_CONCURRENCY: '4',
+        WORKER_BATCH_CONCURRENCY: '4',
         WORKER_WARMUP: '0',
       },
     });
@@ -46,8 +47,9 @@ describe('cache routing: a worker killed with SIGKILL', () => {
     const keys = new RoutingKeys(prefix);
     const live = async () => (await r.client.zrangebyscore(keys.workers, Date.now(), '+inf')).sort();
     await waitFor(async () => ((await live()).length === 2 ? true : undefined), 30_000, 'both workers in the index');
+    // A batch's jobs go to the workers' own batch queues (request classes: issue #23).
     const queueOf = (id: string) => {
-      const q = new Queue(workerQueueName(id), { connection: { url: r.redis.url }, prefix });
+      const q = new Queue(workerQueueName(id, 'batch'), { connection: { url: r.redis.url }, prefix });
       queues.push(q);
       return q;
     };
@@ -63,10 +65,11 @@ describe('cache routing: a worker killed with SIGKILL', () => {
     const batches = new BatchStore(r.client, new CatalogKeys(s.env.CATALOG_PREFIX));
 
     // The victim: worker a, once it runs jobs and has more waiting.
-    await waitFor(async () => ((await qa.getActiveCount()) > 0 && (await qa.getWaitingCount()) > 0 ? true : undefined), 60_000, "jobs running and waiting in a's queue");
-    // One look each (a job may move from waiting to running between two looks): what it runs, then what waits.
+    await waitFor(async () => ((await qa.getActiveCount()) > 0 && (await qa.getJobCountByTypes('waiting', 'prioritized')) > 0 ? true : undefined), 60_000, "jobs running and waiting in a's queue");
+    // One look each (a job may move from waiting to running between two looks): what it runs, then what waits (by
+    // priority: fair queuing between tenants).
     const activeAtKill = (await qa.getJobs(['active'])).map((j) => j.id!);
-    const held = [...new Set([...activeAtKill, ...(await qa.getJobs(['waiting'])).map((j) => j.id!)])];
+    const held = [...new Set([...activeAtKill, ...(await qa.getJobs(['waiting', 'prioritized'])).map((j) => j.id!)])];
     const victim = s.services.find((x) => x.name === 'worker' && x.env.WORKER_ID === 'a')!;
     await victim.kill();
     const killedAt = Date.now();

@@ -5,6 +5,7 @@
  */
 import { Worker } from 'bullmq';
 import { Adopter, InferenceQueues, ResidencyPublisher, ResidencyReader, Router, RoutingKeys, routingChunkKeys, workerQueueName } from '../../shared/routing';
+import { FairQueuing, QosKeys, TenantLimitError, TenantLimits } from '../../shared/qos';
 import { ServeRequest } from '../../shared/serving/request';
 import { haveRedisCluster, startRedisCluster } from '../helpers/cluster';
 import { waitFor } from '../helpers/net';
@@ -76,5 +77,20 @@ describe('routing on a Redis Cluster', () => {
     expect(await reader.liveWorkers()).toEqual(['b']);
     // Nothing routed to a any more.
     for (let i = 0; i < 5; i++) expect((await router.route('default', req(`n${i}`, 2))).workerId).toBe('b');
+
+    // Quality of service's scripts touch a queue's lists and their own keys together: one slot, so they run here too.
+    const qk = new QosKeys(prefix);
+    const fair = new FairQueuing(cluster.client(), qk);
+    const batchQueue = workerQueueName('b', 'batch');
+    expect(await fair.tags(batchQueue, 't', 2)).toEqual([1, 2]);
+    const limits = new TenantLimits(cluster.client(), qk, { maxQueued: 1, rate: 1, burst: 5 });
+    await limits.admit('t', 'batch', ['x']);
+    await expect(limits.admit('t', 'interactive', ['y'])).rejects.toBeInstanceOf(TenantLimitError);
+    await fair.started(batchQueue, qk.queued('batch', 't'), 'x', 2);
+    await limits.admit('t', 'interactive', ['y']);
+    expect(await limits.waiting()).toEqual([
+      { tenant: 't', cls: 'interactive', n: 1 },
+      { tenant: 't', cls: 'batch', n: 0 },
+    ]);
   }, 60_000);
 });
