@@ -4,7 +4,7 @@
  */
 import { Queue, Worker, type Job } from 'bullmq';
 import IORedis from 'ioredis';
-import { FairQueuing, priorityOf, QosKeys, TenantLimitError, TenantLimits } from '../../shared/qos';
+import { FairQueuing, priorityOf, QosKeys, TenantLabels, TenantLimitError, TenantLimits } from '../../shared/qos';
 import { waitFor } from '../helpers/net';
 import { dropKeys } from '../helpers/redis';
 
@@ -118,5 +118,12 @@ describe('fair queuing between tenants', () => {
     expect((rate as TenantLimitError).retryAfterS).toBeLessThanOrEqual(2);
     // Nothing refused was counted.
     expect((await limits.waiting()).find((w) => w.tenant === 't' && w.cls === 'batch')!.n).toBe(2);
+  });
+});
+
+describe('tenant label values', () => {
+  test('the first N tenants seen keep their names; later ones are other', () => {
+    const labels = new TenantLabels(2);
+    expect(['a', 'b', 'c', 'a', 'd', 'b'].map((t) => labels.of(t))).toEqual(['a', 'b', 'other', 'a', 'other', 'b']);
   });
 });
