@@ -120,6 +120,12 @@ const Env = z.object({
   /** Jobs waiting in a worker's own queue past which the router sends new jobs to the shared queue instead. */
   ROUTING_MAX_WAITING: z.coerce.number().int().min(0).default(8),
   /**
+   * Work stealing (shared/routing/steal.ts): how often an idle worker looks for jobs waiting in other live workers' own
+   * queues (ms; doubled up to 16× while it finds none; 0: never steals), and how many stolen jobs it runs at once.
+   */
+  ROUTING_STEAL_INTERVAL_MS: z.coerce.number().int().min(0).default(100),
+  ROUTING_STEAL_MAX: z.coerce.number().int().min(1).default(8),
+  /**
    * Quality of service (shared/serving/classes.ts, shared/qos). BATCH_MIN_SHARE: the least share of the requests a
    * worker serves that batch requests (/v1/jobs, /v1/batches) keep while interactive ones wait (0 to 0.9).
    */

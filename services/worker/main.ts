@@ -1,5 +1,5 @@
 import { hostname } from 'node:os';
-import { Queue, Worker, type Job, type Processor } from 'bullmq';
+import { Queue, QueueKeys, Worker, type Job, type Processor } from 'bullmq';
 import { BatchStore, CatalogKeys } from '../../shared/catalog';
 import { loadServiceConfig } from '../../shared/config';
 import { runService } from '../../shared/lifecycle';
@@ -8,7 +8,7 @@ import { createErrorMetrics, createIndexGauge, createQosMetrics, createRoutingMe
 import { createRegistry, serveMetrics } from '../../shared/metrics/server';
 import { FairQueuing, parseWeights, QosKeys, TenantLabels } from '../../shared/qos';
 import { REQUEST_CLASSES, type RequestClass } from '../../shared/queue/contracts';
-import { Adopter, ResidencyPublisher, RoutingKeys, sharedQueueName, workerQueueName } from '../../shared/routing';
+import { Adopter, QueueThief, ResidencyPublisher, ResidencyReader, RoutingKeys, sharedQueueName, Stealer, workerQueueName } from '../../shared/routing';
 import { workerConnection } from '../../shared/queue/connection';
 import { linkContextFactory } from '../../shared/serving/context';
 import { inferenceProcessor, recordFailure } from './processor';
@@ -24,8 +24,9 @@ function defaultWorkerId(): string {
 /**
  * The inference worker: BullMQ consumer, for each request class (interactive, batch), of its own queue (jobs the
  * API's router sent it), of the shared queue (jobs any worker may take; it takes fewer while its own keep it busy) and
- * of the queues of dead workers it adopted, all into one scheduler, which serves interactive requests first and keeps
- * batch its minimum share. Requests waiting together are grouped by shared context and linked once, across classes.
+ * of the queues of dead workers it adopted, and, when it has none of its own work, of live workers' own queues (work
+ * stealing), all into one scheduler, which serves interactive requests first and keeps batch its minimum share.
+ * Requests waiting together are grouped by shared context and linked once, across classes.
  * Its KV store's memory and disk tiers are published to the routing index, with a heartbeat.
  */
 async function main() {
@@ -81,6 +82,17 @@ async function main() {
     onDuplicate: (job) => log.info({ job: job.id }, 'result already recorded by an earlier run of this job; not counted again'),
     qos: { fair: new FairQueuing(indexRedis, qosKeys, parseWeights(cfg.TENANT_WEIGHTS)), keys: qosKeys, metrics: qosMetrics, onError: (e) => log.warn({ err: e.message }, 'fair queuing') },
   });
+  // Jobs of this worker's own in hand (from its own queues, the shared ones and adopted ones; not stolen ones): work
+  // stealing starts only when there are none.
+  let inHand = 0;
+  const ownWork = async (job: Job) => {
+    inHand++;
+    try {
+      return await processor(job);
+    } finally {
+      inHand--;
+    }
+  };
   // Concurrency lets the worker hold several jobs at once, so the scheduler can group them; model work itself runs
   // one group at a time.
   const options = (concurrency: number) => ({
@@ -105,7 +117,7 @@ async function main() {
       ownRunning++;
       roomForShared();
       try {
-        return await processor(job);
+        return await ownWork(job);
       } finally {
         ownRunning--;
         roomForShared();
@@ -116,7 +128,7 @@ async function main() {
       sharedQueueName(cls),
       async (job: Job) => {
         if ((job.data as { route?: string } | undefined)?.route === 'fallback') routing.count('stolen');
-        return processor(job);
+        return ownWork(job);
       },
       options(concurrency(cls)),
     );
@@ -135,7 +147,7 @@ async function main() {
             workerQueueName(dead, cls),
             async (job: Job) => {
               routing.count('adopted');
-              return processor(job);
+              return ownWork(job);
             },
             options(concurrency(cls)),
           ),
@@ -157,22 +169,50 @@ async function main() {
   };
   /** Jobs a worker's own queues of both classes still have to run. */
   const remainingOf = async (id: string) => (await Promise.all(REQUEST_CLASSES.map((cls) => remainingJobs(workerQueueName(id, cls))))).reduce((a, b) => a + b, 0);
+  const onFailed = (job: Job | undefined, err: Error) => {
+    errors.count('job_failed');
+    log.warn({ job: job?.id, attempts: job?.attemptsMade, err: err.message }, 'job failed');
+    void recordFailure({ batches, publisher: redis, keys }, job, err).catch((e) => log.error({ err: (e as Error).message }, 'recording failure'));
+  };
   const listen = (worker: Worker) => {
-    worker.on('failed', (job, err) => {
-      errors.count('job_failed');
-      log.warn({ job: job?.id, attempts: job?.attemptsMade, err: err.message }, 'job failed');
-      void recordFailure({ batches, publisher: redis, keys }, job, err).catch((e) => log.error({ err: (e as Error).message }, 'recording failure'));
-    });
+    worker.on('failed', onFailed);
     worker.on('error', (err) => {
       errors.count('queue');
       log.error({ err: err.message }, 'worker error');
     });
   };
   workers.forEach(listen);
+  // Work stealing: idle, this worker takes jobs waiting in other live workers' own queues (shared/routing/steal.ts).
+  const thief = new QueueThief({
+    worker: () => ({ connection: workerConnection(cfg.REDIS_URL), prefix: cfg.QUEUE_PREFIX, lockDuration: cfg.WORKER_LOCK_MS }),
+    process: (job) => {
+      routing.count('stolen');
+      return processor(job);
+    },
+    onFailed,
+  });
+  const queueKeys = new QueueKeys(cfg.QUEUE_PREFIX);
+  const reader = new ResidencyReader(indexRedis, routingKeys, cfg.ROUTING_STEAL_INTERVAL_MS);
+  const stealer = new Stealer({
+    workerId,
+    live: () => reader.liveWorkers(),
+    idle: () => inHand === 0,
+    waiting: async (names) => {
+      const p = indexRedis.pipeline();
+      for (const n of names) p.llen(queueKeys.toKey(n, 'wait')).zcard(queueKeys.toKey(n, 'prioritized'));
+      const res = (await p.exec()) ?? [];
+      return names.map((_, i) => Number(res[2 * i]?.[1] ?? 0) + Number(res[2 * i + 1]?.[1] ?? 0));
+    },
+    take: (name) => thief.take(name),
+    intervalMs: cfg.ROUTING_STEAL_INTERVAL_MS,
+    maxInFlight: cfg.ROUTING_STEAL_MAX,
+    onError: (e) => log.warn({ err: e.message }, 'stealing jobs'),
+  });
   // A job that stalled more than maxStalledCount times (its worker died each time) is failed by the next worker that
   // takes it (BullMQ 6: a deferred failure, raised as an UnrecoverableError): the 'failed' handler above records it.
   await residency.start();
   adopter.start();
+  if (cfg.ROUTING_STEAL_INTERVAL_MS > 0) stealer.start();
   log.info({ queues: workers.map((w) => w.name), concurrency: cfg.WORKER_CONCURRENCY, batchConcurrency: cfg.WORKER_BATCH_CONCURRENCY, metricsPort: cfg.WORKER_METRICS_PORT }, 'worker ready');
   return {
     log,
@@ -181,6 +221,8 @@ async function main() {
       // queue is left to the other workers (an orphan claimed at their next look).
       await residency.close().catch((e: Error) => log.warn({ err: e.message }, 'leaving the routing index'));
       await adopter.close();
+      await stealer.close();
+      await thief.close();
       await Promise.all(workers.map((w) => w.close()));
       const left = await remainingOf(workerId).catch(() => 0);
       if (left > 0) await indexRedis.zadd(routingKeys.orphans, 0, workerId).catch(() => undefined);

@@ -7,3 +7,4 @@ export { ResidencyReader } from './reader';
 export { InferenceQueues } from './queues';
 export { Router, routingChunkKeys, type Route, type RouterOptions } from './router';
 export { Adopter, type AdopterOptions, type Consumer } from './adopt';
+export { QueueThief, Stealer, type StealerOptions, type ThiefOptions } from './steal';
