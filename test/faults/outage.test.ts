@@ -59,7 +59,8 @@ describe('queue Redis outage', () => {
     s = await ProcStack.start({ redis: queue, services: ['api'], env: { REQUEST_TIMEOUT_MS: '20000' } });
     const c = queue.client();
     const pending = httpJson(s.base, 'POST', '/v1/completions', body);
-    await waitFor(async () => ((await c.keys('{epic-fault}:inference:*')).some((k) => k.endsWith(':wait')) ? true : undefined), 10_000, 'the job to be queued');
+    // (It waits by priority: fair queuing between tenants.)
+    await waitFor(async () => ((await c.keys('{epic-fault}:inference:*')).some((k) => k.endsWith(':wait') || k.endsWith(':prioritized')) ? true : undefined), 10_000, 'the job to be queued');
     c.disconnect();
     await queue.stop(true);
     await queue.start();

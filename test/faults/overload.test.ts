@@ -104,7 +104,16 @@ describe('overload', () => {
     const rssBefore = { api: api.peakRssMb(), worker: worker.peakRssMb() };
     let maxWaiting = 0;
     const watch = setInterval(() => {
-      void r.client.llen(`${s!.env.QUEUE_PREFIX}:inference:wait`).then((n) => (maxWaiting = Math.max(maxWaiting, n)), () => undefined);
+      // Both request classes' shared queues, waiting by priority or not.
+      const p = s!.env.QUEUE_PREFIX;
+      void r.client
+        .multi()
+        .llen(`${p}:inference:wait`)
+        .zcard(`${p}:inference:prioritized`)
+        .llen(`${p}:inference-batch:wait`)
+        .zcard(`${p}:inference-batch:prioritized`)
+        .exec()
+        .then((res) => (maxWaiting = Math.max(maxWaiting, (res ?? []).reduce((a, [, n]) => a + Number(n ?? 0), 0))), () => undefined);
     }, 100);
     const json = { 'content-type': 'application/json' };
     const result = await autocannon({
