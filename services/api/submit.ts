@@ -1,7 +1,8 @@
 import { randomUUID } from 'node:crypto';
 import { Job, type JobsOptions, type Queue } from 'bullmq';
 import type { BatchRecord, BatchStatus } from '../../shared/catalog';
-import { priorityOf } from '../../shared/qos';
+import { priorityOf, TenantLimitError } from '../../shared/qos';
+import type { RequestClass } from '../../shared/queue/contracts';
 import { batchJobId, type InferenceJob, type StreamEvent } from '../../shared/queue/contracts';
 import { wallClockMs, type ServeRequest } from '../../shared/serving/request';
 import type { ServeResult } from '../../shared/serving/result';
@@ -94,7 +95,7 @@ async function enqueueInteractive(
   data: Pick<InferenceJob, 'stream' | 'replyTo'>,
   opts: JobsOptions = {},
 ): Promise<{ queue: Queue; job: Job }> {
-  await d.qos.limits.admit(tenant, 'interactive', [request.id]);
+  await admitTenant(d, tenant, 'interactive', [request.id]);
   try {
     const { queue, decision } = await d.router.route(tenant, request, 'interactive');
     const [tag] = await d.qos.fair.tags(queue.name, tenant, 1);
@@ -103,6 +104,21 @@ async function enqueueInteractive(
   } catch (e) {
     await d.qos.limits.release(tenant, 'interactive', [request.id]).catch(() => undefined);
     throw e;
+  }
+}
+
+/**
+ * A tenant's limits (TenantLimits.admit). At its queued limit, its count is checked against the queues once (ids left
+ * counted by a step that failed half way leave it: TenantLimits.reconcile), and the request is admitted if there is
+ * room then.
+ */
+async function admitTenant(d: ApiDeps, tenant: string, cls: RequestClass, ids: string[]): Promise<void> {
+  try {
+    await d.qos.limits.admit(tenant, cls, ids);
+  } catch (e) {
+    if (!(e instanceof TenantLimitError) || e.limit !== 'max_queued_requests') throw e;
+    if (!(await d.qos.limits.reconcile(tenant, (x) => d.router.queues.waitingIds(x)).catch(() => 0))) throw e;
+    await d.qos.limits.admit(tenant, cls, ids);
   }
 }
 
@@ -168,7 +184,7 @@ async function enqueueBatch(d: ApiDeps, tenant: string, batchId: string, request
   // turn (the router counts its own assignments, so a batch spreads by load), then per queue the tenant's fair tags
   // (its jobs' priorities) and one addBulk.
   const ids = requests.map((_, index) => batchJobId(batchId, index));
-  await d.qos.limits.admit(tenant, 'batch', ids);
+  await admitTenant(d, tenant, 'batch', ids);
   try {
     const byQueue = new Map<Queue, { name: string; data: InferenceJob; opts: { jobId: string; priority?: number } }[]>();
     for (const [index, request] of requests.entries()) {

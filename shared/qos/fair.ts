@@ -32,7 +32,7 @@ if ARGV[1] ~= '' then
   local v = tonumber(redis.call('HGET', KEYS[1], 'v') or '0')
   if tonumber(ARGV[1]) > v then redis.call('HSET', KEYS[1], 'v', ARGV[1]) end
 end
-redis.call('SREM', KEYS[2], ARGV[2])
+redis.call('ZREM', KEYS[2], ARGV[2])
 return 1
 `;
 

@@ -6,8 +6,9 @@ import type { RequestClass } from '../queue/contracts';
  * and these keys together run on a Redis Cluster.
  *
  * - `fair:<queue>`: hash, a queue's fair queuing state: `v` (its virtual time) and `t:<tenant>` (each tenant's last tag).
- * - `queued:<class>:<tenant>`: set of a tenant's job ids that wait to start (added at enqueue, removed when the job
- *   starts or is removed): the exact count TENANT_MAX_QUEUED caps, and the waiting-requests metric.
+ * - `queued:<class>:<tenant>`: sorted set of a tenant's job ids that wait to start, scored by when they were admitted
+ *   (added at enqueue, removed when the job starts or is removed): the exact count TENANT_MAX_QUEUED caps, and the
+ *   waiting-requests metric.
  * - `rate:<tenant>`: hash, a tenant's token bucket (TENANT_RATE).
  * - `tenants`: set of every tenant that enqueued (the metric reads their sets).
  */

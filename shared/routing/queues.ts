@@ -69,6 +69,25 @@ export class InferenceQueues {
     return removed.reduce((a: number, b) => a + b, 0);
   }
 
+  /**
+   * For each job id: whether some inference queue holds it waiting to start (its record is there and no worker has
+   * started it: no processedOn). One pipeline over every queue (their keys share the prefix's slot).
+   */
+  async waitingIds(ids: string[]): Promise<boolean[]> {
+    const names = (await this.all()).map((q) => q.name);
+    const prefix = this.opts.prefix ?? 'bull';
+    const p = this.redis.pipeline();
+    for (const id of ids) for (const name of names) p.hmget(`${prefix}:${name}:${id}`, 'timestamp', 'processedOn');
+    const res = (await p.exec()) ?? [];
+    return ids.map((_, i) =>
+      names.some((_, k) => {
+        const [err, v] = res[i * names.length + k] ?? [null, null];
+        const [timestamp, processedOn] = (v as (string | null)[] | null) ?? [null, null];
+        return !err && timestamp !== null && processedOn === null;
+      }),
+    );
+  }
+
   async close(): Promise<void> {
     await Promise.allSettled([this.shared.close(), this.sharedBatch.close(), ...[...this.own.values()].map((q) => q.close())]);
   }

@@ -5,6 +5,7 @@
 import { Queue, Worker, type Job } from 'bullmq';
 import IORedis from 'ioredis';
 import { FairQueuing, priorityOf, QosKeys, TenantLabels, TenantLimitError, TenantLimits } from '../../shared/qos';
+import { InferenceQueues, RoutingKeys } from '../../shared/routing';
 import { waitFor } from '../helpers/net';
 import { dropKeys } from '../helpers/redis';
 
@@ -118,6 +119,40 @@ describe('fair queuing between tenants', () => {
     expect((rate as TenantLimitError).retryAfterS).toBeLessThanOrEqual(2);
     // Nothing refused was counted.
     expect((await limits.waiting()).find((w) => w.tenant === 't' && w.cls === 'batch')!.n).toBe(2);
+  });
+});
+
+describe('reconciling the queued count', () => {
+  test('an id whose job no queue holds waiting leaves the count (once old enough); a waiting job stays', async () => {
+    const prefix = `{epic-qos-rec-${process.pid}-${Math.random().toString(36).slice(2, 8)}}`;
+    const redis = new IORedis(REDIS, { maxRetriesPerRequest: null });
+    const keys = new QosKeys(prefix);
+    const queues = new InferenceQueues({ connection: redis, prefix }, redis, new RoutingKeys(prefix));
+    try {
+      const limits = new TenantLimits(redis, keys, { maxQueued: 2, rate: 0 });
+      // 'lost' was admitted, but its job never reached a queue (an API that died in between); 'kept' waits.
+      await limits.admit('r', 'interactive', ['kept', 'lost']);
+      await queues.shared.add('request', {}, { jobId: 'kept', priority: 1 });
+      await expect(limits.admit('r', 'interactive', ['new'])).rejects.toBeInstanceOf(TenantLimitError);
+      const isWaiting = (ids: string[]) => queues.waitingIds(ids);
+      expect(await queues.waitingIds(['kept', 'lost'])).toEqual([true, false]);
+      // Young ids are left alone (their jobs may be on their way into a queue).
+      expect(await limits.reconcile('r', isWaiting, { minAgeMs: 60_000, everyMs: 0 })).toBe(0);
+      expect(await limits.reconcile('r', isWaiting, { minAgeMs: 0, everyMs: 0 })).toBe(1);
+      await limits.admit('r', 'interactive', ['new']);
+      expect((await limits.waiting()).find((w) => w.tenant === 'r' && w.cls === 'interactive')!.n).toBe(2);
+      // A started job is not waiting either.
+      const wconn = new IORedis(REDIS, { maxRetriesPerRequest: null });
+      const worker = new Worker(queues.shared.name, async () => undefined, { connection: wconn, prefix });
+      await waitFor(async () => ((await queues.waitingIds(['kept']))[0] === false ? true : undefined), 10_000, 'kept to start');
+      await worker.close();
+      wconn.disconnect();
+    } finally {
+      await queues.shared.obliterate({ force: true }).catch(() => undefined);
+      await queues.close();
+      await dropKeys(REDIS, [prefix]);
+      redis.disconnect();
+    }
   });
 });
 
