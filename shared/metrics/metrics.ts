@@ -701,7 +701,14 @@ export function createQosMetrics(
 
 export function createAllMetrics(
   registry: Registry,
-  opts: { service?: string; getStats?: () => KVStoreStats | undefined; queues?: QueueLike[]; process?: boolean } = {},
+  opts: {
+    service?: string;
+    getStats?: () => KVStoreStats | undefined;
+    queues?: QueueLike[];
+    process?: boolean;
+    /** What waits, by class and tenant (the API's reader in a service; none by default). */
+    qosWaiting?: () => Promise<{ tenant: string; cls: RequestClass; n: number }[]>;
+  } = {},
 ): {
   serving: ServingMetrics;
   errors: ErrorMetrics;
@@ -724,6 +731,6 @@ export function createAllMetrics(
     queues: createQueueMetrics(registry, opts.queues ?? []),
     http: createHttpMetrics(registry),
     routing: createRoutingMetrics(registry),
-    qos: createQosMetrics(registry, { waiting: async () => [] }),
+    qos: createQosMetrics(registry, { waiting: opts.qosWaiting ?? (async () => []) }),
   };
 }

@@ -53,7 +53,16 @@ export function sampleRegistry(service = 'worker'): SampleRegistry {
     name,
     getJobCounts: async () => Object.fromEntries(QUEUE_STATES.map((s, i) => [s, (i + n) % 5])),
   }));
-  const m = createAllMetrics(registry, { service, getStats: stats, queues, process: false });
+  const m = createAllMetrics(registry, {
+    service,
+    getStats: stats,
+    queues,
+    process: false,
+    qosWaiting: async () => [
+      { tenant: 'alice', cls: 'interactive', n: n % 3 },
+      { tenant: 'bob', cls: 'batch', n: 10 + (n % 7) },
+    ],
+  });
   const tick = () => {
     n++;
     for (const mode of LINK_MODES) {
@@ -80,6 +89,10 @@ export function sampleRegistry(service = 'worker'): SampleRegistry {
     m.precompute.record('cached', 0.001);
     m.precompute.backlog.set(20 - (n % 20));
     m.errors.count('timeout');
+    m.qos.started('interactive', 'alice', 0.005 * n);
+    m.qos.started('batch', 'bob', 0.5 * n);
+    m.qos.servedCount('interactive', 4);
+    m.qos.servedCount('batch', 1);
   };
   tick();
   return { registry, tick };
