@@ -8,7 +8,10 @@ import { tsArgs } from '../helpers/ts';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { Queue } from 'bullmq';
 import IORedis from 'ioredis';
+import { BatchStore, CatalogKeys, type BatchRecord } from '../../shared/catalog';
+import { RoutingKeys } from '../../shared/routing';
 import { freePort, waitFor } from '../helpers/net';
 
 export const ROOT = join(__dirname, '..', '..');
@@ -199,6 +202,7 @@ export interface StackOptions {
 /** API, workers and precompute as separate processes, on free ports, with a private prefix and disk folder. */
 export class ProcStack {
   readonly services: Service[] = [];
+  private readonly queues: Queue[] = [];
   readonly env: Record<string, string>;
   readonly diskDir: string;
   apiPort = 0;
@@ -232,8 +236,47 @@ export class ProcStack {
     return s;
   }
 
+  /**
+   * The API and two inference workers with ids `a` and `b` (routing's, work stealing's and quality of service's fault
+   * tests), once both are live in the routing index.
+   */
+  static async routedPair(o: StackOptions): Promise<ProcStack> {
+    const s = await ProcStack.start({ ...o, services: [] });
+    const client = new IORedis(o.redis.url);
+    try {
+      await Promise.all([s.add('api'), s.add('worker', { WORKER_ID: 'a' }), s.add('worker', { WORKER_ID: 'b' })]);
+      const keys = new RoutingKeys(s.env.QUEUE_PREFIX);
+      await waitFor(async () => ((await client.zrangebyscore(keys.workers, Date.now(), '+inf')).length === 2 ? true : undefined), 30_000, 'both workers in the index');
+    } catch (e) {
+      await s.close();
+      throw e;
+    } finally {
+      client.disconnect();
+    }
+    return s;
+  }
+
   get base(): string {
     return `http://127.0.0.1:${this.apiPort}`;
+  }
+
+  /** The worker started with this WORKER_ID. */
+  worker(id: string): Service {
+    const w = this.services.find((x) => x.name === 'worker' && x.env.WORKER_ID === id);
+    if (!w) throw new Error(`no worker ${id}`);
+    return w;
+  }
+
+  /** A BullMQ Queue on the stack's queue Redis and prefix, to watch (closed by close()). */
+  queue(name: string): Queue {
+    const q = new Queue(name, { connection: { url: this.env.REDIS_URL }, prefix: this.env.QUEUE_PREFIX });
+    this.queues.push(q);
+    return q;
+  }
+
+  /** The stack's batches (its catalog prefix), on a connection the caller owns. */
+  batches(client: IORedis): BatchStore {
+    return new BatchStore(client, new CatalogKeys(this.env.CATALOG_PREFIX));
   }
 
   /** Starts one more service and waits until it answers. */
@@ -267,9 +310,22 @@ export class ProcStack {
   }
 
   async close(): Promise<void> {
+    await Promise.all(this.queues.splice(0).map((q) => q.close()));
     await Promise.all(this.services.map((s) => s.stop()));
     rmSync(this.diskDir, { recursive: true, force: true });
   }
+}
+
+/** Waits until a batch is `completed`; returns its record. */
+export function batchCompleted(batches: BatchStore, tenant: string, id: string, ms: number, what = `batch ${id} to complete`): Promise<BatchRecord> {
+  return waitFor(
+    async () => {
+      const b = await batches.get(tenant, id);
+      return b?.status === 'completed' ? b : undefined;
+    },
+    ms,
+    what,
+  );
 }
 
 export async function scrape(port: number): Promise<string> {

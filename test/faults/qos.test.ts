@@ -4,37 +4,24 @@
  * 429 with Retry-After and the limit named, and a worker SIGKILLed while it holds jobs of both classes loses nothing
  * and runs nothing twice.
  */
-import { Queue } from 'bullmq';
-import { BatchStore, CatalogKeys } from '../../shared/catalog';
-import { RoutingKeys, workerQueueName } from '../../shared/routing';
+import type { Queue } from 'bullmq';
+import { workerQueueName } from '../../shared/routing';
 import { workload } from '../helpers/workload';
 import { waitFor } from '../helpers/net';
-import { httpJson, metricSum, ProcStack, scrape, suiteRedis, TINY } from './procs';
+import { batchCompleted, httpJson, metricSum, ProcStack, scrape, suiteRedis, TINY } from './procs';
 
 describe('quality of service', () => {
   const r = suiteRedis();
   let s: ProcStack | undefined;
-  const queues: Queue[] = [];
   afterEach(async () => {
-    await Promise.all(queues.splice(0).map((q) => q.close()));
     await s?.close();
     s = undefined;
     await r.client.flushall();
   });
 
-  const batchDone = (batches: BatchStore, tenant: string, id: string, ms: number) =>
-    waitFor(
-      async () => {
-        const b = await batches.get(tenant, id);
-        return b?.status === 'completed' ? b : undefined;
-      },
-      ms,
-      `batch ${id} to complete`,
-    );
-
   test('an interactive completion sent while a batch runs is answered before the batch ends', async () => {
     s = await ProcStack.start({ redis: r.redis, services: ['api', 'worker'], env: { WORKER_WARMUP: '0' } });
-    const batches = new BatchStore(r.client, new CatalogKeys(s.env.CATALOG_PREFIX));
+    const batches = s.batches(r.client);
     const requests = Array.from({ length: 300 }, (_, i) => ({ prompt: `Q : item ${i} ? A :`, max_tokens: 24, ignore_eos: true }));
     const sub = await httpJson(s.base, 'POST', '/v1/jobs', { requests });
     expect(sub.status).toBe(202);
@@ -48,7 +35,7 @@ describe('quality of service', () => {
       expect(a.status).toBe(200);
       expect(a.batchResultsThen).toBeLessThan(300);
     }
-    const done = await batchDone(batches, 'default', sub.body.id, 120_000);
+    const done = await batchCompleted(batches, 'default', sub.body.id, 120_000);
     expect(done.completed).toBe(300);
     // The worker counted both classes' requests.
     const m = await scrape(s.of('worker')[0].port);
@@ -99,9 +86,8 @@ describe('quality of service', () => {
 
   test('a worker killed holding jobs of both classes: every batch job completes once, every completion is answered', async () => {
     const LOCK_MS = 2000;
-    s = await ProcStack.start({
+    s = await ProcStack.routedPair({
       redis: r.redis,
-      services: [],
       env: {
         ROUTING: 'cache',
         WORKER_LOCK_MS: String(LOCK_MS),
@@ -113,16 +99,7 @@ describe('quality of service', () => {
         WORKER_WARMUP: '0',
       },
     });
-    await Promise.all([s.add('api'), s.add('worker', { WORKER_ID: 'a' }), s.add('worker', { WORKER_ID: 'b' })]);
-    const prefix = s.env.QUEUE_PREFIX;
-    const keys = new RoutingKeys(prefix);
-    await waitFor(async () => ((await r.client.zrangebyscore(keys.workers, Date.now(), '+inf')).length === 2 ? true : undefined), 30_000, 'both workers in the index');
-    const queueOf = (name: string) => {
-      const q = new Queue(name, { connection: { url: r.redis.url }, prefix });
-      queues.push(q);
-      return q;
-    };
-    const [qaInter, qaBatch] = [queueOf(workerQueueName('a', 'interactive')), queueOf(workerQueueName('a', 'batch'))];
+    const [qaInter, qaBatch] = [s.queue(workerQueueName('a', 'interactive')), s.queue(workerQueueName('a', 'batch'))];
     const w = workload(TINY, 8);
     const docs: string[] = [];
     for (const text of w.documents) docs.push((await httpJson(s.base, 'POST', '/v1/documents', { text })).body.id);
@@ -130,7 +107,7 @@ describe('quality of service', () => {
     const requests = Array.from({ length: 120 }, (_, i) => ({ documents: ctx(i), question: w.questions[i % 100], max_tokens: 48 }));
     const sub = await httpJson(s.base, 'POST', '/v1/jobs', { requests });
     expect(sub.status).toBe(202);
-    const batches = new BatchStore(r.client, new CatalogKeys(s.env.CATALOG_PREFIX));
+    const batches = s.batches(r.client);
 
     // Interactive clients in a closed loop until the batch is done, each completion long enough to be held at the kill.
     let stop = false;
@@ -148,9 +125,9 @@ describe('quality of service', () => {
     await waitFor(async () => ((await qaBatch.getActiveCount()) > 0 && (await qaInter.getActiveCount()) > 0 ? true : undefined), 60_000, "a running both classes' jobs");
     const heldBatch = await held(qaBatch);
     const heldInter = await held(qaInter);
-    await s.services.find((x) => x.name === 'worker' && x.env.WORKER_ID === 'a')!.kill();
+    await s.worker('a').kill();
 
-    const done = await batchDone(batches, 'default', sub.body.id, 120_000);
+    const done = await batchCompleted(batches, 'default', sub.body.id, 120_000);
     stop = true;
     await Promise.all(clients);
     const results = await batches.results('default', sub.body.id);
@@ -168,7 +145,7 @@ describe('quality of service', () => {
       // (An interactive job whose answer came is removed by age only; a held one is there, finished.)
       expect(jobs.filter((j) => j && !j.finishedOn).map((j) => j!.id)).toEqual([]);
     }
-    const survivor = s.services.find((x) => x.name === 'worker' && x.env.WORKER_ID === 'b')!;
+    const survivor = s.worker('b');
     const adopted = metricSum(await scrape(survivor.port), 'epic_routing_decisions_total', { decision: 'adopted' });
     console.log(`qos kill test: ${JSON.stringify({ heldBatch: heldBatch.length, heldInteractive: heldInter.length, completions: answers.length, adopted })}`);
   }, 180_000);

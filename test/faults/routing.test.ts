@@ -4,12 +4,11 @@
  * on the survivor once their locks expire; its index entries vanish within the heartbeat TTL; no new job is routed to
  * it. Short locks and TTL so this takes seconds.
  */
-import { Queue } from 'bullmq';
-import { BatchStore, CatalogKeys } from '../../shared/catalog';
+import type { Queue } from 'bullmq';
 import { RoutingKeys, workerQueueName } from '../../shared/routing';
 import { workload } from '../helpers/workload';
 import { waitFor } from '../helpers/net';
-import { httpJson, metricSum, ProcStack, scrape, suiteRedis, TINY } from './procs';
+import { batchCompleted, httpJson, metricSum, ProcStack, scrape, suiteRedis, TINY } from './procs';
 
 const LOCK_MS = 2000;
 const STALLED_MS = 1000;
@@ -18,18 +17,15 @@ const TTL_MS = 2000;
 describe('cache routing: a worker killed with SIGKILL', () => {
   const r = suiteRedis();
   let s: ProcStack | undefined;
-  const queues: Queue[] = [];
   afterEach(async () => {
-    await Promise.all(queues.splice(0).map((q) => q.close()));
     await s?.close();
     s = undefined;
     await r.client.flushall();
   });
 
   test('its jobs complete exactly once within the lock expiry, its entries vanish within the TTL, nothing new goes to it', async () => {
-    s = await ProcStack.start({
+    s = await ProcStack.routedPair({
       redis: r.redis,
-      services: [],
       env: {
         ROUTING: 'cache',
         WORKER_LOCK_MS: String(LOCK_MS),
@@ -42,18 +38,10 @@ describe('cache routing: a worker killed with SIGKILL', () => {
         WORKER_WARMUP: '0',
       },
     });
-    await Promise.all([s.add('api'), s.add('worker', { WORKER_ID: 'a' }), s.add('worker', { WORKER_ID: 'b' })]);
-    const prefix = s.env.QUEUE_PREFIX;
-    const keys = new RoutingKeys(prefix);
+    const keys = new RoutingKeys(s.env.QUEUE_PREFIX);
     const live = async () => (await r.client.zrangebyscore(keys.workers, Date.now(), '+inf')).sort();
-    await waitFor(async () => ((await live()).length === 2 ? true : undefined), 30_000, 'both workers in the index');
     // A batch's jobs go to the workers' own batch queues (request classes: issue #23).
-    const queueOf = (id: string) => {
-      const q = new Queue(workerQueueName(id, 'batch'), { connection: { url: r.redis.url }, prefix });
-      queues.push(q);
-      return q;
-    };
-    const [qa, qb] = [queueOf('a'), queueOf('b')];
+    const [qa, qb] = [s.queue(workerQueueName('a', 'batch')), s.queue(workerQueueName('b', 'batch'))];
 
     const w = workload(TINY, 8);
     const docs: string[] = [];
@@ -62,7 +50,7 @@ describe('cache routing: a worker killed with SIGKILL', () => {
     const requests = Array.from({ length: 120 }, (_, i) => ({ documents: [docs[i % 8], docs[(i * 3 + 1) % 8]], question: w.questions[i % 100], max_tokens: 48 }));
     const sub = await httpJson(s.base, 'POST', '/v1/jobs', { requests });
     expect(sub.status).toBe(202);
-    const batches = new BatchStore(r.client, new CatalogKeys(s.env.CATALOG_PREFIX));
+    const batches = s.batches(r.client);
 
     // The victim: worker a, once it runs jobs and has more waiting.
     await waitFor(async () => ((await qa.getActiveCount()) > 0 && (await qa.getJobCountByTypes('waiting', 'prioritized')) > 0 ? true : undefined), 60_000, "jobs running and waiting in a's queue");
@@ -70,7 +58,7 @@ describe('cache routing: a worker killed with SIGKILL', () => {
     // priority: fair queuing between tenants).
     const activeAtKill = (await qa.getJobs(['active'])).map((j) => j.id!);
     const held = [...new Set([...activeAtKill, ...(await qa.getJobs(['waiting', 'prioritized'])).map((j) => j.id!)])];
-    const victim = s.services.find((x) => x.name === 'worker' && x.env.WORKER_ID === 'a')!;
+    const victim = s.worker('a');
     await victim.kill();
     const killedAt = Date.now();
 
@@ -79,14 +67,7 @@ describe('cache routing: a worker killed with SIGKILL', () => {
     const vanishedMs = Date.now() - killedAt;
     expect(vanishedMs).toBeLessThanOrEqual(TTL_MS + 300);
 
-    const done = await waitFor(
-      async () => {
-        const b = await batches.get('default', sub.body.id);
-        return b?.status === 'completed' ? b : undefined;
-      },
-      120_000,
-      'the batch to complete',
-    );
+    const done = await batchCompleted(batches, 'default', sub.body.id, 120_000, 'the batch to complete');
     const results = await batches.results('default', sub.body.id);
     const indices = results.map((x) => x.index);
     expect({ completed: done.completed, failed: done.failed, stored: results.length, distinct: new Set(indices).size }).toEqual({ completed: 120, failed: 0, stored: 120, distinct: 120 });
@@ -98,7 +79,7 @@ describe('cache routing: a worker killed with SIGKILL', () => {
     // A held job starts again once the survivor adopted the queue (the TTL plus its look every TTL/2) and the job's lock
     // expired and a stall check ran (lock + stalled interval), whichever is later.
     expect(rerunAfterMs).toBeLessThanOrEqual(Math.max(1.5 * TTL_MS, LOCK_MS + STALLED_MS) + 1500);
-    const survivor = s.services.find((x) => x.name === 'worker' && x.env.WORKER_ID === 'b')!;
+    const survivor = s.worker('b');
     const metrics = await scrape(survivor.port);
     // (A job it held may have finished in the moment before the kill: not every held job needed adopting.)
     const adopted = metricSum(metrics, 'epic_routing_decisions_total', { decision: 'adopted' });
@@ -109,14 +90,7 @@ describe('cache routing: a worker killed with SIGKILL', () => {
     const inA = await countAll(qa);
     const inB = await countAll(qb);
     const more = await httpJson(s.base, 'POST', '/v1/jobs', { requests: requests.slice(0, 30) });
-    await waitFor(
-      async () => {
-        const b = await batches.get('default', more.body.id);
-        return b?.status === 'completed' ? b : undefined;
-      },
-      60_000,
-      'the second batch',
-    );
+    await batchCompleted(batches, 'default', more.body.id, 60_000, 'the second batch');
     expect(await countAll(qa)).toBe(inA);
     expect(await countAll(qb)).toBeGreaterThan(inB);
     console.log(`routing kill test: ${JSON.stringify({ heldAtKill: held.length, activeAtKill: activeAtKill.length, adopted, vanishedMs, rerunAfterMs, lockMs: LOCK_MS, ttlMs: TTL_MS })}`);

@@ -5,29 +5,24 @@
  * takes them from its own queues: a batch and completions finish while it is stopped, each job once; resumed, it finds
  * nothing left to run.
  */
-import { Queue } from 'bullmq';
-import { BatchStore, CatalogKeys } from '../../shared/catalog';
 import { REQUEST_CLASSES } from '../../shared/queue/contracts';
-import { RoutingKeys, workerQueueName } from '../../shared/routing';
+import { workerQueueName } from '../../shared/routing';
 import { workload } from '../helpers/workload';
 import { waitFor } from '../helpers/net';
-import { httpJson, metricSum, ProcStack, scrape, suiteRedis, TINY } from './procs';
+import { batchCompleted, httpJson, metricSum, ProcStack, scrape, suiteRedis, TINY } from './procs';
 
 describe('work stealing: a live worker that does not take its jobs', () => {
   const r = suiteRedis();
   let s: ProcStack | undefined;
-  const queues: Queue[] = [];
   afterEach(async () => {
-    await Promise.all(queues.splice(0).map((q) => q.close()));
     await s?.close();
     s = undefined;
     await r.client.flushall();
   });
 
   test("the idle worker runs the jobs routed to a stopped one, each once; resumed, the stopped one runs none", async () => {
-    s = await ProcStack.start({
+    s = await ProcStack.routedPair({
       redis: r.redis,
-      services: [],
       env: {
         // Every other job to each live worker's own queue; the stopped worker stays live for the whole test.
         ROUTING: 'round-robin',
@@ -36,41 +31,25 @@ describe('work stealing: a live worker that does not take its jobs', () => {
         WORKER_WARMUP: '0',
       },
     });
-    await Promise.all([s.add('api'), s.add('worker', { WORKER_ID: 'a' }), s.add('worker', { WORKER_ID: 'b' })]);
-    const prefix = s.env.QUEUE_PREFIX;
-    const keys = new RoutingKeys(prefix);
-    await waitFor(async () => ((await r.client.zrangebyscore(keys.workers, Date.now(), '+inf')).length === 2 ? true : undefined), 30_000, 'both workers in the index');
-    const ofB = REQUEST_CLASSES.map((cls) => {
-      const q = new Queue(workerQueueName('b', cls), { connection: { url: r.redis.url }, prefix });
-      queues.push(q);
-      return q;
-    });
+    const ofB = REQUEST_CLASSES.map((cls) => s!.queue(workerQueueName('b', cls)));
     const w = workload(TINY, 4);
     const docs: string[] = [];
     for (const text of w.documents) docs.push((await httpJson(s.base, 'POST', '/v1/documents', { text })).body.id);
 
-    const stopped = s.services.find((x) => x.name === 'worker' && x.env.WORKER_ID === 'b')!;
-    const thief = s.services.find((x) => x.name === 'worker' && x.env.WORKER_ID === 'a')!;
+    const stopped = s.worker('b');
+    const thief = s.worker('a');
     process.kill(-stopped.proc.pid!, 'SIGSTOP');
-    let batchId: string;
     try {
       const requests = Array.from({ length: 40 }, (_, i) => ({ documents: [docs[i % 4], docs[(i + 1) % 4]], question: w.questions[i % 100], max_tokens: 8 }));
       const sub = await httpJson(s.base, 'POST', '/v1/jobs', { requests });
       expect(sub.status).toBe(202);
-      batchId = sub.body.id;
+      const batchId = sub.body.id as string;
       const completions = await Promise.all(
         Array.from({ length: 6 }, (_, i) => httpJson(s!.base, 'POST', '/v1/completions', { prompt: w.questions[i], documents: [docs[i % 4]], max_tokens: 4 })),
       );
       expect(completions.map((c) => c.status)).toEqual([200, 200, 200, 200, 200, 200]);
-      const batches = new BatchStore(r.client, new CatalogKeys(s.env.CATALOG_PREFIX));
-      const done = await waitFor(
-        async () => {
-          const b = await batches.get('default', batchId);
-          return b?.status === 'completed' ? b : undefined;
-        },
-        60_000,
-        'the batch to complete while b is stopped',
-      );
+      const batches = s.batches(r.client);
+      const done = await batchCompleted(batches, 'default', batchId, 60_000, 'the batch to complete while b is stopped');
       const results = await batches.results('default', batchId);
       expect({ completed: done.completed, failed: done.failed, distinct: new Set(results.map((x) => x.index)).size }).toEqual({ completed: 40, failed: 0, distinct: 40 });
       // The router did send b its share (both classes), and every job of b's queues was completed by a.
