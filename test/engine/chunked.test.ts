@@ -21,7 +21,7 @@ function smallBudget(engine: Engine, capacity: number, tokens: number): number {
   return engine.config.heads * piece * (capacity + piece);
 }
 
-// models/epic-qa's generation (no logits_index), a fresh export (logits_index), an Optimum-style stock graph, a
+// tiny-random (exported before 2026-12-05: no logits_index), a fresh export (logits_index), an Optimum-style stock graph, a
 // GroupQueryAttention graph (no position_ids)
 const MODELS: [string, () => string, 'primitive' | 'stock'][] = [
   ['tiny-random primitive (no logits_index)', () => TINY, 'primitive'],
@@ -138,7 +138,7 @@ describe('what is not cut', () => {
 });
 
 describe('logits_index (graphs exported since 2026-12-05)', () => {
-  test("the new export selects logits; models/epic-qa's generation does not; last and all agree", async () => {
+  test("the new export selects logits; tiny-random's generation (before 2026-12-05) does not; last and all agree", async () => {
     const fresh = await Engine.load(fixture('llama3-style'));
     const old = await Engine.load(TINY);
     expect(fresh.capabilities.logitsIndex).toBe(true);
