@@ -9,7 +9,7 @@ Writes, in the Hugging Face layout:
   model_epic.onnx   the engine primitive: input_ids, position_ids, attn_bias [B,1,S,P+S], logits_index [B,L],
                     past_key_values.{i}.key|value -> logits [B,L,V] (of the tokens logits_index names),
                     new_key_values.{i}.key|value (the S new tokens only, so a caller's preallocated cache is never
-                    concatenated or copied by the graph). Graphs exported before 2026-12-05 (models/epic-qa) have
+                    concatenated or copied by the graph). Graphs exported before 2026-12-05 (models/tiny-random) have
                     no logits_index and return every token's logits; the engine takes both.
   config.json, tokenizer.json, tokenizer_config.json
   layers/            per-layer graphs for modes that need control between layers (CacheBlend):

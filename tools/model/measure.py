@@ -146,7 +146,7 @@ def sink_mass(m, tok, items):
         for d in docs:
             starts.append(pos)
             pos += len(d)
-        firsts = torch.tensor(starts[1:])
+        firsts = torch.tensor(starts[1:], dtype=torch.long)  # empty for a one-document prompt
         ctx = torch.arange(starts[0] + 16, pos)  # document tokens, past the first document's opening
         for li, p in enumerate(attention_probs(m, ids)):
             last = p[:, -1]  # [H, S]
