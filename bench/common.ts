@@ -1,7 +1,9 @@
 import { spawn } from 'node:child_process';
-import { existsSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
-import { cpus } from 'node:os';
+import { cpus, tmpdir } from 'node:os';
+import { freePort } from '../test/helpers/net';
+import { dropOwnPrefixes, ownPrefixes } from '../test/helpers/redis';
 import { tsArgs } from '../test/helpers/ts';
 
 export const ROOT = join(__dirname, '..');
@@ -100,4 +102,31 @@ export function startStack(env: NodeJS.ProcessEnv, kvDir: string, cleanup: () =>
       await cleanup();
     },
   };
+}
+
+/**
+ * startStack on free ports, with its own KV folder and its own Redis prefixes (queue, catalog, KV), dropped at stop():
+ * a bench on a Redis that a running epic-serve shares neither touches its documents and batches nor leaves keys.
+ * `env` adds to (or overrides) the defaults. Returns the stack, the API's base URL and the worker's metrics port.
+ */
+export async function startOwnStack(name: string, modelDir: string, env: Record<string, string> = {}) {
+  const [api, wm, pm] = [await freePort(), await freePort(), await freePort()];
+  const kvDir = mkdtempSync(join(tmpdir(), 'epic-bench-kv-'));
+  const prefixes = ownPrefixes(`epic-bench-${name}-${process.pid}`);
+  const stack = startStack(
+    {
+      ...process.env,
+      API_PORT: String(api),
+      WORKER_METRICS_PORT: String(wm),
+      PRECOMPUTE_METRICS_PORT: String(pm),
+      ...prefixes,
+      KV_DISK_DIR: kvDir,
+      MODEL_DIR: modelDir,
+      LOG_LEVEL: 'warn',
+      ...env,
+    },
+    kvDir,
+    () => dropOwnPrefixes(prefixes),
+  );
+  return { ...stack, base: `http://127.0.0.1:${api}`, workerMetricsPort: wm };
 }

@@ -19,17 +19,14 @@
  * Writes bench/results/pipeline.json.
  */
 import { Agent, request as httpRequest } from 'node:http';
-import { existsSync, mkdtempSync, readFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { SingleBar, Presets } from 'cli-progress';
 import { Engine } from '../shared/engine';
 import { KVStore } from '../shared/kvstore';
 import { link, storeSource } from '../shared/linking';
-import { ROOT, machine, modelDirFromArgs, quantile, startStack, table, writeResult } from './common';
-import { dropOwnPrefixes, ownPrefixes } from '../test/helpers/redis';
-import { freePort } from '../test/helpers/net';
+import { ROOT, machine, modelDirFromArgs, quantile, startOwnStack, table, writeResult } from './common';
 import { measureTransportFloor } from './transport';
 
 function rng(seed: number) {
@@ -131,28 +128,13 @@ async function main() {
     questions = Array.from({ length: nReq }, () => `Q : ${sent()} ? A :`);
   }
 
-  const [api, wm, pm] = [await freePort(), await freePort(), await freePort()];
-  const kvDir = mkdtempSync(join(tmpdir(), 'epic-bench-kv-'));
   const tag = `${process.pid}`;
   const queueRedis = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
-  // Everything the stack writes to Redis goes under the bench's own prefixes (queue, catalog, KV), dropped at the end:
-  // a bench on a Redis that a running epic-serve shares neither touches its documents and batches nor leaves keys.
-  const prefixes = ownPrefixes(`epic-bench-${tag}`);
-  const env = {
-    ...process.env,
-    API_PORT: String(api),
-    WORKER_METRICS_PORT: String(wm),
-    PRECOMPUTE_METRICS_PORT: String(pm),
-    ...prefixes,
-    KV_DISK_DIR: kvDir,
-    MODEL_DIR: modelDir,
-    LOG_LEVEL: 'warn',
-  };
-  const stack = startStack(env, kvDir, () => dropOwnPrefixes(prefixes));
+  const stack = await startOwnStack('pipeline', modelDir);
   const stop = stack.stop;
   try {
     await stack.up(60_000);
-    const base = `http://127.0.0.1:${api}`;
+    const base = stack.base;
 
     // Ingest and wait until every chunk is warm (precompute is not part of the timed runs).
     const ids: string[] = [];

@@ -16,13 +16,11 @@
  *     worker's epic_qos_served_requests_total{class}).
  * Writes bench/results/qos.json.
  */
-import { existsSync, mkdtempSync, readFileSync } from 'node:fs';
-import { loadavg, tmpdir } from 'node:os';
+import { existsSync, readFileSync } from 'node:fs';
+import { loadavg } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import { freePort } from '../test/helpers/net';
-import { dropOwnPrefixes, ownPrefixes } from '../test/helpers/redis';
-import { ROOT, machine, modelDirFromArgs, quantile, startStack, table, writeResult } from './common';
+import { ROOT, machine, modelDirFromArgs, quantile, startOwnStack, table, writeResult } from './common';
 
 function rng(seed: number) {
   let s = seed >>> 0;
@@ -94,25 +92,12 @@ async function main() {
     questions = Array.from({ length: 500 }, () => `Q : ${sent()} ? A :`);
   }
 
-  const [api, wm, pm] = [await freePort(), await freePort(), await freePort()];
-  const kvDir = mkdtempSync(join(tmpdir(), 'epic-bench-kv-'));
-  const prefixes = ownPrefixes(`epic-bench-qos-${process.pid}`);
-  const env = {
-    ...process.env,
-    API_PORT: String(api),
-    WORKER_METRICS_PORT: String(wm),
-    PRECOMPUTE_METRICS_PORT: String(pm),
-    ...prefixes,
-    KV_DISK_DIR: kvDir,
-    MODEL_DIR: modelDir,
-    API_KEYS: `${KEYS.a}:tenant-a,${KEYS.b}:tenant-b`,
-    LOG_LEVEL: 'warn',
-  };
-  const stack = startStack(env, kvDir, () => dropOwnPrefixes(prefixes));
+  const stack = await startOwnStack('qos', modelDir, { API_KEYS: `${KEYS.a}:tenant-a,${KEYS.b}:tenant-b` });
+  const wm = stack.workerMetricsPort;
   const load0 = loadavg()[0];
   try {
     await stack.up(120_000);
-    const base = `http://127.0.0.1:${api}`;
+    const base = stack.base;
     // Each tenant's documents (a tenant reads only its own), warm before anything is timed.
     const ids: Record<Tenant, string[]> = { a: [], b: [] };
     for (const t of ['a', 'b'] as const) {
