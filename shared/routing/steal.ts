@@ -12,8 +12,9 @@ import { workerQueueName } from './keys';
  *
  * Policy (`Stealer`): every `intervalMs` while this worker is idle (none of its own work in hand), look at the live
  * workers' own queues: interactive before batch, the queue with the most waiting jobs first, and take jobs from it
- * until `maxInFlight` stolen jobs run here or it has none waiting. A look that finds nothing doubles the interval (up
- * to 16×), so idle workers of a quiet system do not poll Redis 10 times a second each.
+ * until `maxInFlight` stolen jobs run here or it has none waiting. A look that reads Redis and finds nothing doubles the
+ * interval (up to 16×), so idle workers of a quiet system do not poll Redis 10 times a second each; a look skipped
+ * because this worker is busy keeps the base interval, so a worker that has just gone idle looks within one interval.
  *
  * Mechanism (`QueueThief`): a BullMQ Worker without a processor on the victim's queue, whose `getNextJob` moves the
  * queue's next job (its fair-queuing order, as the owner would take it) to active under this worker's lock token;
@@ -62,22 +63,19 @@ export class Stealer {
     this.schedule();
   }
 
-  /** Stolen jobs running here now. */
-  running(): number {
-    return this.inFlight;
-  }
-
   private schedule(): void {
     if (this.closed) return;
     this.timer = setTimeout(() => void this.tick(), this.delayMs);
     this.timer.unref();
   }
 
-  /** One look (tests call it directly); the next is scheduled after it. */
-  tick(): Promise<void> {
+  /** One look; the next is scheduled after it. */
+  private tick(): Promise<void> {
     this.looking ??= this.look()
-      .then((took) => {
-        this.delayMs = took ? this.baseMs : Math.min(this.baseMs * 16, this.delayMs * 2);
+      .then((found) => {
+        // Back off only after reading Redis and finding nothing: a look skipped while this worker is busy says nothing
+        // about the others' queues, and the first look once idle must come within one base interval.
+        this.delayMs = found === 'nothing' ? Math.min(this.baseMs * 16, this.delayMs * 2) : this.baseMs;
       })
       .catch((e: Error) => this.o.onError?.(e))
       .finally(() => {
@@ -87,11 +85,11 @@ export class Stealer {
     return this.looking;
   }
 
-  /** Returns whether it took a job. */
-  private async look(): Promise<boolean> {
-    if (this.closed || !this.o.idle() || this.inFlight >= this.maxInFlight) return false;
+  /** `took` a job, found `nothing` to take, or `skipped` the look (busy, or as many stolen jobs in hand as allowed). */
+  private async look(): Promise<'took' | 'nothing' | 'skipped'> {
+    if (this.closed || !this.o.idle() || this.inFlight >= this.maxInFlight) return 'skipped';
     const others = (await this.o.live()).filter((id) => id !== this.o.workerId);
-    if (!others.length) return false;
+    if (!others.length) return 'nothing';
     let took = false;
     for (const cls of REQUEST_CLASSES) {
       const names = others.map((id) => workerQueueName(id, cls as RequestClass));
@@ -114,7 +112,7 @@ export class Stealer {
         }
       }
     }
-    return took;
+    return took ? 'took' : 'nothing';
   }
 
   /** Stops looking and waits for the stolen jobs in hand. */
