@@ -5,21 +5,15 @@
  */
 import autocannon from 'autocannon';
 import { waitFor } from '../helpers/net';
-import { httpJson, ProcStack, suiteRedis } from './procs';
+import { httpJson, ProcStack, suiteStacks } from './procs';
 
 describe('overload', () => {
-  const r = suiteRedis();
-  let s: ProcStack | undefined;
-  afterEach(async () => {
-    await s?.close();
-    s = undefined;
-    await r.client.flushall();
-  });
+  const r = suiteStacks();
 
   test('a full queue answers 429 with Retry-After and enqueues nothing; body and token limits answer 413/400', async () => {
-    s = await ProcStack.start({ redis: r.redis, services: ['api'], env: { MAX_QUEUE_DEPTH: '40', MAX_BODY_BYTES: String(1024 * 1024) } });
+    const s = r.own(await ProcStack.start({ redis: r.redis, services: ['api'], env: { MAX_QUEUE_DEPTH: '40', MAX_BODY_BYTES: String(1024 * 1024) } }));
     // Batch jobs wait in the shared batch queue, by priority (fair queuing between tenants).
-    const waiting = () => r.client.zcard(`${s!.env.QUEUE_PREFIX}:inference-batch:prioritized`);
+    const waiting = () => r.client.zcard(`${s.env.QUEUE_PREFIX}:inference-batch:prioritized`);
     const batch = (n: number) => ({ requests: Array.from({ length: n }, (_, i) => ({ prompt: `Q : item ${i} ? A :`, max_tokens: 2 })) });
     expect((await httpJson(s.base, 'POST', '/v1/jobs', batch(20))).status).toBe(202);
     expect((await httpJson(s.base, 'POST', '/v1/jobs', batch(20))).status).toBe(202);
@@ -67,9 +61,9 @@ describe('overload', () => {
 
   test('a request that times out (504) or whose streaming client goes away leaves no job behind for no one', async () => {
     // No worker: nothing takes the jobs.
-    s = await ProcStack.start({ redis: r.redis, services: ['api'], env: { REQUEST_TIMEOUT_MS: '1500' } });
+    const s = r.own(await ProcStack.start({ redis: r.redis, services: ['api'], env: { REQUEST_TIMEOUT_MS: '1500' } }));
     // Interactive jobs wait in the shared interactive queue, by priority (fair queuing between tenants).
-    const waiting = async () => (await r.client.llen(`${s!.env.QUEUE_PREFIX}:inference:wait`)) + (await r.client.zcard(`${s!.env.QUEUE_PREFIX}:inference:prioritized`));
+    const waiting = async () => (await r.client.llen(`${s.env.QUEUE_PREFIX}:inference:wait`)) + (await r.client.zcard(`${s.env.QUEUE_PREFIX}:inference:prioritized`));
     const timedOut = await httpJson(s.base, 'POST', '/v1/completions', { prompt: 'Q : x ? A :', max_tokens: 2 });
     expect({ status: timedOut.status, code: timedOut.body?.error?.code }).toEqual({ status: 504, code: 'timeout' });
     expect(await waiting()).toBe(0);
@@ -96,7 +90,7 @@ describe('overload', () => {
 
   test('sustained load (autocannon, 12 s): bounded queue, only 2xx and 429, bounded memory', async () => {
     const cap = 200;
-    s = await ProcStack.start({ redis: r.redis, services: [], env: { MAX_QUEUE_DEPTH: String(cap), LOG_LEVEL: 'warn' } });
+    const s = r.own(await ProcStack.start({ redis: r.redis, services: [], env: { MAX_QUEUE_DEPTH: String(cap), LOG_LEVEL: 'warn' } }));
     await Promise.all([s.add('api'), s.add('worker')]);
     const [api, worker] = [s.of('api')[0], s.of('worker')[0]];
     api.sampleRss(100);
@@ -105,7 +99,7 @@ describe('overload', () => {
     let maxWaiting = 0;
     const watch = setInterval(() => {
       // Both request classes' shared queues, waiting by priority or not.
-      const p = s!.env.QUEUE_PREFIX;
+      const p = s.env.QUEUE_PREFIX;
       void r.client
         .multi()
         .llen(`${p}:inference:wait`)

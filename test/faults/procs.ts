@@ -101,6 +101,26 @@ export function suiteRedis(): { redis: RedisServer; client: IORedis } {
   return h;
 }
 
+/**
+ * suiteRedis, and the stack each test starts on it: `const s = r.own(await ProcStack.start(...))`. After each test the
+ * stack is closed and Redis flushed, also when the test failed half-way.
+ */
+export function suiteStacks(): { redis: RedisServer; client: IORedis; own<T extends ProcStack>(stack: T): T } {
+  const h = suiteRedis();
+  let open: ProcStack | undefined;
+  afterEach(async () => {
+    await open?.close();
+    open = undefined;
+    await h.client.flushall();
+  });
+  return Object.assign(h, {
+    own<T extends ProcStack>(stack: T): T {
+      open = stack;
+      return stack;
+    },
+  });
+}
+
 export class Service {
   output = '';
   readonly proc: ChildProcess;

@@ -8,19 +8,13 @@ import type { Queue } from 'bullmq';
 import { workerQueueName } from '../../shared/routing';
 import { workload } from '../helpers/workload';
 import { waitFor } from '../helpers/net';
-import { batchCompleted, httpJson, metricSum, ProcStack, scrape, suiteRedis, TINY } from './procs';
+import { batchCompleted, httpJson, metricSum, ProcStack, scrape, suiteStacks, TINY } from './procs';
 
 describe('quality of service', () => {
-  const r = suiteRedis();
-  let s: ProcStack | undefined;
-  afterEach(async () => {
-    await s?.close();
-    s = undefined;
-    await r.client.flushall();
-  });
+  const r = suiteStacks();
 
   test('an interactive completion sent while a batch runs is answered before the batch ends', async () => {
-    s = await ProcStack.start({ redis: r.redis, services: ['api', 'worker'], env: { WORKER_WARMUP: '0' } });
+    const s = r.own(await ProcStack.start({ redis: r.redis, services: ['api', 'worker'], env: { WORKER_WARMUP: '0' } }));
     const batches = s.batches(r.client);
     const requests = Array.from({ length: 300 }, (_, i) => ({ prompt: `Q : item ${i} ? A :`, max_tokens: 24, ignore_eos: true }));
     const sub = await httpJson(s.base, 'POST', '/v1/jobs', { requests });
@@ -45,11 +39,11 @@ describe('quality of service', () => {
   }, 180_000);
 
   test('a tenant past its queued limit or its request rate hears 429 with Retry-After and the limit named; others do not', async () => {
-    s = await ProcStack.start({
+    const s = r.own(await ProcStack.start({
       redis: r.redis,
       services: ['api'],
       env: { API_KEYS: 'ka:alice,kb:bob', TENANT_MAX_QUEUED: '5', TENANT_RATE: '0.2', TENANT_BURST: '3' },
-    });
+    }));
     const as = (key: string) => ({ authorization: `Bearer ${key}` });
     const jobs = (n: number) => ({ requests: Array.from({ length: n }, (_, i) => ({ prompt: `Q : item ${i} ? A :`, max_tokens: 2 })) });
     // alice: 5 queued (no worker takes them): her next request passes the limit, whatever its class.
@@ -80,13 +74,13 @@ describe('quality of service', () => {
     expect(metricSum(m, 'epic_qos_waiting_requests', { class: 'batch', tenant: 'bob' })).toBe(3);
     // A worker starts alice's jobs: her count falls, and she is admitted again.
     await s.add('worker', { WORKER_WARMUP: '0' });
-    await waitFor(async () => (metricSum(await scrape(s!.apiPort), 'epic_qos_waiting_requests', { tenant: 'alice' }) === 0 ? true : undefined), 60_000, "alice's jobs to start");
+    await waitFor(async () => (metricSum(await scrape(s.apiPort), 'epic_qos_waiting_requests', { tenant: 'alice' }) === 0 ? true : undefined), 60_000, "alice's jobs to start");
     expect((await httpJson(s.base, 'POST', '/v1/completions', { prompt: 'Q : x ? A :', max_tokens: 2 }, as('ka'))).status).toBe(200);
   }, 120_000);
 
   test('a worker killed holding jobs of both classes: every batch job completes once, every completion is answered', async () => {
     const LOCK_MS = 2000;
-    s = await ProcStack.routedPair({
+    const s = r.own(await ProcStack.routedPair({
       redis: r.redis,
       env: {
         ROUTING: 'cache',
@@ -98,7 +92,7 @@ describe('quality of service', () => {
         WORKER_BATCH_CONCURRENCY: '4',
         WORKER_WARMUP: '0',
       },
-    });
+    }));
     const [qaInter, qaBatch] = [s.queue(workerQueueName('a', 'interactive')), s.queue(workerQueueName('a', 'batch'))];
     const w = workload(TINY, 8);
     const docs: string[] = [];
@@ -114,7 +108,7 @@ describe('quality of service', () => {
     const answers: number[] = [];
     const client = async (c: number) => {
       for (let k = 0; !stop; k++) {
-        const res = await httpJson(s!.base, 'POST', '/v1/completions', { documents: ctx(c * 7 + k), prompt: w.questions[(c * 13 + k) % 100], max_tokens: 48, ignore_eos: true });
+        const res = await httpJson(s.base, 'POST', '/v1/completions', { documents: ctx(c * 7 + k), prompt: w.questions[(c * 13 + k) % 100], max_tokens: 48, ignore_eos: true });
         answers.push(res.status);
       }
     };

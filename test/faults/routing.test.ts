@@ -8,23 +8,17 @@ import type { Queue } from 'bullmq';
 import { RoutingKeys, workerQueueName } from '../../shared/routing';
 import { workload } from '../helpers/workload';
 import { waitFor } from '../helpers/net';
-import { batchCompleted, httpJson, metricSum, ProcStack, scrape, suiteRedis, TINY } from './procs';
+import { batchCompleted, httpJson, metricSum, ProcStack, scrape, suiteStacks, TINY } from './procs';
 
 const LOCK_MS = 2000;
 const STALLED_MS = 1000;
 const TTL_MS = 2000;
 
 describe('cache routing: a worker killed with SIGKILL', () => {
-  const r = suiteRedis();
-  let s: ProcStack | undefined;
-  afterEach(async () => {
-    await s?.close();
-    s = undefined;
-    await r.client.flushall();
-  });
+  const r = suiteStacks();
 
   test('its jobs complete exactly once within the lock expiry, its entries vanish within the TTL, nothing new goes to it', async () => {
-    s = await ProcStack.routedPair({
+    const s = r.own(await ProcStack.routedPair({
       redis: r.redis,
       env: {
         ROUTING: 'cache',
@@ -37,7 +31,7 @@ describe('cache routing: a worker killed with SIGKILL', () => {
         WORKER_BATCH_CONCURRENCY: '4',
         WORKER_WARMUP: '0',
       },
-    });
+    }));
     const keys = new RoutingKeys(s.env.QUEUE_PREFIX);
     const live = async () => (await r.client.zrangebyscore(keys.workers, Date.now(), '+inf')).sort();
     // A batch's jobs go to the workers' own batch queues (request classes: issue #23).

@@ -9,19 +9,13 @@ import { REQUEST_CLASSES } from '../../shared/queue/contracts';
 import { workerQueueName } from '../../shared/routing';
 import { workload } from '../helpers/workload';
 import { waitFor } from '../helpers/net';
-import { batchCompleted, httpJson, metricSum, ProcStack, scrape, suiteRedis, TINY } from './procs';
+import { batchCompleted, httpJson, metricSum, ProcStack, scrape, suiteStacks, TINY } from './procs';
 
 describe('work stealing: a live worker that does not take its jobs', () => {
-  const r = suiteRedis();
-  let s: ProcStack | undefined;
-  afterEach(async () => {
-    await s?.close();
-    s = undefined;
-    await r.client.flushall();
-  });
+  const r = suiteStacks();
 
   test("the idle worker runs the jobs routed to a stopped one, each once; resumed, the stopped one runs none", async () => {
-    s = await ProcStack.routedPair({
+    const s = r.own(await ProcStack.routedPair({
       redis: r.redis,
       env: {
         // Every other job to each live worker's own queue; the stopped worker stays live for the whole test.
@@ -30,8 +24,8 @@ describe('work stealing: a live worker that does not take its jobs', () => {
         ROUTING_STEAL_INTERVAL_MS: '50',
         WORKER_WARMUP: '0',
       },
-    });
-    const ofB = REQUEST_CLASSES.map((cls) => s!.queue(workerQueueName('b', cls)));
+    }));
+    const ofB = REQUEST_CLASSES.map((cls) => s.queue(workerQueueName('b', cls)));
     const w = workload(TINY, 4);
     const docs: string[] = [];
     for (const text of w.documents) docs.push((await httpJson(s.base, 'POST', '/v1/documents', { text })).body.id);
@@ -45,7 +39,7 @@ describe('work stealing: a live worker that does not take its jobs', () => {
       expect(sub.status).toBe(202);
       const batchId = sub.body.id as string;
       const completions = await Promise.all(
-        Array.from({ length: 6 }, (_, i) => httpJson(s!.base, 'POST', '/v1/completions', { prompt: w.questions[i], documents: [docs[i % 4]], max_tokens: 4 })),
+        Array.from({ length: 6 }, (_, i) => httpJson(s.base, 'POST', '/v1/completions', { prompt: w.questions[i], documents: [docs[i % 4]], max_tokens: 4 })),
       );
       expect(completions.map((c) => c.status)).toEqual([200, 200, 200, 200, 200, 200]);
       const batches = s.batches(r.client);
