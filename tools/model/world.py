@@ -238,45 +238,17 @@ def sample(rng: random.Random, lv: Level = Level(), n_questions: int = 0) -> Sam
     persons = rng.sample(_pool(PERSONS, lv), n_p)
     comps = rng.sample(_pool(COMPANIES, lv), n_c)
     cities = _pool(CITIES, lv)
-    articles = []  # (name, [(rel, lead, value)], is_company)
-    for c in comps:
-        k = rng.randint(min(lv.facts[0], 2), min(lv.facts[1], 4))
-        rels = ["based"] + rng.sample([r for r in COMPANY_REL if r != "based"], k - 1)
-        fs = []
-        for r in rels:
-            lead, pool = COMPANY_REL[r]
-            fs.append((r, lead, rng.choice(cities if pool is CITIES else pool)))
-        articles.append((c, fs, True))
-    for p in persons:
-        k = rng.randint(*lv.facts)
-        rels = rng.sample(list(PERSON_REL), k)
-        if "works" not in rels and comps and rng.random() < 0.7:
-            rels[-1] = "works"
-        fs = []
-        for r in rels:
-            lead, pool = PERSON_REL[r]
-            if r == "works":
-                val = rng.choice(comps) if comps and rng.random() < 0.85 else \
-                    rng.choice([v for v in _pool(COMPANIES, lv) if v not in comps])
-            else:
-                val = rng.choice(cities if pool is CITIES else pool)
-            fs.append((r, lead, val))
-        articles.append((p, fs, False))
+    # every article's facts first (companies, then persons), then the articles in a random order, each written out
+    articles = [(c, _facts(rng, lv, c, True, comps, cities), True) for c in comps]
+    articles += [(p, _facts(rng, lv, p, False, comps, cities), False) for p in persons]
     rng.shuffle(articles)
-    # the token stream: sentences, each remembered as (entity, rel, value, first token, value token) for facts
+    # the token stream; facts remembered as (entity, rel, value, first token, value token)
     words, facts, starts = [], [], []
     for name, fs, company in articles:
         starts.append(len(words))
-        sents = [("fact", f) for f in fs] + [("fill", None)] * rng.randint(*lv.fillers)
-        rng.shuffle(sents)
-        for kind, f in sents:
-            if kind == "fill":
-                words += _filler(rng, name, company).split()
-                continue
-            rel, lead, val = f
-            start = len(words)
-            words += fact_words(name, lead) + [val, "."]
-            facts.append((name, rel, val, start, len(words) - 2))
+        ws, wf = _write(rng, lv, name, company, fs)
+        facts += [(name, rel, val, len(words) + st, len(words) + vp) for rel, val, st, vp in wf]
+        words += ws
     # pages: the stream cut into n_docs pages of about equal length, anywhere (even inside a sentence); or, with
     # cut=False, one article per document
     if lv.cut:
@@ -299,8 +271,9 @@ def sample(rng: random.Random, lv: Level = Level(), n_questions: int = 0) -> Sam
     return Sample(documents, _questions(rng, fact_list, lv, n_questions))
 
 
-def _article(rng, lv, name, company, comps, cities):
-    """One article's sentences: [(kind, fact or None)], facts as (rel, lead, value)."""
+def _facts(rng, lv, name, company, comps, cities):
+    """One article's facts as (rel, lead, value): a company is always `based` somewhere; a person mostly works at
+    one of the sample's companies (the bridge of a two-hop question)."""
     if company:
         k = rng.randint(min(lv.facts[0], 2), min(lv.facts[1], 4))
         rels = ["based"] + rng.sample([r for r in COMPANY_REL if r != "based"], k - 1)
@@ -318,9 +291,24 @@ def _article(rng, lv, name, company, comps, cities):
         else:
             val = rng.choice(cities if pool is CITIES else pool)
         fs.append((r, lead, val))
+    return fs
+
+
+def _write(rng, lv, name, company, fs):
+    """An article's words: its facts and some prose notes in a random order.  Returns (words, facts as (rel, value,
+    first token, value token) relative to the article)."""
     sents = [("fact", f) for f in fs] + [("fill", None)] * rng.randint(*lv.fillers)
     rng.shuffle(sents)
-    return sents
+    words, out = [], []
+    for kind, f in sents:
+        if kind == "fill":
+            words += _filler(rng, name, company).split()
+            continue
+        rel, lead, val = f
+        start = len(words)
+        words += fact_words(name, lead) + [val, "."]
+        out.append((rel, val, start, len(words) - 2))
+    return words, out
 
 
 def _varied_sample(rng, lv, n_questions):
@@ -341,15 +329,7 @@ def _varied_sample(rng, lv, n_questions):
     for name, company in [(c, True) for c in comps] + [(p, False) for p in persons]:
         if size >= total and not company and any(not a[1] for a in articles):
             break
-        words, fs = [], []
-        for kind, f in _article(rng, lv, name, company, comps, cities):
-            if kind == "fill":
-                words += _filler(rng, name, company).split()
-                continue
-            rel, lead, val = f
-            start = len(words)
-            words += fact_words(name, lead) + [val, "."]
-            fs.append((rel, val, start, len(words) - 2))
+        words, fs = _write(rng, lv, name, company, _facts(rng, lv, name, company, comps, cities))
         articles.append((name, company, words, fs))
         size += len(words)
     rng.shuffle(articles)
