@@ -144,6 +144,8 @@ const Env = z.object({
   TENANT_BURST: z.coerce.number().int().min(0).default(0),
   /** Tenants that keep their own label value in the quality-of-service metrics (per process, first seen); the rest are `other`. */
   QOS_TENANT_LABELS: z.coerce.number().int().min(0).default(20),
+  /** `auto`: sampling a request leaves out comes from the model's generation_config.json (vLLM's default); `none`: greedy. */
+  GENERATION_CONFIG: z.enum(['auto', 'none']).default('auto'),
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
 });
 

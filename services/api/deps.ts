@@ -3,7 +3,7 @@ import type IORedis from 'ioredis';
 import type { Logger } from 'pino';
 import type { Registry } from 'prom-client';
 import type { BatchStore, CatalogKeys, DocumentStore, FileStore } from '../../shared/catalog';
-import type { ModelConfig, TextTokenizer } from '../../shared/engine';
+import type { ModelConfig, SamplingDefaults, TextTokenizer } from '../../shared/engine';
 import type { KVStore } from '../../shared/kvstore';
 import type { ErrorMetrics } from '../../shared/metrics/metrics';
 import type { FairQueuing, TenantLimits } from '../../shared/qos';
@@ -15,6 +15,8 @@ import type { Replies } from './replies';
 export interface ApiDeps {
   model: ModelConfig;
   tokenizer: TextTokenizer;
+  /** Sampling for the fields a request leaves out: the model's generation_config.json (GENERATION_CONFIG=auto). */
+  samplingDefaults?: SamplingDefaults;
   /** The shared inference queue (any worker takes its jobs). */
   inference: Queue;
   /** Picks each job's inference queue (ROUTING); its `queues` are the shared one and every worker's own. */

@@ -34,6 +34,7 @@ async function main() {
   const deps = await wireApi({
     model,
     tokenizer,
+    generationConfig: cfg.GENERATION_CONFIG,
     redis,
     subscriber,
     queuePrefix: cfg.QUEUE_PREFIX,

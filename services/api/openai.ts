@@ -30,7 +30,7 @@ const Common = {
   stream: z.boolean().nullable().optional(),
   stream_options: z.object({ include_usage: z.boolean().optional() }).nullable().optional(),
   n: z.literal(1).nullable().optional(),
-  /** temperature, top_p, top_k (vLLM's extension), seed: absent temperature is greedy. */
+  /** temperature, top_p, top_k (vLLM's extension), seed: absent ones from the model's generation_config.json, else greedy. */
   ...SamplingFields,
   user: z.string().max(256).optional(),
   /** vLLM's extension: generate max_tokens tokens even past <eos>. */

@@ -1,7 +1,7 @@
 import { z } from 'zod';
 import { splitDocument, type Chunk } from '../../shared/chunking';
 import type { DocumentStore } from '../../shared/catalog';
-import { ContextLengthError, type Engine, type ModelConfig, type TextTokenizer } from '../../shared/engine';
+import { ContextLengthError, type Engine, type ModelConfig, type SamplingDefaults, type TextTokenizer } from '../../shared/engine';
 import { chunkKey, type ChunkKey } from '../../shared/kvstore';
 import { CHAT_DEFAULT_MAX_TOKENS, DEFAULT_MAX_TOKENS, MAX_TOKENS_CAP } from './limits';
 import { ModeSpec, samplingFrom, SamplingFields, type ServeRequest } from '../../shared/serving/request';
@@ -43,6 +43,8 @@ export interface Resolver {
   model: ModelConfig;
   tokenizer: TextTokenizer;
   documents: DocumentStore;
+  /** temperature, top_p and top_k where a request gives none (the model's generation_config.json). */
+  samplingDefaults?: SamplingDefaults;
 }
 
 /**
@@ -107,6 +109,7 @@ export async function resolveRequest(
   }
   if (!chunks.length && !question.length) throw new ResolveError('the prompt is empty', 400, 'prompt');
   const mode = spec.mode ?? (chunks.length ? 'attnlink' : 'full');
+  const sampling = samplingFrom(spec, r.samplingDefaults);
   return {
     id,
     tenantSalt: salt,
@@ -117,7 +120,7 @@ export async function resolveRequest(
     stop: spec.stop === undefined ? undefined : Array.isArray(spec.stop) ? spec.stop : [spec.stop],
     ignoreEos: spec.ignore_eos,
     ...(prefix ? { prefix } : {}),
-    ...(samplingFrom(spec) ? { sampling: samplingFrom(spec) } : {}),
+    ...(sampling ? { sampling } : {}),
   };
 }
 

@@ -1,6 +1,7 @@
 import { Queue } from 'bullmq';
 import type IORedis from 'ioredis';
 import { BatchStore, DocumentStore, FileStore, type DocumentRecord, type TrackedCache } from '../../shared/catalog';
+import { loadGenerationConfig } from '../../shared/engine';
 import { KVStore } from '../../shared/kvstore';
 import { createLiveWorkersGauge, createQosMetrics, createRoutingMetrics } from '../../shared/metrics/metrics';
 import { FairQueuing, QosKeys, TenantLabels, TenantLimits, type TenantLimitOptions } from '../../shared/qos';
@@ -33,6 +34,11 @@ export type ApiWiring = Pick<
   routing?: { mode: RoutingMode; weights?: Partial<ScoreWeights>; maxWaiting?: number };
   /** Quality of service: tenants' weights (TENANT_WEIGHTS), per-tenant limits (default none), tenant label values kept. */
   qos?: { weights?: Map<string, number>; limits?: TenantLimitOptions; tenantLabels?: number };
+  /**
+   * GENERATION_CONFIG: `auto` (default) takes the sampling a request leaves out from the model's generation_config.json
+   * (shared/engine/generation.ts); `none` ignores it (no temperature: greedy).
+   */
+  generationConfig?: 'auto' | 'none';
 };
 
 /**
@@ -68,6 +74,7 @@ export async function wireApi(w: ApiWiring): Promise<ApiDeps> {
   return {
     model: w.model,
     tokenizer: w.tokenizer,
+    ...(w.generationConfig === 'none' ? {} : { samplingDefaults: loadGenerationConfig(w.model.dir).sampling }),
     inference,
     router,
     precompute,

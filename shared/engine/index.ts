@@ -2,6 +2,7 @@ export * from './kv';
 export * from './errors';
 export * from './config';
 export * from './tokenizer';
+export * from './generation';
 export * from './rope';
 export * from './cache';
 export * from './session';

@@ -2,6 +2,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { Tokenizer } from '@huggingface/tokenizers';
 import { ModelLoadError } from './errors';
 import type { ModelConfig } from './config';
+import { loadGenerationConfig } from './generation';
 
 /** A tokenizer.json loaded with @huggingface/tokenizers, checked against the model's config. */
 export interface TextTokenizer {
@@ -172,15 +173,7 @@ function specialTokens(config: ModelConfig, json: Record<string, unknown>, tcfg:
     else promptPrefix = head.map((t) => idOf(t)).filter((id): id is number => id !== undefined);
   }
   const stop = new Set<number>(config.eosTokenIds);
-  const genFile = `${config.dir}/generation_config.json`;
-  if (existsSync(genFile)) {
-    const gen = readJson(genFile, 'generation config');
-    const eos = gen.eos_token_id;
-    for (const id of Array.isArray(eos) ? eos : eos === undefined || eos === null ? [] : [eos]) {
-      if (!Number.isInteger(id) || (id as number) < 0) throw new ModelLoadError(`generation config ${genFile}: eos_token_id ${JSON.stringify(id)} is not a token id`, genFile);
-      stop.add(id as number);
-    }
-  }
+  for (const id of loadGenerationConfig(config.dir).eosTokenIds) stop.add(id);
   const eosId = idOf(eosToken);
   if (eosId !== undefined) stop.add(eosId);
   return { promptPrefix, stopIds: [...stop], chatTemplate: chatTemplateOf(config, tcfg), bosToken, eosToken };

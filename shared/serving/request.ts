@@ -15,7 +15,10 @@ export const ModeSpec = z.object({
 });
 export type ModeSpec = z.infer<typeof ModeSpec>;
 
-/** Sampling as clients send it (OpenAI's names; top_k is vLLM's extension). Absent temperature: greedy. */
+/**
+ * Sampling as clients send it (OpenAI's names; top_k is vLLM's extension). Absent: the model's generation_config.json
+ * defaults where it has them (the API's `samplingDefaults`), else greedy.
+ */
 export const SamplingFields = {
   temperature: z.number().min(0).max(2).nullable().optional(),
   top_p: z.number().min(0).max(1).nullable().optional(),
@@ -36,19 +39,28 @@ export const Sampling = z.object({
 });
 export type Sampling = z.infer<typeof Sampling>;
 
-/** The job payload's sampling from the client's fields (undefined when every field is absent: greedy). */
-export function samplingFrom(b: {
-  temperature?: number | null;
-  top_p?: number | null;
-  top_k?: number | null;
-  seed?: number | null;
-  logit_bias?: Record<string, number> | null;
-}): Sampling | undefined {
+/**
+ * The job payload's sampling from the client's fields, a field the client leaves out (or sends as null) taken from
+ * `defaults` (the model's generation_config.json); undefined when nothing is set: greedy.
+ */
+export function samplingFrom(
+  b: {
+    temperature?: number | null;
+    top_p?: number | null;
+    top_k?: number | null;
+    seed?: number | null;
+    logit_bias?: Record<string, number> | null;
+  },
+  defaults: { temperature?: number; topP?: number; topK?: number } = {},
+): Sampling | undefined {
   const s: Sampling = {};
   if (b.logit_bias && Object.keys(b.logit_bias).length) s.logitBias = b.logit_bias;
-  if (b.temperature != null) s.temperature = b.temperature;
-  if (b.top_p != null) s.topP = b.top_p;
-  if (b.top_k != null) s.topK = b.top_k;
+  const temperature = b.temperature ?? defaults.temperature;
+  const topP = b.top_p ?? defaults.topP;
+  const topK = b.top_k ?? defaults.topK;
+  if (temperature != null) s.temperature = temperature;
+  if (topP != null) s.topP = topP;
+  if (topK != null) s.topK = topK;
   if (b.seed != null) s.seed = b.seed;
   return Object.keys(s).length ? s : undefined;
 }

@@ -1,3 +1,5 @@
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import type { TextTokenizer } from '../../shared/engine';
 import { chatPrompt } from '../../shared/engine/chat';
 import { fixture } from '../helpers/fixtures';
@@ -50,15 +52,17 @@ describe('chat with a real chat template (llama3-style)', () => {
     const p = chatPrompt(tok, messages, true);
     expect(p.prefix!.startsWith('<|begin_of_text|><|start_header_id|>system<|end_header_id|>')).toBe(true);
     const doc = (await (await fetch(`${s.base}/v1/documents/${docId}`)).json()) as { tokens: number };
-    const plain = await chat({});
+    // Greedy (temperature 0), so the same request gives the same reply; without it the fixture's generation_config.json
+    // samples (the last test).
+    const plain = await chat({ temperature: 0 });
     expect(plain.status).toBe(200);
     // BOS comes from the template (once), the documents' tokens as stored, then the rest of the conversation.
     expect(plain.json.usage.prompt_tokens).toBe(tok.encode(p.prefix!).length + doc.tokens + tok.encode(p.question).length);
     expect(plain.json.usage.prompt_tokens_details.cached_tokens).toBeGreaterThan(0);
-    const again = await chat({});
+    const again = await chat({ temperature: 0 });
     expect(again.json.choices[0].message.content).toBe(plain.json.choices[0].message.content);
     expect(again.json.usage.prompt_tokens_details.cached_tokens).toBeGreaterThan(0);
-    const st = await streamText({});
+    const st = await streamText({ temperature: 0 });
     expect(st.pieces.join('')).toBe(plain.json.choices[0].message.content);
     expect(st.usage.completion_tokens).toBe(plain.json.usage.completion_tokens);
     // Without documents: the whole rendered conversation, BOS once.
@@ -98,5 +102,27 @@ describe('chat with a real chat template (llama3-style)', () => {
     expect(st.pieces.join('')).toBe(a.json.choices[0].message.content);
     const other = await chat({ temperature: 1, top_p: 0.95, seed: 2025 });
     expect(other.json.choices[0].message.content).not.toBe(a.json.choices[0].message.content);
+  });
+
+  test("sampling a request leaves out comes from the model's generation_config.json (do_sample, temperature 0.6, top_p 0.9)", async () => {
+    const gen = JSON.parse(readFileSync(join(s.engine.config.dir, 'generation_config.json'), 'utf8'));
+    expect(gen).toMatchObject({ do_sample: true, temperature: 0.6, top_p: 0.9 });
+    const text = (r: { status: number; json?: { choices: { message: { content: string } }[] } }) => {
+      expect(r.status).toBe(200);
+      return r.json!.choices[0].message.content;
+    };
+    const greedy = text(await chat({ temperature: 0 }));
+    // Seeds 1..4 with the file's defaults, each equal to the same seed with those values sent; at least one differs
+    // from greedy (random weights: a temperature-0.6 draw over 128,256 tokens rarely follows the argmax 12 times).
+    let sampledOtherThanGreedy = 0;
+    for (let seed = 1; seed <= 4; seed++) {
+      const byDefault = text(await chat({ seed }));
+      expect(byDefault).toBe(text(await chat({ seed, temperature: 0.6, top_p: 0.9 })));
+      if (byDefault !== greedy) sampledOtherThanGreedy++;
+    }
+    expect(sampledOtherThanGreedy).toBeGreaterThan(0);
+    // A field sent as null is left out too; a temperature sent wins over the file's.
+    expect(text(await chat({ seed: 1, temperature: null, top_p: null }))).toBe(text(await chat({ seed: 1 })));
+    expect(text(await chat({ seed: 1, temperature: 0 }))).toBe(greedy);
   });
 });
