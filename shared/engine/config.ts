@@ -1,6 +1,7 @@
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import { z } from 'zod';
 import { ModelLoadError } from './errors';
+import { checkJson, readJson } from './json';
 import type { KVShape } from './kv';
 
 /** The subset of a Hugging Face Llama-style config.json the engine relies on. */
@@ -133,24 +134,8 @@ function exportGraph(dir: string): string {
 }
 
 export function loadModelConfig(dir: string, file = `${dir}/config.json`, opts: ModelConfigOptions = {}): ModelConfig {
-  let text: string;
-  try {
-    text = readFileSync(file, 'utf8');
-  } catch (e) {
-    throw new ModelLoadError(`model config not found: ${file} (${(e as Error).message})`, file);
-  }
-  let json: unknown;
-  try {
-    json = JSON.parse(text);
-  } catch (e) {
-    throw new ModelLoadError(`model config is not valid JSON: ${file}: ${(e as Error).message}`, file);
-  }
-  const parsed = ConfigSchema.safeParse(json);
-  if (!parsed.success) {
-    const issues = parsed.error.issues.map((i) => `${i.path.join('.') || '(root)'}: ${i.message}`).join('; ');
-    throw new ModelLoadError(`model config ${file} is invalid: ${issues}`, file);
-  }
-  const c = parsed.data;
+  const json = readJson(file, 'model config');
+  const c = checkJson(file, 'model config', ConfigSchema, json);
   const headDim = c.head_dim ?? c.hidden_size / c.num_attention_heads;
   if (!Number.isInteger(headDim) || headDim % 2 !== 0) {
     throw new ModelLoadError(`model config ${file}: head_dim ${headDim} must be an even integer`, file);

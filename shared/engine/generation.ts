@@ -1,6 +1,6 @@
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import { z } from 'zod';
-import { ModelLoadError } from './errors';
+import { readJsonAs } from './json';
 
 /**
  * A model's generation_config.json (Hugging Face): the token ids that end generation, and the sampling its authors
@@ -35,18 +35,7 @@ const Schema = z
 export function loadGenerationConfig(dir: string): GenerationConfig {
   const file = `${dir}/generation_config.json`;
   if (!existsSync(file)) return { eosTokenIds: [] };
-  let json: unknown;
-  try {
-    json = JSON.parse(readFileSync(file, 'utf8'));
-  } catch (e) {
-    throw new ModelLoadError(`generation config is not valid JSON: ${file}: ${(e as Error).message}`, file);
-  }
-  const parsed = Schema.safeParse(json);
-  if (!parsed.success) {
-    const issues = parsed.error.issues.map((i) => `${i.path.join('.') || '(root)'}: ${i.message}`).join('; ');
-    throw new ModelLoadError(`generation config ${file} is invalid: ${issues}`, file);
-  }
-  const g = parsed.data;
+  const g = readJsonAs(file, 'generation config', Schema);
   const eos = g.eos_token_id;
   const eosTokenIds = Array.isArray(eos) ? eos : eos == null ? [] : [eos];
   if (g.do_sample !== true) return { eosTokenIds };

@@ -3,6 +3,9 @@ import { Tokenizer } from '@huggingface/tokenizers';
 import { ModelLoadError } from './errors';
 import type { ModelConfig } from './config';
 import { loadGenerationConfig } from './generation';
+import { readJson as readJsonFile } from './json';
+
+const readJson = (file: string, what: string) => readJsonFile(file, what) as Record<string, unknown>;
 
 /** A tokenizer.json loaded with @huggingface/tokenizers, checked against the model's config. */
 export interface TextTokenizer {
@@ -29,20 +32,6 @@ export interface TextTokenizer {
   /** Special tokens' text, for chat templates (`bos_token`, `eos_token`). */
   readonly bosToken?: string;
   readonly eosToken?: string;
-}
-
-function readJson(file: string, what: string): Record<string, unknown> {
-  let text: string;
-  try {
-    text = readFileSync(file, 'utf8');
-  } catch (e) {
-    throw new ModelLoadError(`${what} not found: ${file} (${(e as Error).message})`, file);
-  }
-  try {
-    return JSON.parse(text) as Record<string, unknown>;
-  } catch (e) {
-    throw new ModelLoadError(`${what} is not valid JSON: ${file}: ${(e as Error).message}`, file);
-  }
 }
 
 export function loadTokenizer(config: ModelConfig): TextTokenizer {
