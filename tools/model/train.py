@@ -449,6 +449,7 @@ def main():
                 emit({"event": "monitor_short", "step": step, **m2})
                 card["last_monitor_short"] = m2
             card["last_monitor"] = m
+            card.update(steps=step, train_seconds=round(time.time() - t0, 1))  # what this last.pt is (it may be kept)
             save(os.path.join(a.out, "last.pt"), model, tok, cfg, card)
     m = monitor(model, tok, mon)
     if mon2:
