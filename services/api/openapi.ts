@@ -39,6 +39,10 @@ const PROMPT_RULES =
   'A request needs `question` or `prompt` (`prompt` is an alias). The prompt (documents + question) plus `max_tokens` must fit the model context. ' +
   'Without `mode`: attnlink when there are documents, full otherwise. `k`: attnlink tokens recomputed per chunk (default 16); `r`: cacheblend fraction recomputed (default 0.15).';
 
+/** How absent sampling fields are filled (services/api/wiring.ts, shared/engine/generation.ts). */
+const SAMPLING_NOTE =
+  "temperature, top_p and top_k left out (or null) take the model's generation_config.json values where it says do_sample: true (GENERATION_CONFIG=auto, the default); otherwise a request without a temperature is greedy.";
+
 export const openapi = {
   openapi: '3.1.0',
   info: {
@@ -96,10 +100,10 @@ export const openapi = {
     '/v1/models': { get: { summary: 'OpenAI: list models', responses: { '200': { description: 'models' } } } },
     '/v1/models/{id}': { get: { summary: 'OpenAI: one model', parameters: [{ name: 'id', in: 'path', required: true, schema: { type: 'string' } }], responses: { '200': { description: 'model' }, ...errors } } },
     '/v1/completions': {
-      post: { summary: 'OpenAI: completion (stream with SSE)', requestBody: body({ $ref: '#/components/schemas/Completion' }), responses: { '200': { description: 'completion, or text/event-stream' }, ...completionErrors } },
+      post: { summary: 'OpenAI: completion (stream with SSE)', description: SAMPLING_NOTE, requestBody: body({ $ref: '#/components/schemas/Completion' }), responses: { '200': { description: 'completion, or text/event-stream' }, ...completionErrors } },
     },
     '/v1/chat/completions': {
-      post: { summary: 'OpenAI: chat completion (stream with SSE)', requestBody: body({ $ref: '#/components/schemas/ChatCompletion' }), responses: { '200': { description: 'chat completion, or text/event-stream' }, ...completionErrors } },
+      post: { summary: 'OpenAI: chat completion (stream with SSE)', description: SAMPLING_NOTE, requestBody: body({ $ref: '#/components/schemas/ChatCompletion' }), responses: { '200': { description: 'chat completion, or text/event-stream' }, ...completionErrors } },
     },
     '/v1/files': {
       post: {

@@ -162,7 +162,7 @@ function specialTokens(config: ModelConfig, json: Record<string, unknown>, tcfg:
     else promptPrefix = head.map((t) => idOf(t)).filter((id): id is number => id !== undefined);
   }
   const stop = new Set<number>(config.eosTokenIds);
-  for (const id of loadGenerationConfig(config.dir).eosTokenIds) stop.add(id);
+  for (const id of loadGenerationConfig(config.dir, { sampling: false }).eosTokenIds) stop.add(id);
   const eosId = idOf(eosToken);
   if (eosId !== undefined) stop.add(eosId);
   return { promptPrefix, stopIds: [...stop], chatTemplate: chatTemplateOf(config, tcfg), bosToken, eosToken };

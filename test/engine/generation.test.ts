@@ -45,6 +45,17 @@ test('a broken file is refused, naming the file and the field', () => {
   bad({ do_sample: true, temperature: 3 }, /temperature above 2/);
 });
 
+test('sampling keys are checked only where they are used: do_sample true, and sampling wanted', () => {
+  // transformers ignores them without do_sample, and so does loading: the model still loads.
+  expect(loadGenerationConfig(withGen({ eos_token_id: 2, do_sample: false, temperature: 3, top_p: 0 }))).toEqual({ eosTokenIds: [2] });
+  expect(loadGenerationConfig(withGen({ eos_token_id: 2, do_sample: null, temperature: 3 }))).toEqual({ eosTokenIds: [2] });
+  // The tokenizer (stop ids only) and GENERATION_CONFIG=none read eos_token_id alone.
+  const odd = withGen({ eos_token_id: [2, 5], do_sample: true, temperature: 3 });
+  expect(loadGenerationConfig(odd, { sampling: false })).toEqual({ eosTokenIds: [2, 5] });
+  expect(() => loadGenerationConfig(odd)).toThrow(/GENERATION_CONFIG=none/);
+  expect(() => loadGenerationConfig(withGen({ eos_token_id: 'x' }), { sampling: false })).toThrow(/eos_token_id/);
+});
+
 test("a request's fields win; absent or null ones come from the defaults; nothing at all is greedy", () => {
   const d = { temperature: 0.6, topP: 0.95, topK: 20 };
   expect(samplingFrom({}, d)).toEqual(d);

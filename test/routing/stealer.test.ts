@@ -17,7 +17,7 @@ async function until(cond: () => boolean, what: string, ms = 5000): Promise<void
 interface World {
   waiting: Map<string, number>;
   idle: boolean;
-  /** Times the stealer asked whether this worker is idle (once per look). */
+  /** Times the stealer asked whether this worker is idle (once at each look, and again before each take). */
   idleAsked: number;
   looks: number[];
   taken: string[];
@@ -29,7 +29,8 @@ function stealer(w: World, o: { intervalMs: number; maxInFlight?: number }): Ste
     workerId: 'me',
     live: async () => ['me', 'a', 'b'],
     waiting: async (names) => {
-      w.looks.push(Date.now());
+      // Called once per class a look reads: one time stamp a look, at its first (interactive) read.
+      if (names.includes(workerQueueName('a', 'interactive'))) w.looks.push(Date.now());
       return names.map((n) => w.waiting.get(n) ?? 0);
     },
     idle: () => {
@@ -79,28 +80,32 @@ test('takes interactive jobs before batch ones, the fullest queue first, up to m
 });
 
 test('backs off only after looks that find nothing; a busy spell does not delay the first look once idle', async () => {
-  const w = world();
-  const base = 50;
-  const s = stealer(w, { intervalMs: base });
-  s.start();
-  // Idle and nothing to take: the gaps between looks grow (50, 100, 200, 400 ms).
-  await until(() => w.looks.length >= 5, '5 looks', 10_000);
-  const gaps = w.looks.slice(1).map((t, i) => t - w.looks[i]);
-  expect(gaps[3]).toBeGreaterThan(gaps[0] * 3);
-  // Busy for 1.2 s: no reads of the other queues, and a look every base interval (backing off here would leave
-  // a handful: 50 + 100 + 200 + 400 + 800 ms).
-  w.idle = false;
-  const looksBefore = w.looks.length;
-  const askedBefore = w.idleAsked;
-  await new Promise((r) => setTimeout(r, 1200));
-  expect(w.looks.length - looksBefore).toBeLessThanOrEqual(1); // at most the one look already under way
-  expect(w.idleAsked - askedBefore).toBeGreaterThanOrEqual(8);
-  // Work appears in another worker's queue as this one goes idle: taken within a few base intervals, not 16.
-  w.waiting.set(workerQueueName('a', 'interactive'), 1);
-  const idleAt = Date.now();
-  w.idle = true;
-  await until(() => w.taken.length === 1, 'the job taken');
-  expect(Date.now() - idleAt).toBeLessThan(6 * base);
-  for (const r of w.running) r();
-  await s.close();
+  // Fake timers: the intervals are exact, whatever else runs on the machine.
+  jest.useFakeTimers();
+  try {
+    const w = world();
+    const base = 50;
+    const s = stealer(w, { intervalMs: base });
+    const t0 = Date.now();
+    s.start();
+    // Idle, nothing to take: each look doubles the interval, up to 16 × base.
+    await jest.advanceTimersByTimeAsync(1550);
+    expect(w.looks.map((t) => t - t0)).toEqual([50, 150, 350, 750, 1550]);
+    // Busy for 2 s: no reads of the other queues, and a look (skipped) every base interval once the 800 ms wait set
+    // before the spell has run out. Backing off on skipped looks too would leave two (at 2,350 and 3,150 ms).
+    w.idle = false;
+    const asked = w.idleAsked;
+    await jest.advanceTimersByTimeAsync(2000);
+    expect(w.looks).toHaveLength(5);
+    expect(w.idleAsked - asked).toBe(25); // 2,350, then 2,400, 2,450, ..., 3,550
+    // Work appears in another worker's queue as this one goes idle: taken at the next base interval.
+    w.waiting.set(workerQueueName('a', 'interactive'), 1);
+    w.idle = true;
+    await jest.advanceTimersByTimeAsync(base);
+    expect(w.taken).toEqual([workerQueueName('a', 'interactive')]);
+    for (const r of w.running) r();
+    await s.close();
+  } finally {
+    jest.useRealTimers();
+  }
 });
