@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto';
 import { z } from 'zod';
 import type { SamplingParams } from '../engine/sampling';
+import type { SamplingDefaults } from '../engine/generation';
 import { contextSharable, LINK_MODES, MIN_R, modeLabel, type LinkOptions } from '../linking';
 
 /**
@@ -51,7 +52,7 @@ export function samplingFrom(
     seed?: number | null;
     logit_bias?: Record<string, number> | null;
   },
-  defaults: { temperature?: number; topP?: number; topK?: number } = {},
+  defaults: SamplingDefaults = {},
 ): Sampling | undefined {
   const s: Sampling = {};
   if (b.logit_bias && Object.keys(b.logit_bias).length) s.logitBias = b.logit_bias;
